@@ -1,0 +1,1 @@
+"""Tooling for the "classifier from scratch" course kit: MNIST provisioning, grading, command line."""

