@@ -48,6 +48,13 @@ def cmd_autograde(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    from coursekit.check import check_notebook
+    from coursekit.grading.pipeline import Course
+
+    return check_notebook(args.notebook.resolve(), Course(args.root.resolve()))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m coursekit", description=__doc__)
     parser.add_argument("--root", type=Path, default=ROOT, help="the course folder (default: this repository)")
@@ -66,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     autograde.add_argument("-j", "--jobs", type=int, default=None, help="parallel workers (default: CPU cores)")
     autograde.add_argument("--require-sandbox", action="store_true", help="refuse to grade without bubblewrap")
     autograde.set_defaults(run=cmd_autograde)
+
+    check = commands.add_parser("check", help="a student's local check of one notebook")
+    check.add_argument("notebook", type=Path)
+    check.set_defaults(run=cmd_check)
     return parser
 
 

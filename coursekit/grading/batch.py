@@ -1,0 +1,56 @@
+"""Grade a class: submissions in parallel (each in its own sandbox), reports as they finish."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import traceback
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+from tqdm import tqdm
+
+from coursekit.grading.pipeline import Course, Grader, SubmissionResult
+from coursekit.grading.report import write_grades_csv, write_submission_report
+
+
+def matplotlib_cache(course: Course) -> Path:
+    """Build matplotlib's font cache once, so that no sandboxed run spends seconds rebuilding it."""
+    cache = course.root / ".cache" / "matplotlib"
+    if not any(cache.glob("fontlist-*.json")):
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-c", "import matplotlib.font_manager"], check=True,
+                       env={**os.environ, "MPLCONFIGDIR": str(cache)})
+    return cache
+
+
+def grade_safely(grader: Grader, student: str) -> SubmissionResult:
+    """A grader bug on one submission is reported on that submission; the batch goes on."""
+    try:
+        return grader.grade(student)
+    except Exception:
+        detail = traceback.format_exc(limit=3)
+        print(f"internal grader error on {student}:\n{detail}", file=sys.stderr)
+        return grader.failed(student, "internal grader error; the course staff has been told "
+                                      f"({detail.strip().splitlines()[-1][:200]})")
+
+
+def grade_class(course: Course, students: list[str] | None = None, jobs: int | None = None,
+                require_sandbox: bool = False, progress: bool = True) -> list[SubmissionResult]:
+    students = students if students is not None else course.students()
+    jobs = max(1, jobs or os.cpu_count() or 1)
+    grader = Grader(course, require_sandbox=require_sandbox, threads=max(1, (os.cpu_count() or 1) // jobs),
+                    mpl_cache=matplotlib_cache(course))
+    results = []
+    with ThreadPoolExecutor(jobs) as pool, tqdm(total=len(students), desc="Grading", unit="submission",
+                                                disable=not progress, mininterval=1) as bar:
+        futures = {pool.submit(grade_safely, grader, student): student for student in students}
+        for future in as_completed(futures):
+            result = future.result()
+            write_submission_report(result, course)
+            results.append(result)
+            bar.set_postfix_str(f"{result.student}: {result.score:g}")
+            bar.update()
+    results.sort(key=lambda r: r.student)
+    write_grades_csv(results, course.root / "grades.csv")
+    return results

@@ -1,0 +1,314 @@
+"""Trusted checks, one per autograded grade_id: the grader's own reference (torch's, in float64)
+compared with what the student's code returned on the grader's inputs, and metrics recomputed
+from the exported parameters on the grader's own copy of the test subset."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from coursekit.grading.probe import ProbeOutput
+
+MSE_CEILING = 4.0
+LOGISTIC_FLOOR = 0.87
+MLP_FLOOR = 0.90
+
+
+@dataclass
+class Outcome:
+    """The sub-checks of one graded part: (passed, sentence) in the order they ran."""
+
+    lines: list[tuple[bool, str]] = field(default_factory=list)
+
+    @property
+    def fraction(self) -> float:
+        return sum(ok for ok, _ in self.lines) / len(self.lines) if self.lines else 0.0
+
+
+class Checker:
+    """Helpers that turn one probe's export into sub-check lines."""
+
+    def __init__(self, output: ProbeOutput, outcome: Outcome):
+        self.output, self.outcome = output, outcome
+
+    def expect(self, ok: bool, sentence: str, why: str = "") -> bool:
+        self.outcome.lines.append((bool(ok), sentence if ok or not why else f"{sentence}: {why}"))
+        return bool(ok)
+
+    def problem(self, key: str) -> str | None:
+        """Why `key` has no usable tensor, or None."""
+        entry = self.output.meta.get(key)
+        if entry is None:
+            return self.output.error or "this step did not run"
+        if "error" in entry:
+            return f"raised {entry['error']}" + (f" ({entry['where']})" if entry.get("where") else "")
+        if entry.get("type") != "torch.Tensor":
+            return f"returned a {entry.get('type')}, expected a torch.Tensor"
+        if key not in self.output.tensors:
+            return "no tensor was exported"
+        return None
+
+    def tensor(self, key: str, sentence: str, shape: tuple | None = None) -> torch.Tensor | None:
+        why = self.problem(key)
+        if why:
+            self.expect(False, sentence, why)
+            return None
+        value = self.output.tensors[key]
+        if shape is not None and tuple(value.shape) != tuple(shape):
+            self.expect(False, sentence, f"shape {tuple(value.shape)}, expected {tuple(shape)}")
+            return None
+        if not value.is_floating_point():
+            self.expect(False, sentence, f"dtype {value.dtype}, expected floating point")
+            return None
+        return value.double()
+
+    def close(self, key: str, expected: torch.Tensor, sentence: str, atol=1e-4, rtol=1e-4) -> bool:
+        value = self.tensor(key, sentence, tuple(expected.shape))
+        if value is None:
+            return False
+        if not torch.isfinite(value).all():
+            return self.expect(False, sentence, "contains inf or nan")
+        difference = (value - expected).abs()
+        ok = bool((difference <= atol + rtol * expected.abs()).all())
+        where = tuple(int(i) for i in torch.nonzero(difference == difference.max())[0]) if difference.numel() else ()
+        return self.expect(ok, sentence, f"differs from the expected value by up to {difference.max():.3g} (at index {where})")
+
+    def meta(self, key: str) -> dict:
+        return self.output.meta.get(key) or {}
+
+
+@dataclass
+class Context:
+    outputs: dict[str, ProbeOutput]
+    inputs: dict[str, torch.Tensor]
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    def checker(self, probe: str, outcome: Outcome) -> Checker:
+        return Checker(self.outputs[probe], outcome)
+
+
+def names_defined(ctx: Context, outcome: Outcome, *names: str) -> bool:
+    """Each name must be defined in the notebook itself (fastai's star import brings its own
+    `accuracy` and `sgd_step`, for instance)."""
+    checker = ctx.checker("names", outcome)
+    ok = True
+    for name in names:
+        entry = checker.meta(name)
+        if not entry.get("defined"):
+            ok = checker.expect(False, f"`{name}` is defined", "it is not defined in the notebook")
+        elif entry.get("module") != "__main__":
+            ok = checker.expect(False, f"`{name}` is defined in the notebook",
+                                f"it comes from {entry.get('module')}, not from your code")
+    return ok
+
+
+def check_linear(ctx, outcome):
+    c = ctx.checker("linear", outcome)
+    x, W, b, g = (ctx.inputs[f"lin.{k}"].double() for k in "xWbg")
+    n_in, n_out = W.shape
+    c.tensor("init.params.W", f"Linear({n_in}, {n_out}).params['W'] has shape ({n_in}, {n_out})", (n_in, n_out))
+    c.tensor("init.params.b", f"Linear({n_in}, {n_out}).params['b'] has shape ({n_out},)", (n_out,))
+    c.close("forward", x @ W + b, "forward(x) returns x @ W + b")
+    c.close("backward", g @ W.T, "backward(grad_out) returns the gradient with respect to x")
+    c.close("grads.W", x.T @ g, "backward fills grads['W'] = x.T @ grad_out")
+    c.close("grads.b", g.sum(0), "backward fills grads['b'] = grad_out summed over the batch")
+
+
+def check_relu(ctx, outcome):
+    c = ctx.checker("relu", outcome)
+    x, g = ctx.inputs["relu.x"].double(), ctx.inputs["relu.g"].double()
+    params = c.meta("params")
+    c.expect(params.get("type") == "builtins.dict" and params.get("keys") == [], "ReLU().params is an empty dict",
+             f"got {params.get('error') or params.get('type')} with keys {params.get('keys')}")
+    c.close("forward", x.clamp(min=0), "forward(x) returns max(x, 0)")
+    c.close("backward", g * (x > 0), "backward(grad_out) passes the gradient only where x > 0")
+
+
+def check_sequential(ctx, outcome):
+    c = ctx.checker("sequential", outcome)
+    x, g = ctx.inputs["seq.x"].double(), ctx.inputs["seq.g"].double()
+    W1, b1, W2, b2 = (ctx.inputs[f"seq.{k}"].double() for k in ("W1", "b1", "W2", "b2"))
+    layers = c.meta("layers")
+    c.expect(layers.get("type") == "list" and layers.get("length") == 3,
+             "Sequential(a, b, c).layers is a list of the 3 layers", f"got {layers.get('type')} of length {layers.get('length')}")
+    hidden = x @ W1 + b1
+    c.close("forward", hidden.clamp(min=0) @ W2 + b2, "forward runs the layers in order")
+    grad_hidden = (g @ W2.T) * (hidden > 0)
+    c.close("backward", grad_hidden @ W1.T, "backward runs them in reverse and returns the gradient wrt the input")
+    c.close("grads.W1", x.T @ grad_hidden, "backward reaches the first layer's grads['W']")
+    c.close("grads.b2", g.sum(0), "backward fills the last layer's grads['b']")
+
+
+def check_log_softmax(ctx, outcome):
+    c = ctx.checker("log_softmax", outcome)
+    small, large = ctx.inputs["ls.z"].double(), ctx.inputs["ls.large"].double()
+    c.close("small", torch.log_softmax(small, dim=1), "log_softmax(logits) matches the reference")
+    c.close("large", torch.log_softmax(large, dim=1), "log_softmax stays finite and right for logits of magnitude 1e4",
+            atol=0.05, rtol=1e-4)
+
+
+def check_mse_loss(ctx, outcome):
+    c = ctx.checker("mse_loss", outcome)
+    pred, target = ctx.inputs["mse.pred"].double(), ctx.inputs["mse.target"].double()
+    diff = pred.reshape(-1) - target
+    for shape, label in (("column", "(N, 1)"), ("flat", "(N,)")):
+        c.close(f"{shape}.forward", (diff ** 2).mean(), f"forward(pred {label}, target) is the mean squared error, a 0-dim tensor")
+        c.close(f"{shape}.backward", (2 * diff / diff.numel()).reshape(pred.shape if shape == "column" else (-1,)),
+                f"backward() returns the gradient with the shape of pred {label}")
+
+
+def check_cross_entropy_loss(ctx, outcome):
+    c = ctx.checker("cross_entropy_loss", outcome)
+    z, y = ctx.inputs["ce.z"].double(), ctx.inputs["ce.y"]
+    onehot = torch.nn.functional.one_hot(y, z.shape[1]).double()
+    c.close("random.forward", torch.nn.functional.cross_entropy(z, y), "forward(logits, target) is the mean negative log-likelihood")
+    c.close("random.backward", (torch.softmax(z, 1) - onehot) / len(y), "backward() returns (softmax - onehot) / N")
+    c.close("zeros.forward", torch.tensor(math.log(z.shape[1]), dtype=torch.float64), "all-zero logits give ln(10)")
+    c.close("zeros.backward", (torch.full_like(z, 1 / z.shape[1]) - onehot) / len(y), "backward() for all-zero logits")
+
+
+def check_sgd_step(ctx, outcome):
+    c = ctx.checker("sgd_step", outcome)
+    lr = float(ctx.inputs["sgd.lr"])
+    for key in ("W", "b"):
+        expected = ctx.inputs[f"sgd.{key}"].double() - lr * ctx.inputs[f"sgd.g{key}"].double()
+        c.close(key, expected, f"sgd_step(model, lr) updates params['{key}'] -= lr * grads['{key}'] in place")
+
+
+def mse(x, y, W, b):
+    return float(((x @ W + b).reshape(-1) - y).pow(2).mean())
+
+
+def check_train(ctx, outcome):
+    c = ctx.checker("train", outcome)
+    x, y = ctx.inputs["train.x"].double(), ctx.inputs["train.y"].double()
+    losses = c.meta("first.losses")
+    if not c.expect("error" not in losses and losses.get("type") == "builtins.list" and losses.get("length") == 4,
+                    "train(...) returns a list with one loss per epoch",
+                    losses.get("error") or f"got {losses.get('type')} of length {losses.get('length')}"):
+        return
+    c.expect(losses.get("item_types") == ["builtins.float"], "the losses are Python floats", f"got {losses.get('item_types')}")
+    first = c.output.tensors.get("first.losses")
+    again = c.output.tensors.get("again.losses")
+    other = c.output.tensors.get("other_seed.losses")
+    if first is None or not torch.isfinite(first).all():
+        c.expect(False, "the losses are finite numbers")
+        return
+    c.expect(first[-1] < first[0], "the loss goes down over the epochs", f"losses {first.tolist()}")
+    c.expect(again is not None and torch.equal(first, again), "the same seed gives the same losses")
+    c.expect(other is not None and not torch.equal(first, other), "another seed shuffles differently")
+    W0, b0 = ctx.inputs["train.W"].double(), ctx.inputs["train.b"].double()
+    W, b = c.output.tensors.get("first.W"), c.output.tensors.get("first.b")
+    trained = W is not None and b is not None and mse(x, y, W.double(), b.double()) < 0.5 * mse(x, y, W0, b0)
+    c.expect(trained, "training the model's parameters halves the loss on the training data")
+
+
+def check_accuracy(ctx, outcome):
+    c = ctx.checker("accuracy", outcome)
+    z, y = ctx.inputs["acc.z"], ctx.inputs["acc.y"]
+    expected = float((z.argmax(1) == y).double().mean())
+    entry = c.meta("value")
+    c.expect(entry.get("type") == "builtins.float", "accuracy(logits, y) returns a Python float",
+             entry.get("error") or f"got {entry.get('type')}")
+    value = entry.get("value")
+    c.expect(isinstance(value, (int, float)) and abs(value - expected) < 1e-6,
+             "accuracy(logits, y) is the fraction of rows whose argmax is y", f"got {value}, expected {expected:.4f}")
+
+
+def model_forward(c: Checker, name: str, architecture: list[tuple]) -> Callable | None:
+    """Rebuild the student's trained model from its exported params; return its forward function."""
+    entry = c.meta(name)
+    classes = [layer[0] for layer in architecture]
+    if not c.expect(entry.get("layers") == classes, f"`{name}` is Sequential({', '.join(classes)})",
+                    entry.get("error") or f"its layers are {entry.get('layers')}"):
+        return None
+    weights = []
+    for position, (kind, *shapes) in enumerate(architecture):
+        if kind == "Linear":
+            W = c.tensor(f"{name}.{position}.params.W", f"layer {position} params['W'] has shape {shapes[0]}", shapes[0])
+            b = c.tensor(f"{name}.{position}.params.b", f"layer {position} params['b'] has shape {shapes[1]}", shapes[1])
+            if W is None or b is None:
+                return None
+            weights.append((W.float(), b.float()))
+        else:
+            weights.append(None)
+
+    def forward(x):
+        for layer in weights:
+            x = x.clamp(min=0) if layer is None else x @ layer[0] + layer[1]
+        return x
+    return forward
+
+
+def test_accuracy_of(ctx, forward) -> float:
+    return float((forward(ctx.x_test).argmax(1) == ctx.y_test).float().mean())
+
+
+def check_regression(ctx, outcome):
+    c = ctx.checker("models", outcome)
+    forward = model_forward(c, "regression_model", [("Linear", (784, 1), (1,))])
+    if forward:
+        value = float((forward(ctx.x_test).reshape(-1) - ctx.y_test.float()).pow(2).mean())
+        c.expect(value <= MSE_CEILING, f"test MSE recomputed by the grader is {value:.3f} (at most {MSE_CEILING})")
+
+
+def check_logistic(ctx, outcome):
+    c = ctx.checker("models", outcome)
+    forward = model_forward(c, "logistic_model", [("Linear", (784, 10), (10,))])
+    if forward:
+        value = test_accuracy_of(ctx, forward)
+        c.expect(value >= LOGISTIC_FLOOR, f"test accuracy recomputed by the grader is {value:.4f} (at least {LOGISTIC_FLOOR})")
+
+
+MLP = [("Linear", (784, 30), (30,)), ("ReLU",), ("Linear", (30, 10), (10,))]
+
+
+def check_mlp(ctx, outcome):
+    c = ctx.checker("models", outcome)
+    forward = model_forward(c, "mlp_model", MLP)
+    if not forward:
+        return
+    value = test_accuracy_of(ctx, forward)
+    c.expect(value >= MLP_FLOOR, f"test accuracy recomputed by the grader is {value:.4f} (at least {MLP_FLOOR})")
+    logistic = model_forward(Checker(c.output, Outcome()), "logistic_model", [("Linear", (784, 10), (10,))])
+    baseline = test_accuracy_of(ctx, logistic) if logistic else 0.0
+    c.expect(value > baseline, f"it beats logistic_model ({baseline:.4f})")
+
+
+@dataclass(frozen=True)
+class Check:
+    run: Callable[[Context, Outcome], None]
+    names: tuple[str, ...]       # contract names that must be the notebook's own
+    solutions: frozenset[str]    # solution cells whose code it exercises (for policy violations)
+
+
+def check(run, names, *solutions) -> Check:
+    return Check(run, tuple(names), frozenset(solutions))
+
+
+BLOCKS = ("linear", "relu", "sequential", "log_softmax", "mse_loss", "cross_entropy_loss", "sgd_step", "train")
+CHECKS: dict[str, Check] = {
+    "test_linear": check(check_linear, ["Linear"], "linear"),
+    "test_relu": check(check_relu, ["ReLU"], "relu"),
+    "test_sequential": check(check_sequential, ["Linear", "ReLU", "Sequential"], "linear", "relu", "sequential"),
+    "test_log_softmax": check(check_log_softmax, ["log_softmax"], "log_softmax"),
+    "test_mse_loss": check(check_mse_loss, ["MSELoss"], "mse_loss"),
+    "test_cross_entropy_loss": check(check_cross_entropy_loss, ["CrossEntropyLoss"], "cross_entropy_loss", "log_softmax"),
+    "test_sgd_step": check(check_sgd_step, ["sgd_step"], "sgd_step"),
+    "test_train": check(check_train, ["train"], "train", "sgd_step"),
+    "test_accuracy": check(check_accuracy, ["accuracy"], "accuracy"),
+    "test_regression": check(check_regression, ["regression_model"], "regression", *BLOCKS),
+    "test_logistic": check(check_logistic, ["logistic_model"], "logistic", *BLOCKS),
+    "test_mlp": check(check_mlp, ["mlp_model"], "mlp", "logistic", *BLOCKS),
+}
+
+
+def run_check(grade_id: str, ctx: Context) -> Outcome:
+    outcome = Outcome()
+    spec = CHECKS[grade_id]
+    if names_defined(ctx, outcome, *spec.names):
+        spec.run(ctx, outcome)
+    return outcome

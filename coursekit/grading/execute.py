@@ -1,0 +1,123 @@
+"""Execute step: run a sanitized notebook in the sandbox, in a scratch copy of the submission, then
+collect the run log, the executed notebook and the probes' exports."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from coursekit.grading.probe import PROBE_NAMES, ProbeOutput, make_inputs, read_outputs, regular_file, write_inputs
+from coursekit.grading.sandbox import SCRATCH, Completed, Limits, Sandbox
+
+SANDBOX_CODE = Path(__file__).resolve().parent.parent / "sandbox"
+MAX_EXECUTED_BYTES = 20 * 2**20
+MAX_COPIED_BYTES = 50 * 2**20
+
+
+@dataclass
+class Execution:
+    completed: Completed
+    log: dict
+    executed: nbformat.NotebookNode | None
+    outputs: dict[str, ProbeOutput]
+    inputs: dict
+    notes: list[str] = field(default_factory=list)
+
+
+def walk_files(folder: Path) -> list[Path]:
+    """Every file and symlink below folder, without following symlinked folders."""
+    found = []
+    for directory, folders, files in os.walk(folder):
+        found += [Path(directory, name) for name in files + [f for f in folders if Path(directory, f).is_symlink()]]
+    return sorted(found)
+
+
+def copy_submission(source: Path, destination: Path) -> list[str]:
+    """Copy the submission's regular files (no symlinks, nothing too big) into the scratch folder."""
+    notes, copied = [], 0
+    destination.mkdir(parents=True)
+    for path in walk_files(source):
+        relative = path.relative_to(source)
+        if path.is_symlink():
+            notes.append(f"'{relative}' is a symbolic link; it was not copied into the sandbox")
+        elif path.is_file():
+            copied += path.stat().st_size
+            if copied > MAX_COPIED_BYTES:
+                notes.append(f"the submission is over {MAX_COPIED_BYTES // 2**20} MiB; '{relative}' and later files were not copied")
+                break
+            (destination / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, destination / relative)
+    return notes
+
+
+def fastai_home(home: Path, mnist: Path) -> None:
+    """A private fastai config whose data folder is the read-only MNIST parent."""
+    config = home / ".fastai"
+    (config / "archive").mkdir(parents=True)
+    (config / "config.ini").write_text(
+        f"[DEFAULT]\ndata = {mnist.parent}\narchive = {SCRATCH}/home/.fastai/archive\n"
+        f"storage = {SCRATCH}/home/.fastai/tmp\nmodel = {SCRATCH}/home/.fastai/models\nversion = 2\n")
+
+
+def sandbox_env(threads: int) -> dict[str, str]:
+    home = f"{SCRATCH}/home"
+    return {
+        "PATH": f"{Path(sys.prefix) / 'bin'}:/usr/bin:/bin",
+        "HOME": home, "FASTAI_HOME": f"{home}/.fastai", "MPLCONFIGDIR": f"{home}/.matplotlib",
+        "IPYTHONDIR": f"{home}/.ipython", "JUPYTER_RUNTIME_DIR": f"{home}/.runtime", "JUPYTER_DATA_DIR": f"{home}/.jupyter",
+        "JUPYTER_PLATFORM_DIRS": "1", "PYTHONDONTWRITEBYTECODE": "1", "TMPDIR": "/tmp", "LANG": "C.UTF-8",
+        "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+    }
+
+
+def execute(notebook: nbformat.NotebookNode, submission_dir: Path, notebook_name: str, sandbox: Sandbox,
+            limits: Limits, mnist: Path, seed: int, threads: int = 1, mpl_cache: Path | None = None,
+            probes: tuple[str, ...] = PROBE_NAMES) -> Execution:
+    with tempfile.TemporaryDirectory(prefix="coursekit-") as temp:
+        scratch = Path(temp) / "scratch"
+        scratch.mkdir()
+        notes = copy_submission(submission_dir, scratch / "notebook")
+        nbformat.write(notebook, scratch / "notebook" / notebook_name)
+        for folder in ("probe", "out", "home"):
+            (scratch / folder).mkdir()
+        fastai_home(scratch / "home", mnist)
+        if mpl_cache and mpl_cache.is_dir():
+            shutil.copytree(mpl_cache, scratch / "home" / ".matplotlib")
+        inputs = make_inputs(seed)
+        write_inputs(inputs, scratch / "probe")
+        argv = [str(Path(sys.prefix) / "bin" / "python"), "/grader/runner.py", f"{SCRATCH}/notebook/{notebook_name}",
+                "--out-dir", f"{SCRATCH}/out", "--probe", "/grader/probe.py", "--probe-dir", f"{SCRATCH}/probe",
+                "--probe-names", ",".join(probes), "--cell-timeout", str(limits.cell_seconds),
+                "--notebook-timeout", str(limits.notebook_seconds), "--max-output-bytes", str(limits.output_bytes)]
+        completed = sandbox.run(scratch, SANDBOX_CODE, argv, sandbox_env(threads), limits,
+                                timeout=limits.notebook_seconds + 120)
+        log = read_json(scratch / "out" / "run.json", scratch)
+        executed = read_executed(scratch / "out" / "executed.ipynb", scratch)
+        statuses = log.get("probes") if isinstance(log.get("probes"), dict) else {}
+        outputs = read_outputs(scratch / "probe", statuses) if probes else {}
+    return Execution(completed, log, executed, outputs, inputs, notes)
+
+
+def read_json(path: Path, root: Path) -> dict:
+    try:
+        if not regular_file(path, root) or path.stat().st_size > MAX_EXECUTED_BYTES:
+            return {}
+        value = json.loads(path.read_text())
+        return value if isinstance(value, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def read_executed(path: Path, root: Path) -> nbformat.NotebookNode | None:
+    try:
+        if not regular_file(path, root) or path.stat().st_size > MAX_EXECUTED_BYTES:
+            return None
+        return nbformat.read(path, as_version=4)
+    except Exception:  # missing or forged by the student's code: untrusted
+        return None

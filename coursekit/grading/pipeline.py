@@ -1,0 +1,188 @@
+"""The grading pipeline: sanitize -> execute (sandboxed) -> scan -> probe -> score -> report.
+
+`Grader` holds what every submission shares (rubric, release skeleton, the grader's test data,
+the sandbox); `Grader.grade` runs one submission and never raises for a bad submission.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from coursekit.data import load_subset, provision
+from coursekit.grading.checks import CHECKS, Context
+from coursekit.grading.execute import Execution, execute, walk_files
+from coursekit.grading.probe import PROBE_NAMES
+from coursekit.grading.rubric import load_rubric, nbgrader_meta
+from coursekit.grading.sandbox import Limits, Sandbox, python_read_only_paths
+from coursekit.grading.sanitize import Sanitized, UnreadableSubmission, read_submission, sanitize
+from coursekit.grading.scan import Finding, ScanPolicy, scan_cells
+from coursekit.grading.score import TestResult, Violation, score, violations_from
+
+ASSIGNMENT = "classifier_from_scratch"
+
+
+@dataclass(frozen=True)
+class Course:
+    root: Path
+    assignment: str = ASSIGNMENT
+
+    @property
+    def notebook_name(self) -> str:
+        return f"{self.assignment}.ipynb"
+
+    @property
+    def source_notebook(self) -> Path:
+        return self.root / "source" / self.assignment / self.notebook_name
+
+    @property
+    def release_notebook(self) -> Path:
+        return self.root / "release" / self.assignment / self.notebook_name
+
+    def submission(self, student: str) -> Path:
+        return self.root / "submitted" / student / self.assignment
+
+    def students(self) -> list[str]:
+        folder = self.root / "submitted"
+        return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
+
+    def config(self) -> dict:
+        path = self.root / "course.toml"
+        return tomllib.loads(path.read_text()) if path.is_file() else {}
+
+    def limits(self) -> Limits:
+        section = self.config().get("limits", {})
+        defaults = Limits()
+        return Limits(memory_bytes=int(section.get("memory_gib", defaults.memory_bytes / 2**30) * 2**30),
+                      notebook_seconds=int(section.get("notebook_seconds", defaults.notebook_seconds)),
+                      cell_seconds=int(section.get("cell_seconds", defaults.cell_seconds)),
+                      processes=int(section.get("processes", defaults.processes)),
+                      output_bytes=int(section.get("output_bytes", defaults.output_bytes)))
+
+    def policy(self) -> ScanPolicy:
+        return ScanPolicy(no_autograd=bool(self.config().get("policy", {}).get("no_autograd", True)))
+
+
+@dataclass
+class SubmissionResult:
+    student: str
+    tests: list[TestResult]
+    notes: list[str] = field(default_factory=list)          # sanitize/execute remarks and run problems
+    findings: list[Finding] = field(default_factory=list)   # static scan
+    violations: list[Violation] = field(default_factory=list)
+    executed: nbformat.NotebookNode | None = None
+    seconds: float = 0.0
+    sandbox_seconds: float = 0.0
+    peak_memory_bytes: int | None = None
+
+    @property
+    def score(self) -> float:
+        return round(sum(t.score for t in self.tests if not t.pending), 2)
+
+    @property
+    def max_autograded(self) -> float:
+        return sum(t.max_score for t in self.tests if not t.pending)
+
+
+def tree_digest(folder: Path) -> str:
+    """A checksum of a submission folder (names, link targets and contents), to prove it is untouched."""
+    digest = hashlib.sha256()
+    for path in walk_files(folder):
+        digest.update(str(path.relative_to(folder)).encode("utf-8", "surrogateescape"))
+        if path.is_symlink():
+            digest.update(os.readlink(path).encode("utf-8", "surrogateescape"))
+        elif path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def run_problems(log: dict, completed) -> list[str]:
+    """What went wrong while running, in words for the student."""
+    problems = []
+    for index, record in sorted(log.get("cells", {}).items(), key=lambda item: int(item[0])):
+        status = str(record.get("status", "")) if isinstance(record, dict) else ""
+        if status and status != "ok":
+            problems.append(f"cell {index}: {status}")
+    if log.get("notebook_timed_out"):
+        problems.append("the notebook reached its time limit; the remaining cells were skipped")
+    if isinstance(log.get("probes"), dict) and log["probes"].get("aborted"):
+        problems.append(f"grading stopped early: {log['probes']['aborted']}")
+    if completed.out_of_memory:
+        problems.append("the notebook ran out of memory (the sandbox's limit) and was stopped")
+    if completed.timed_out:
+        problems.append("the run exceeded the grader's hard time limit and was stopped")
+    elif completed.returncode != 0 and not log:
+        problems.append(f"the notebook's process was stopped (exit status {completed.returncode}) before it reported anything")
+    return problems
+
+
+class NotebookRunner:
+    """What checking any notebook needs: the release skeleton, the policy, limits and the sandbox."""
+
+    def __init__(self, course: Course, require_sandbox: bool = False, threads: int = 1, mpl_cache: Path | None = None):
+        self.course = course
+        self.release = nbformat.read(course.release_notebook, as_version=4)
+        self.preamble = "\n".join(cell.source for cell in self.release.cells if cell.cell_type == "code"
+                                  and nbgrader_meta(cell).get("locked") and not nbgrader_meta(cell).get("grade"))
+        self.policy = course.policy()
+        self.limits = course.limits()
+        self.mnist = provision(online=False, progress=False)
+        self.sandbox = Sandbox([*python_read_only_paths(), self.mnist], require=require_sandbox)
+        self.threads = threads
+        self.mpl_cache = mpl_cache
+
+    def prepare(self, notebook: Path) -> tuple[Sanitized, list[Finding]]:
+        """Sanitize and scan; raises UnreadableSubmission."""
+        clean = sanitize(read_submission(notebook), self.release)
+        return clean, scan_cells([(c.index, c.source) for c in clean.editable], self.policy, self.preamble)
+
+    def run(self, clean: Sanitized, folder: Path, probes: tuple[str, ...] = PROBE_NAMES) -> Execution:
+        return execute(clean.notebook, folder, self.course.notebook_name, self.sandbox, self.limits, self.mnist,
+                       seed=secrets.randbits(31), threads=self.threads, mpl_cache=self.mpl_cache, probes=probes)
+
+
+class Grader(NotebookRunner):
+    """The instructor's grader: adds the rubric (from source/), the trusted checks and their test data."""
+
+    def __init__(self, course: Course, **options):
+        super().__init__(course, **options)
+        self.rubric = load_rubric(course.source_notebook)
+        missing = [c.grade_id for c in self.rubric.autograded if c.grade_id not in CHECKS]
+        if missing:
+            raise RuntimeError(f"autograded cells without a trusted check in the grader: {missing}")
+        _, _, self.x_test, self.y_test = load_subset(self.mnist)
+
+    def grade(self, student: str) -> SubmissionResult:
+        start = time.monotonic()
+        folder = self.course.submission(student)
+        before = tree_digest(folder)
+        result = self.grade_folder(student, folder)
+        if tree_digest(folder) != before:
+            result.notes.append("GRADER ERROR: the submission folder changed during grading")
+        result.seconds = time.monotonic() - start
+        return result
+
+    def grade_folder(self, student: str, folder: Path) -> SubmissionResult:
+        if folder.is_symlink() or folder.parent.is_symlink():
+            return self.failed(student, "the submission folder is a symbolic link; it was not graded")
+        try:
+            clean, findings = self.prepare(folder / self.course.notebook_name)
+        except UnreadableSubmission as error:
+            return self.failed(student, f"Your notebook could not be read: {error}.")
+        execution = self.run(clean, folder)
+        runtime = execution.log.get("runtime_violations", []) if self.policy.no_autograd else []
+        violations = violations_from(findings, runtime if isinstance(runtime, list) else [], clean.editable)
+        ctx = Context(execution.outputs, execution.inputs, self.x_test, self.y_test)
+        return SubmissionResult(student, score(self.rubric, ctx, violations),
+                                clean.notes + execution.notes + run_problems(execution.log, execution.completed),
+                                findings, violations, execution.executed, sandbox_seconds=execution.completed.seconds,
+                                peak_memory_bytes=execution.completed.peak_memory_bytes)
+
+    def failed(self, student: str, why: str) -> SubmissionResult:
+        return SubmissionResult(student, score(self.rubric, None, [], failure=why), [why])

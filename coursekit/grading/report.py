@@ -1,0 +1,105 @@
+"""Report step: results.json (Gradescope's schema), the executed notebook, an HTML feedback page,
+and for the class grades.csv and a printed table."""
+from __future__ import annotations
+
+import csv
+import html
+import json
+from pathlib import Path
+
+import nbformat
+
+from coursekit.grading.pipeline import Course, SubmissionResult
+
+MAX_KEPT_NOTEBOOK_BYTES = 10 * 2**20
+
+
+def summary_lines(result: SubmissionResult) -> list[str]:
+    lines = [f"Autograded score: {result.score:g} / {result.max_autograded:g}"]
+    pending = [t for t in result.tests if t.pending]
+    if pending:
+        lines.append("Pending manual grading: " + ", ".join(f"{t.grade_id} ({t.max_score:g})" for t in pending))
+    lines += [f"Note: {note}" for note in result.notes]
+    lines += [f"Policy violation (cell {v.cell}" + (f", line {v.line}" if v.line else "") + f"): {v.message}"
+              for v in result.violations]
+    lines += [f"For review ({f.rule}, cell {f.cell}, line {f.line}): {f.message}"
+              for f in result.findings if f.severity != "violation"]
+    return lines
+
+
+def results_json(result: SubmissionResult) -> dict:
+    return {
+        "score": result.score,
+        "execution_time": round(result.seconds, 1),
+        "output": "\n".join(summary_lines(result)),
+        "visibility": "visible",
+        "stdout_visibility": "hidden",
+        "tests": [{"name": f"{t.part}: {t.grade_id}", "score": t.score, "max_score": t.max_score,
+                   "status": "passed" if t.passed else "failed", "output": t.output, "visibility": "visible",
+                   "tags": [t.part]} for t in result.tests if not t.pending],
+        "extra_data": {"pending_manual": {t.grade_id: t.max_score for t in result.tests if t.pending},
+                       "findings": [vars(f) for f in result.findings],
+                       "peak_memory_bytes": result.peak_memory_bytes},
+    }
+
+
+def feedback_html(result: SubmissionResult, course: Course) -> str:
+    rows = "".join(
+        f"<tr class='{'pass' if t.passed else 'pending' if t.pending else 'fail'}'><td>{html.escape(t.part)}</td>"
+        f"<td>{html.escape(t.grade_id)}</td><td>{'pending' if t.pending else f'{t.score:g}'} / {t.max_score:g}</td>"
+        f"<td><pre>{html.escape(t.output)}</pre></td></tr>" for t in result.tests)
+    notes = "".join(f"<li>{html.escape(line)}</li>" for line in summary_lines(result)[1:])
+    notebook = ""
+    if result.executed is not None:
+        from nbconvert import HTMLExporter
+
+        exporter = HTMLExporter(template_name="classic", sanitize_html=True)
+        body, _ = exporter.from_notebook_node(result.executed)
+        notebook = f"<h2>Your notebook as the grader ran it</h2><iframe srcdoc='{html.escape(body, quote=True)}' sandbox></iframe>"
+    return f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>Feedback: {html.escape(result.student)}</title>
+<style>body{{font-family:sans-serif;max-width:70em;margin:auto}} td{{vertical-align:top;padding:.3em}}
+tr.pass{{background:#e8f5e9}} tr.fail{{background:#ffebee}} tr.pending{{background:#fffde7}} pre{{white-space:pre-wrap;margin:0}}
+iframe{{width:100%;height:80vh;border:1px solid #ccc}}</style></head><body>
+<h1>{html.escape(course.assignment)}: feedback for {html.escape(result.student)}</h1>
+<p><b>Autograded score: {result.score:g} / {result.max_autograded:g}</b> (manually graded parts are added by the course staff)</p>
+<ul>{notes}</ul><table><tr><th>Part</th><th>Graded cell</th><th>Points</th><th>Checks</th></tr>{rows}</table>
+{notebook}</body></html>"""
+
+
+def write_submission_report(result: SubmissionResult, course: Course) -> None:
+    autograded = course.root / "autograded" / result.student / course.assignment
+    feedback = course.root / "feedback" / result.student / course.assignment
+    autograded.mkdir(parents=True, exist_ok=True)
+    feedback.mkdir(parents=True, exist_ok=True)
+    (autograded / "results.json").write_text(json.dumps(results_json(result), indent=1))
+    if result.executed is not None:
+        text = nbformat.writes(result.executed)
+        if len(text.encode()) > MAX_KEPT_NOTEBOOK_BYTES:
+            for cell in result.executed.cells:
+                if cell.cell_type == "code":
+                    cell.outputs = []
+            text = nbformat.writes(result.executed)
+        (autograded / course.notebook_name).write_text(text)
+    (feedback / course.notebook_name.replace(".ipynb", ".html")).write_text(feedback_html(result, course))
+
+
+def write_grades_csv(results: list[SubmissionResult], path: Path) -> None:
+    """One row per student, one column per graded part (blank while manual grading is pending)."""
+    grade_ids = [t.grade_id for t in results[0].tests] if results else []
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["student", *grade_ids, "autograded_total", "max_autograded", "notes"])
+        for result in results:
+            by_id = {t.grade_id: ("" if t.pending else f"{t.score:g}") for t in result.tests}
+            writer.writerow([result.student, *(by_id.get(g, "") for g in grade_ids), f"{result.score:g}",
+                             f"{result.max_autograded:g}", " | ".join(result.notes)[:500]])
+
+
+def table(results: list[SubmissionResult]) -> str:
+    width = max([len(r.student) for r in results] + [7])
+    lines = [f"{'student':<{width}}  {'score':>12}  {'seconds':>7}  problems"]
+    for r in results:
+        problems = len(r.notes) + len(r.violations)
+        lines.append(f"{r.student:<{width}}  {f'{r.score:g} / {r.max_autograded:g}':>12}  {r.seconds:7.1f}  "
+                     f"{problems or ''}{' (policy violation)' if r.violations else ''}")
+    return "\n".join(lines)

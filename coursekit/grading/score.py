@@ -1,0 +1,75 @@
+"""Score step: turn the trusted checks' outcomes into points, applying the no-autograd policy."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from coursekit.grading.checks import CHECKS, Context, run_check
+from coursekit.grading.rubric import Rubric
+from coursekit.grading.sanitize import EditableCell
+from coursekit.grading.scan import Finding
+
+
+@dataclass
+class Violation:
+    owner: str | None   # the solution cell it belongs to
+    cell: int
+    line: int | None
+    message: str
+
+
+@dataclass
+class TestResult:
+    grade_id: str
+    part: str
+    score: float
+    max_score: float
+    lines: list[tuple[bool, str]] = field(default_factory=list)
+    pending: bool = False  # manually graded
+
+    @property
+    def passed(self) -> bool:
+        return not self.pending and self.score >= self.max_score
+
+    @property
+    def output(self) -> str:
+        if self.pending:
+            return "Pending: graded by hand by the course staff."
+        return "\n".join(("PASS  " if ok else "FAIL  ") + text for ok, text in self.lines)
+
+
+def owner_of_cell(editable: list[EditableCell], cell: int) -> str | None:
+    """The solution cell that a notebook cell's code belongs to: the nearest editable cell at or above it."""
+    above = [c for c in editable if c.index <= cell]
+    return (above[-1] if above else editable[0]).owner if editable else None
+
+
+def violations_from(findings: list[Finding], runtime: list[dict], editable: list[EditableCell]) -> list[Violation]:
+    by_index = {c.index: c.owner for c in editable}
+    found = [Violation(by_index.get(f.cell), f.cell, f.line, f.message) for f in findings if f.severity == "violation"]
+    for entry in runtime:
+        cell = entry.get("cell") if isinstance(entry.get("cell"), int) else -1
+        found.append(Violation(owner_of_cell(editable, cell), cell, None,
+                               f"after this cell ran, autograd was in use: {str(entry.get('found'))[:300]}"))
+    return found
+
+
+def score(rubric: Rubric, ctx: Context | None, violations: list[Violation], failure: str | None = None) -> list[TestResult]:
+    """One TestResult per graded cell. `failure` (nothing could run) zeroes every autograded part."""
+    results = []
+    for cell in rubric.cells:
+        if not cell.autograded:
+            results.append(TestResult(cell.grade_id, cell.part, 0.0, cell.points, pending=True))
+            continue
+        if failure or ctx is None:
+            results.append(TestResult(cell.grade_id, cell.part, 0.0, cell.points, [(False, failure or "not run")]))
+            continue
+        outcome = run_check(cell.grade_id, ctx)
+        touched = [v for v in violations if v.owner in CHECKS[cell.grade_id].solutions]
+        if touched:
+            lines = [(False, f"policy violation in cell {v.cell}" + (f", line {v.line}" if v.line else "") + f": {v.message}")
+                     for v in touched] + outcome.lines
+            results.append(TestResult(cell.grade_id, cell.part, 0.0, cell.points, lines))
+        else:
+            results.append(TestResult(cell.grade_id, cell.part, round(cell.points * outcome.fraction, 2), cell.points,
+                                      outcome.lines))
+    return results

@@ -1,0 +1,208 @@
+"""Runs one sanitized notebook inside the sandbox, then probes the student's contract names.
+
+This file is copied alone into the sandbox: it imports nothing from `coursekit`. Everything it
+writes (executed notebook, run log, probe tensors) is untrusted data that the grader checks.
+
+A kernel that dies or will not stop after a timeout is restarted and the notebook replayed
+without the cells that killed it, so one bad cell costs only what depends on it.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+MAX_REPLAYS = 3
+RUNTIME_CHECK = r'''
+def __coursekit_runtime_check():
+    import torch
+    found, seen = [], set()
+    if torch.is_grad_enabled():
+        found.append("grad mode is on (torch.is_grad_enabled() is True)")
+    def visit(name, obj, depth):
+        if id(obj) in seen or depth > 3:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, torch.Tensor):
+            if obj.requires_grad or obj.grad_fn is not None:
+                found.append(f"{name} requires grad or has a grad_fn")
+        elif isinstance(obj, dict):
+            for key, value in list(obj.items())[:200]:
+                visit(f"{name}[{key!r}]", value, depth + 1)
+        elif isinstance(obj, (list, tuple)):
+            for position, value in enumerate(obj[:200]):
+                visit(f"{name}[{position}]", value, depth + 1)
+        elif not isinstance(obj, type) and type(obj).__module__ == "__main__":
+            for key, value in list(vars(obj).items())[:200]:
+                visit(f"{name}.{key}", value, depth + 1)
+    for name, obj in list(get_ipython().user_ns.items()):
+        if not name.startswith("_"):
+            visit(name, obj, 0)
+    return found[:20]
+__coursekit_runtime_result = __coursekit_runtime_check()
+del __coursekit_runtime_check
+'''
+
+
+class CappedClient(NotebookClient):
+    """A NotebookClient that keeps at most `max_output_bytes` of output per cell, so a cell that
+    prints without end cannot exhaust the runner's memory."""
+
+    max_output_bytes = 200_000
+    truncated: set[int] = set()
+
+    def output(self, outs, msg, display_id, cell_index):
+        if cell_index in self.truncated:
+            return None
+        out = super().output(outs, msg, display_id, cell_index)
+        if outs and sum(len(json.dumps(o)) for o in outs) > self.max_output_bytes:
+            last = outs.pop()
+            room = self.max_output_bytes - sum(len(json.dumps(o)) for o in outs)
+            if last.get("output_type") == "stream" and room > 0:
+                last["text"] = last["text"][:room]
+                outs.append(last)
+            outs.append(nbformat.v4.new_output(
+                "stream", name="stdout", text=f"\n[output truncated by the grader at {self.max_output_bytes} bytes]\n"))
+            self.truncated.add(cell_index)
+        return out
+
+
+class Runner:
+    def __init__(self, args):
+        self.args = args
+        self.notebook = nbformat.read(args.notebook, as_version=4)
+        self.deadline = time.monotonic() + args.notebook_timeout
+        self.fatal_cells: set[int] = set()
+        self.log: dict = {"cells": {}, "runtime_violations": [], "probes": {}, "replays": 0,
+                          "notebook_timed_out": False}
+
+    def new_client(self) -> CappedClient:
+        client = CappedClient(self.notebook, kernel_name="python3", timeout=self.args.cell_timeout,
+                              allow_errors=True, interrupt_on_timeout=False,
+                              resources={"metadata": {"path": str(Path(self.args.notebook).parent)}})
+        client.max_output_bytes = self.args.max_output_bytes
+        client.truncated = set()
+        return client
+
+    async def silent(self, client, code: str, timeout: float, result_name: str | None = None):
+        """Execute code without output; return ('ok'|'error'|'timeout', value of result_name)."""
+        expressions = {"result": result_name} if result_name else {}
+        msg_id = client.kc.execute(code, silent=True, store_history=False, user_expressions=expressions)
+        end = time.monotonic() + timeout
+        while True:
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                return "timeout", None
+            try:
+                reply = await client.kc._async_get_shell_msg(timeout=remaining)
+            except Exception:  # queue.Empty on timeout
+                return "timeout", None
+            if reply["parent_header"].get("msg_id") != msg_id:
+                continue
+            content = reply["content"]
+            if content.get("status") != "ok":
+                return "error", f"{content.get('ename')}: {content.get('evalue')}"
+            value = content.get("user_expressions", {}).get("result", {})
+            return "ok", value.get("data", {}).get("text/plain")
+
+    async def recover(self, client) -> bool:
+        """After a timeout: interrupt, and tell whether the kernel answers again."""
+        await client.km.interrupt_kernel()
+        status, _ = await self.silent(client, "pass", timeout=5)
+        return status == "ok"
+
+    async def run_cells(self, client) -> int | None:
+        """Run every code cell; return the index of a cell that left the kernel unusable, if any."""
+        await self.silent(client, "import torch\ntorch.set_grad_enabled(False)", timeout=60)
+        for index, cell in enumerate(self.notebook.cells):
+            if cell.cell_type != "code" or index in self.fatal_cells:
+                continue
+            record = self.log["cells"].setdefault(str(index), {})
+            if time.monotonic() > self.deadline:
+                record["status"] = "skipped: notebook time limit reached"
+                self.log["notebook_timed_out"] = True
+                continue
+            client.timeout = max(1, min(self.args.cell_timeout, int(self.deadline - time.monotonic())))
+            try:
+                await client.async_execute_cell(cell, index)
+            except CellTimeoutError:
+                record["status"] = f"timeout: stopped after {client.timeout} s"
+                if not await self.recover(client):
+                    return index
+                continue
+            except DeadKernelError:
+                record["status"] = "kernel died while running this cell"
+                return index
+            errors = [out for out in cell.outputs if out.get("output_type") == "error"]
+            record["status"] = f"error: {errors[0]['ename']}: {errors[0]['evalue']}"[:500] if errors else "ok"
+            status, found = await self.silent(client, RUNTIME_CHECK, timeout=30,
+                                              result_name="__coursekit_runtime_result")
+            if status == "ok" and found and found != "[]":
+                self.log["runtime_violations"].append({"cell": index, "found": found[:2000]})
+        return None
+
+    async def run_probes(self, client) -> None:
+        for stale in Path(self.args.probe_dir).glob("*"):
+            if stale.name != "inputs.safetensors" and (stale.is_file() or stale.is_symlink()):
+                stale.unlink()
+        source = Path(self.args.probe).read_text()
+        setup = (f"import types as __t\n__coursekit_probe = __t.ModuleType('coursekit_probe')\n"
+                 f"exec(compile({source!r}, 'coursekit_probe', 'exec'), __coursekit_probe.__dict__)\ndel __t")
+        status, detail = await self.silent(client, setup, timeout=60)
+        if status != "ok":
+            self.log["probes"]["setup"] = f"{status}: {detail}"
+            return
+        for name in filter(None, self.args.probe_names.split(",")):
+            code = f"__coursekit_probe.run({name!r}, {self.args.probe_dir!r})"
+            status, detail = await self.silent(client, code, timeout=self.args.probe_timeout)
+            self.log["probes"][name] = status if status == "ok" else f"{status}: {detail}"
+            if status == "timeout" and not await self.recover(client):
+                self.log["probes"]["aborted"] = f"the kernel stopped answering during probe {name}"
+                return
+
+    async def run(self) -> None:
+        for attempt in range(MAX_REPLAYS + 1):
+            client = self.new_client()
+            async with client.async_setup_kernel():
+                fatal = await self.run_cells(client)
+                if fatal is None:
+                    await self.run_probes(client)
+                    return
+            self.fatal_cells.add(fatal)
+            self.log["replays"] = attempt + 1
+            if time.monotonic() > self.deadline:
+                break
+        self.log["probes"]["aborted"] = "the notebook left its kernel unusable too often"
+
+    def save(self) -> None:
+        out = Path(self.args.out_dir)
+        nbformat.write(self.notebook, out / "executed.ipynb")
+        (out / "run.json").write_text(json.dumps(self.log, indent=1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("notebook")
+    parser.add_argument("--out-dir", required=True)
+    parser.add_argument("--probe", required=True)
+    parser.add_argument("--probe-dir", required=True)
+    parser.add_argument("--probe-names", required=True)
+    parser.add_argument("--cell-timeout", type=int, default=120)
+    parser.add_argument("--notebook-timeout", type=int, default=600)
+    parser.add_argument("--probe-timeout", type=int, default=60)
+    parser.add_argument("--max-output-bytes", type=int, default=200_000)
+    runner = Runner(parser.parse_args())
+    try:
+        asyncio.run(runner.run())
+    finally:
+        runner.save()
+
+
+if __name__ == "__main__":
+    main()

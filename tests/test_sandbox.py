@@ -1,0 +1,106 @@
+"""Execute step in the real sandbox (bubblewrap): isolation, limits, and recovery from bad cells."""
+from __future__ import annotations
+
+import nbformat
+import pytest
+
+from coursekit.data import mnist_path
+from coursekit.grading.execute import execute
+from coursekit.grading.sandbox import Limits, Sandbox, bubblewrap_works, python_read_only_paths
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+CELLS = {
+    "network": "import urllib.request\ntry:\n    urllib.request.urlopen('https://pypi.org', timeout=5)\n    print('REACHED')\n"
+               "except Exception as error:\n    print('BLOCKED', type(error).__name__)",
+    "repository": f"import os\nprint(sorted(os.listdir({str(ROOT)!r})))",
+    "write_venv": "import sys\ntry:\n    open(sys.prefix + '/planted', 'w')\n    print('WROTE')\nexcept OSError as error:\n    print('READONLY', error.errno)",
+    "whoami": "import os\nprint(len([p for p in os.listdir('/proc') if p.isdigit()]), os.getuid())",
+    "forks": "import subprocess\nps = []\ntry:\n    for _ in range(400):\n        ps.append(subprocess.Popen(['sleep', '30']))\n"
+             "except OSError:\n    pass\nprint('STARTED', len(ps))\nfor p in ps:\n    p.kill()\n    p.wait()",
+    "flood": "for i in range(2_000_000):\n    print('x' * 50)",
+    "memory": "import torch\nx = torch.ones(6 * 2**30 // 4)",
+    "memory_creep": "import torch\nchunks = [torch.ones(2**28 // 4) for _ in range(16)]\nprint('SURVIVED')",
+    "after_memory": "print('STILL HERE')",
+    "loop": "while True:\n    pass",
+    "after_loop": "print('AFTER LOOP')",
+}
+
+
+@pytest.fixture(scope="module")
+def run():
+    if not bubblewrap_works():
+        pytest.fail("bubblewrap is required for these tests (make sandbox installs it)")
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in CELLS.values()],
+                                        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    sandbox = Sandbox([*python_read_only_paths(), mnist_path()], require=True)
+    limits = Limits(memory_bytes=3 * 2**30, cell_seconds=8, notebook_seconds=240, processes=64, output_bytes=10_000)
+    return execute(notebook, ROOT / "nonexistent", "nb.ipynb", sandbox, limits, mnist_path(), seed=0, probes=())
+
+
+def output_of(run, name):
+    cell = run.executed.cells[list(CELLS).index(name)]
+    return "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream")
+
+
+def status_of(run, name):
+    return run.log["cells"][str(list(CELLS).index(name))]["status"]
+
+
+def test_no_network(run):
+    assert "BLOCKED" in output_of(run, "network")
+
+
+def test_only_the_environment_of_the_repository_is_visible(run):
+    assert output_of(run, "repository").strip() == "['.venv']"
+
+
+def test_system_and_environment_are_read_only(run):
+    assert "READONLY 30" in output_of(run, "write_venv")
+
+
+def test_own_pid_namespace_and_unprivileged_user(run):
+    visible_processes, uid = output_of(run, "whoami").split()
+    assert int(visible_processes) < 10 and uid == "1000"
+
+
+def test_process_limit(run):
+    started = int(output_of(run, "forks").split()[-1])
+    assert 0 < started < 64
+
+
+def test_output_is_capped(run):
+    text = output_of(run, "flood")
+    assert len(text) < 20_000 and "output truncated by the grader" in text
+
+
+def test_memory_limit_stops_a_huge_allocation_and_the_rest_still_runs(run):
+    assert status_of(run, "memory").startswith("error: RuntimeError") and "allocate" in status_of(run, "memory")
+    assert "STILL HERE" in output_of(run, "after_memory")
+
+
+def test_many_smaller_allocations_are_stopped_too(run):
+    assert "SURVIVED" not in output_of(run, "memory_creep")
+    assert status_of(run, "memory_creep") != "ok"
+
+
+def test_cell_time_limit_stops_an_endless_loop_and_the_rest_still_runs(run):
+    assert status_of(run, "loop").startswith("timeout")
+    assert "AFTER LOOP" in output_of(run, "after_loop")
+
+
+def test_peak_memory_is_measured(run):
+    assert run.completed.peak_memory_bytes is None or run.completed.peak_memory_bytes > 100 * 2**20
+
+
+def test_require_sandbox_refuses_without_bubblewrap(monkeypatch):
+    from coursekit.grading import sandbox
+
+    monkeypatch.setattr(sandbox, "bubblewrap_works", lambda: False)
+    with pytest.raises(sandbox.SandboxUnavailable):
+        Sandbox([], require=True)
+    with pytest.warns(UserWarning, match="WITHOUT isolation"):
+        assert not Sandbox([], require=False).isolated
+
