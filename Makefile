@@ -8,7 +8,7 @@ JOBS   ?=
 SOURCE_NB  := source/classifier_from_scratch/classifier_from_scratch.ipynb
 RELEASE_NB := release/classifier_from_scratch/classifier_from_scratch.ipynb
 
-.PHONY: demo test test-fast data release autograde check bench sandbox clean
+.PHONY: demo test test-fast venv data release autograde check bench sandbox clean
 
 ## demo: set up, provision MNIST, generate release/, grade the example submissions, print the table
 demo: $(STAMP) sandbox data $(RELEASE_NB)
@@ -21,6 +21,9 @@ test: $(STAMP) sandbox data
 ## test-fast: only the fast tests (no notebook execution)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q
+
+## venv: only the Python environment
+venv: $(STAMP)
 
 $(STAMP): requirements.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -31,20 +31,30 @@ def cmd_release(args) -> int:
 
 
 def cmd_autograde(args) -> int:
-    from coursekit.grading.batch import grade_class
+    from coursekit.grading.batch import grade_class, shard
     from coursekit.grading.pipeline import Course
     from coursekit.grading.report import table
     from coursekit.grading.sandbox import SandboxUnavailable
 
     course = Course(args.root.resolve())
+    students = shard(args.students or course.students(), args.shard)
     try:
-        results = grade_class(course, args.students or None, jobs=args.jobs, require_sandbox=args.require_sandbox)
+        results = grade_class(course, students, jobs=args.jobs, require_sandbox=args.require_sandbox)
     except SandboxUnavailable as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(table(results))
     print(f"\nGrades: {course.root / 'grades.csv'}; per student: autograded/<student>/{ASSIGNMENT}/results.json, "
           f"feedback/<student>/{ASSIGNMENT}/")
+    return 0
+
+
+def cmd_export(args) -> int:
+    """grades.csv and the class summary from every autograded/*/results.json (e.g. merged CI shards)."""
+    from coursekit.grading.pipeline import Course
+    from coursekit.grading.report import export_class
+
+    print(f"Wrote {export_class(Course(args.root.resolve()))}")
     return 0
 
 
@@ -72,7 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     autograde.add_argument("students", nargs="*", help="only these students (default: all)")
     autograde.add_argument("-j", "--jobs", type=int, default=None, help="parallel workers (default: CPU cores)")
     autograde.add_argument("--require-sandbox", action="store_true", help="refuse to grade without bubblewrap")
+    autograde.add_argument("--shard", metavar="K/N", help="grade only the K-th of N slices of the class (CI matrices)")
     autograde.set_defaults(run=cmd_autograde)
+
+    export = commands.add_parser("export", help="write grades.csv and the class summary from autograded/")
+    export.set_defaults(run=cmd_export)
 
     check = commands.add_parser("check", help="a student's local check of one notebook")
     check.add_argument("notebook", type=Path)

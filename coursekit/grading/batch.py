@@ -11,7 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from coursekit.grading.pipeline import Course, Grader, SubmissionResult
-from coursekit.grading.report import write_grades_csv, write_submission_report
+from coursekit.grading.report import export_class, write_submission_report
 
 
 def matplotlib_cache(course: Course) -> Path:
@@ -35,6 +35,16 @@ def grade_safely(grader: Grader, student: str) -> SubmissionResult:
                                       f"({detail.strip().splitlines()[-1][:200]})")
 
 
+def shard(students: list[str], spec: str | None) -> list[str]:
+    """`K/N`: the K-th of N interleaved slices (1-based), for CI job matrices."""
+    if not spec:
+        return students
+    index, count = (int(part) for part in spec.split("/"))
+    if not 1 <= index <= count:
+        raise ValueError(f"shard {spec}: expected K/N with 1 <= K <= N")
+    return students[index - 1::count]
+
+
 def grade_class(course: Course, students: list[str] | None = None, jobs: int | None = None,
                 require_sandbox: bool = False, progress: bool = True) -> list[SubmissionResult]:
     students = students if students is not None else course.students()
@@ -52,5 +62,5 @@ def grade_class(course: Course, students: list[str] | None = None, jobs: int | N
             bar.set_postfix_str(f"{result.student}: {result.score:g}")
             bar.update()
     results.sort(key=lambda r: r.student)
-    write_grades_csv(results, course.root / "grades.csv")
+    export_class(course)
     return results

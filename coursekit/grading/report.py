@@ -83,16 +83,61 @@ def write_submission_report(result: SubmissionResult, course: Course) -> None:
     (feedback / course.notebook_name.replace(".ipynb", ".html")).write_text(feedback_html(result, course))
 
 
-def write_grades_csv(results: list[SubmissionResult], path: Path) -> None:
-    """One row per student, one column per graded part (blank while manual grading is pending)."""
-    grade_ids = [t.grade_id for t in results[0].tests] if results else []
+def load_results(course: Course) -> dict[str, dict]:
+    """Every student's results.json under autograded/ (also those merged from CI shards)."""
+    results = {}
+    for path in sorted((course.root / "autograded").glob(f"*/{course.assignment}/results.json")):
+        try:
+            results[path.parent.parent.name] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+    return results
+
+
+def export_class(course: Course) -> Path:
+    """grades.csv (one row per student, one column per graded cell, the total) and a class summary picture."""
+    results = load_results(course)
+    columns = []
+    for data in results.values():
+        for name in [t["name"].split(": ", 1)[-1] for t in data.get("tests", [])] + list(data.get("extra_data", {}).get("pending_manual", {})):
+            if name not in columns:
+                columns.append(name)
+    path = course.root / "grades.csv"
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["student", *grade_ids, "autograded_total", "max_autograded", "notes"])
-        for result in results:
-            by_id = {t.grade_id: ("" if t.pending else f"{t.score:g}") for t in result.tests}
-            writer.writerow([result.student, *(by_id.get(g, "") for g in grade_ids), f"{result.score:g}",
-                             f"{result.max_autograded:g}", " | ".join(result.notes)[:500]])
+        writer.writerow(["student", *columns, "autograded_total", "max_autograded", "manual_pending_points"])
+        for student, data in results.items():
+            scores = {t["name"].split(": ", 1)[-1]: f"{t['score']:g}" for t in data.get("tests", [])}
+            pending = data.get("extra_data", {}).get("pending_manual", {})
+            writer.writerow([student, *(scores.get(c, "") for c in columns), f"{data.get('score', 0):g}",
+                             f"{sum(t['max_score'] for t in data.get('tests', [])):g}", f"{sum(pending.values()):g}"])
+    if results:
+        class_summary_picture(results, course.root / "feedback" / "class_summary.png")
+    return path
+
+
+def class_summary_picture(results: dict[str, dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scores = [data.get("score", 0) for data in results.values()]
+    failed: dict[str, int] = {}
+    for data in results.values():
+        for test in data.get("tests", []):
+            if test["score"] < test["max_score"]:
+                failed[test["name"]] = failed.get(test["name"], 0) + 1
+    worst = sorted(failed.items(), key=lambda item: -item[1])[:8]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
+    left.hist(scores, bins=20)
+    left.set(title=f"Autograded scores ({len(scores)} students)", xlabel="points", ylabel="students")
+    right.barh([name for name, _ in worst][::-1], [count for _, count in worst][::-1])
+    right.set(title="Most failed checks", xlabel="students who lost points")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
 
 
 def table(results: list[SubmissionResult]) -> str:
