@@ -5,7 +5,6 @@ c = get_config()  # noqa: F821  (injected by nbgrader)
 
 c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
 c.CourseDirectory.course_id = "classifier_from_scratch_course"
-c.CourseDirectory.db_assignments = [{"name": "classifier_from_scratch"}]
 c.IncludeHeaderFooter.header = ""
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ExecutePreprocessor.timeout = 120

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,10 +25,11 @@ def cmd_data(args) -> int:
 
 def cmd_release(args) -> int:
     """Generate release/ from source/ with nbgrader (solutions and hidden tests removed)."""
-    nbgrader = Path(sys.executable).parent / "nbgrader"
-    command = [str(nbgrader), "generate_assignment", ASSIGNMENT, "--force", f"--CourseDirectory.root={args.root}",
-               "--log-level=WARN"]
-    return subprocess.run(command, cwd=args.root).returncode
+    scripts = Path(sys.executable).parent  # nbgrader runs `alembic` from the same environment
+    command = [str(scripts / "nbgrader"), "generate_assignment", ASSIGNMENT, "--force",
+               f"--CourseDirectory.root={args.root}", "--log-level=WARN"]
+    env = {**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run(command, cwd=args.root, env=env).returncode
 
 
 def cmd_autograde(args) -> int:
@@ -55,6 +57,16 @@ def cmd_export(args) -> int:
     from coursekit.grading.report import export_class
 
     print(f"Wrote {export_class(Course(args.root.resolve()))}")
+    return 0
+
+
+def cmd_examples(args) -> int:
+    """Rewrite the example submissions in submitted/ from the source notebook."""
+    from coursekit.examples import write_examples
+    from coursekit.grading.pipeline import Course
+
+    for path in write_examples(Course(args.root.resolve())):
+        print(f"wrote {path}")
     return 0
 
 
@@ -87,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="write grades.csv and the class summary from autograded/")
     export.set_defaults(run=cmd_export)
+
+    examples = commands.add_parser("examples", help="rebuild the example submissions from the source notebook")
+    examples.set_defaults(run=cmd_examples)
 
     check = commands.add_parser("check", help="a student's local check of one notebook")
     check.add_argument("notebook", type=Path)

@@ -174,7 +174,7 @@ class Grader(NotebookRunner):
         try:
             clean, findings = self.prepare(folder / self.course.notebook_name)
         except UnreadableSubmission as error:
-            return self.failed(student, f"Your notebook could not be read: {error}.")
+            return self.failed(student, f"Your notebook could not be read: {error}")
         execution = self.run(clean, folder)
         runtime = execution.log.get("runtime_violations", []) if self.policy.no_autograd else []
         violations = violations_from(findings, runtime if isinstance(runtime, list) else [], clean.editable)

@@ -53,6 +53,20 @@ def violations_from(findings: list[Finding], runtime: list[dict], editable: list
     return found
 
 
+def describe(violations: list[Violation]) -> list[str]:
+    """One line per cell: where, and the first thing found there."""
+    by_cell: dict[int, list[Violation]] = {}
+    for violation in violations:
+        by_cell.setdefault(violation.cell, []).append(violation)
+    lines = []
+    for cell, found in sorted(by_cell.items()):
+        where = sorted({v.line for v in found if v.line})
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        lines.append(f"policy violation in cell {cell}" + (f", line {', '.join(map(str, where))}" if where else "")
+                     + f": {found[0].message}{more}")
+    return lines
+
+
 def score(rubric: Rubric, ctx: Context | None, violations: list[Violation], failure: str | None = None) -> list[TestResult]:
     """One TestResult per graded cell. `failure` (nothing could run) zeroes every autograded part."""
     results = []
@@ -66,8 +80,7 @@ def score(rubric: Rubric, ctx: Context | None, violations: list[Violation], fail
         outcome = run_check(cell.grade_id, ctx)
         touched = [v for v in violations if v.owner in CHECKS[cell.grade_id].solutions]
         if touched:
-            lines = [(False, f"policy violation in cell {v.cell}" + (f", line {v.line}" if v.line else "") + f": {v.message}")
-                     for v in touched] + outcome.lines
+            lines = [(False, line) for line in describe(touched)] + outcome.lines
             results.append(TestResult(cell.grade_id, cell.part, 0.0, cell.points, lines))
         else:
             results.append(TestResult(cell.grade_id, cell.part, round(cell.points * outcome.fraction, 2), cell.points,

@@ -9,6 +9,7 @@ without the cells that killed it, so one bad cell costs only what depends on it.
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
 import json
 import time
@@ -50,6 +51,15 @@ del __coursekit_runtime_check
 '''
 
 
+def parse_list(text: str | None) -> list[str]:
+    """The repr of a short list of strings, as the kernel returned it."""
+    try:
+        value = ast.literal_eval(text or "[]")
+    except (ValueError, SyntaxError):
+        return [str(text)[:300]]
+    return [str(item)[:300] for item in value] if isinstance(value, list) else [str(value)[:300]]
+
+
 class CappedClient(NotebookClient):
     """A NotebookClient that keeps at most `max_output_bytes` of output per cell, so a cell that
     prints without end cannot exhaust the runner's memory."""
@@ -79,6 +89,7 @@ class Runner:
         self.notebook = nbformat.read(args.notebook, as_version=4)
         self.deadline = time.monotonic() + args.notebook_timeout
         self.fatal_cells: set[int] = set()
+        self.autograd_seen: set[str] = set()
         self.log: dict = {"cells": {}, "runtime_violations": [], "probes": {}, "replays": 0,
                           "notebook_timed_out": False}
 
@@ -143,8 +154,10 @@ class Runner:
             record["status"] = f"error: {errors[0]['ename']}: {errors[0]['evalue']}"[:500] if errors else "ok"
             status, found = await self.silent(client, RUNTIME_CHECK, timeout=30,
                                               result_name="__coursekit_runtime_result")
-            if status == "ok" and found and found != "[]":
-                self.log["runtime_violations"].append({"cell": index, "found": found[:2000]})
+            new = [item for item in parse_list(found) if item not in self.autograd_seen] if status == "ok" else []
+            if new:  # reported once, at the cell that brought it about
+                self.autograd_seen.update(new)
+                self.log["runtime_violations"].append({"cell": index, "found": new})
         return None
 
     async def run_probes(self, client) -> None:
