@@ -633,3 +633,16 @@ def test_without_preamble_fastai_names_are_still_known():
 def test_source_as_list_of_lines():
     found = scan_cells([(0, ["x = 1\n", "loss.backward()\n"])])
     assert triples(found) == [(V, "autograd", 2)]
+
+
+@pytest.mark.parametrize("src, flagged", [
+    ("torch.allclose = lambda *a, **k: True", True),
+    ("import numpy as np\nnp.isfinite = None", True),
+    ("torch.Tensor.__eq__ = lambda a, b: True", True),
+    ("self.params = {}", False),
+    ("layer.params['W'] = W", False),
+])
+def test_patching_a_library_is_flagged_for_review(src, flagged):
+    found = [f for f in scan_cells([(0, src)], preamble="import torch") if f.rule == "monkeypatch"]
+    assert bool(found) == flagged
+    assert all(f.severity == "suspicious" for f in found)

@@ -54,6 +54,7 @@ RULES: dict[str, str] = {
     "file-access": SUSPICIOUS,
     "network": SUSPICIOUS,
     "process": SUSPICIOUS,
+    "monkeypatch": SUSPICIOUS,
     "syntax": UNPARSABLE,
 }
 
@@ -302,6 +303,8 @@ _TEMPLATES = {
                "anything, so a person will review it.",
     "process": "`{s}` {d}; running other programs is not part of the assignment, "
                "so a person will review it.",
+    "monkeypatch": "`{s}` replaces `{d}` from a library; the grader never scores with your "
+                   "kernel's functions, but a person will review it.",
 }
 
 
@@ -1244,6 +1247,9 @@ class _Walker(ast.NodeVisitor):
     def visit_Assign(self, node: ast.Assign) -> None:
         self.visit(node.value)
         for t in node.targets:
+            patched = self.resolve(t) if isinstance(t, ast.Attribute) and self.resolve(t.value) else None
+            if patched:
+                self.report("monkeypatch", t, patched, spelled=f"{self.spell(t)} = ...")
             self.assign(t, node.value)
             self.visit(t)
 

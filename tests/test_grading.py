@@ -1,0 +1,207 @@
+"""The whole grader on a class: the example submissions and a catalogue of attacks, graded in one
+parallel batch in the real sandbox. Each asserts its exact score and what its feedback names."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+
+import nbformat
+import pytest
+
+from conftest import ROOT
+from coursekit.examples import EXAMPLES, add_after, build, replace, rewrite, stub
+from coursekit.grading.batch import grade_class
+from coursekit.grading.pipeline import Course, tree_digest
+
+pytestmark = pytest.mark.slow
+
+FULL = 80
+
+
+@dataclass
+class Case:
+    score: float
+    mentions: list[str] = field(default_factory=list)   # in results.json or the run's output; "rule:X": a scan finding
+    edits: list = field(default_factory=list)           # applied to the complete solution (attacks only)
+
+
+ACCURACY_STUB = stub("accuracy")
+OBFUSCATED_TRAIN = '''def train(model, loss_fn, x, y, lr, epochs, batch_size, seed=0):
+    getattr(torch, "set_grad_" + "enabled")(True)
+    generator = torch.Generator().manual_seed(seed)
+    params = [p for layer in model.layers for p in layer.params.values()]
+    for p in params:
+        setattr(p, "requires_" + "grad", True)
+    losses = []
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=generator)
+        total = 0.0
+        for start in range(0, len(x), batch_size):
+            batch = order[start:start + batch_size]
+            loss = loss_fn.forward(model.forward(x[batch]), y[batch])
+            getattr(loss, "back" + "ward")()
+            with torch.no_grad():
+                for p in params:
+                    p -= lr * getattr(p, "gr" + "ad")
+                    setattr(p, "gr" + "ad", None)
+            total += loss.item() * len(batch)
+        losses.append(total / len(x))
+    return losses
+'''
+NN_CROSS_ENTROPY = '''class CrossEntropyLoss:
+    def forward(self, logits, target):
+        self.logits, self.target = logits, target
+        return torch.nn.functional.cross_entropy(logits, target)
+
+    def backward(self):
+        n, c = self.logits.shape
+        probs = torch.exp(log_softmax(self.logits))
+        return (probs - torch.eye(c)[self.target]) / n
+'''
+
+EXPECTED: dict[str, Case] = {
+    # the committed examples (see coursekit/examples.py)
+    "alice_complete": Case(FULL),
+    "bob_uses_autograd": Case(FULL - 6 - 8 - 12 - 12, ["`loss.backward()` uses PyTorch autograd", "grad mode is on"]),
+    "carol_endless_loop": Case(FULL, ["timeout: stopped after 30 s"]),
+    "dave_edits_tests": Case(FULL - 12, ["provided cell 'test_logistic' was edited", "test accuracy recomputed by the grader is 0."]),
+    "erin_partial": Case(8 + 48, ["`logistic_model` is defined: it is not defined in the notebook"]),
+    "frank_malformed": Case(0, ["not valid JSON"]),
+    # attacks, each on top of the complete solution
+    "fake_success_message": Case(FULL - 3, ["NotImplementedError"], [
+        ACCURACY_STUB, add_after("test_accuracy", "print('All tests passed. Score: 80/80')\n"
+                                                  "open('results.json', 'w').write('{\"score\": 80}')")]),
+    "patches_test_helpers": Case(FULL - 3, ["contains inf or nan", "rule:monkeypatch"], [
+        replace("log_softmax", "shifted = logits - logits.max(dim=1, keepdim=True).values", "shifted = logits"),
+        add_after("log_softmax", "torch.isfinite = lambda t: torch.ones_like(t, dtype=torch.bool)")]),
+    "always_equal_object": Case(FULL - 3, ["got __main__.Anything"], [
+        rewrite("accuracy", "class Anything(float):\n    def __eq__(self, other):\n        return True\n\n"
+                            "def accuracy(logits, y):\n    return Anything(0.5)")]),
+    "exits_kernel": Case(FULL - 3, ["kernel died while running this cell", "rule:process"], [
+        ACCURACY_STUB, add_after("accuracy", "import os\nos._exit(0)")]),
+    "raises_system_exit": Case(FULL - 3, ["rule:process"], [
+        ACCURACY_STUB, add_after("accuracy", "import sys\nsys.exit(0)")]),
+    "kills_the_grader": Case(0, ["stopped", "rule:process"], [
+        add_after("linear", "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)")]),
+    "reads_outside_files": Case(FULL, ["FileNotFoundError", "rule:file-access"], [
+        add_after("linear", f"print(open({str(ROOT / 'source/classifier_from_scratch/classifier_from_scratch.ipynb')!r}).read())")]),
+    "lists_other_students": Case(FULL, ["FileNotFoundError"], [
+        add_after("linear", "import os\nprint(os.listdir('../..'))\nprint(os.listdir('/submitted'))")]),
+    "reaches_the_network": Case(FULL, ["rule:network", "BLOCKED"], [
+        add_after("linear", "import urllib.request\ntry:\n    urllib.request.urlopen('https://pypi.org/simple/', timeout=5)\n"
+                            "except Exception as error:\n    print('BLOCKED', error)")]),
+    "obfuscated_autograd": Case(FULL - 6 - 8 - 12 - 12, ["grad mode is on", "rule:dynamic-code"], [rewrite("train", OBFUSCATED_TRAIN)]),
+    "uses_torch_nn_loss": Case(FULL - 8 - 12 - 12, ["torch.nn.functional.cross_entropy"], [
+        rewrite("cross_entropy_loss", NN_CROSS_ENTROPY)]),
+    "eval_hides_a_forbidden_call": Case(FULL, ["rule:dynamic-code"], [
+        rewrite("log_softmax", "def log_softmax(logits):\n    return eval('torch.log_' + 'softmax')(logits, dim=1)")]),
+    "spawns_without_end": Case(FULL, ["rule:process", "STOPPED AT"], [
+        add_after("accuracy", "import subprocess\nchildren = []\ntry:\n    while True:\n"
+                              "        children.append(subprocess.Popen(['sleep', '600']))\nexcept OSError as error:\n"
+                              "    print('STOPPED AT', len(children))\nfor child in children:\n    child.kill()\n    child.wait()")]),
+    "exhausts_memory": Case(FULL, ["can't allocate memory"], [add_after("accuracy", "hog = torch.ones(2**31)")]),
+    "floods_output": Case(FULL, [], [add_after("accuracy", "for i in range(10**6):\n    print('spam' * 20)")]),
+    "deletes_provided_cells": Case(FULL, ["provided cell 'test_linear' was deleted", "provided cell 'data_load' was deleted"], [
+        lambda nb, release: setattr(nb, "cells", [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("solution")
+                                                  or not c.metadata.get("nbgrader")])]),
+    "forges_a_graded_cell": Case(FULL, [], [
+        add_after("accuracy", "bonus = 1"),
+        lambda nb, release: nb.cells[[c.source for c in nb.cells].index("bonus = 1")].metadata.update(
+            {"nbgrader": {"grade": True, "solution": False, "locked": True, "grade_id": "test_bonus", "points": 100,
+                          "schema_version": 3, "task": False}})]),
+    "release_unmodified": Case(0, ["NotImplementedError"]),
+    "zoë o'brien (late)": Case(FULL),
+    "empty_folder": Case(0, ["no notebook named classifier_from_scratch.ipynb"]),
+    "symlink_to_outside": Case(FULL, ["is a symbolic link"]),
+}
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    root = tmp_path_factory.mktemp("course")
+    for folder in ("source", "release"):
+        shutil.copytree(ROOT / folder, root / folder)
+    shutil.copy(ROOT / "course.toml", root / "course.toml")
+    course = Course(root)
+    shutil.copytree(ROOT / "submitted", root / "submitted")
+    for name, case in EXPECTED.items():
+        folder = course.submission(name)
+        if case.edits:
+            folder.mkdir(parents=True)
+            nbformat.write(build(course, case.edits), folder / course.notebook_name)
+    shutil.copytree(ROOT / "release" / "classifier_from_scratch", course.submission("release_unmodified"))
+    odd_name = _mkdir(course.submission("zoë o'brien (late)"))
+    nbformat.write(build(course, []), odd_name / course.notebook_name)
+    _mkdir(course.submission("empty_folder"))
+    shutil.copytree(course.submission("alice_complete"), course.submission("symlink_to_outside"))
+    os.symlink(ROOT / "source", course.submission("symlink_to_outside") / "answers")
+    before = tree_digest(root / "submitted")
+    results = grade_class(course, jobs=2, require_sandbox=True, progress=False)
+    assert tree_digest(root / "submitted") == before, "grading must never modify a submission"
+    return course, {r.student: r for r in results}
+
+
+def _mkdir(path):
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def test_every_example_is_covered():
+    assert set(EXAMPLES) <= set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_outcome(graded, name):
+    course, results = graded
+    result = results[name]
+    report = json.loads((course.root / "autograded" / name / course.assignment / "results.json").read_text())
+    text = json.dumps(report)
+    assert report["score"] == result.score == EXPECTED[name].score, report["output"]
+    rules = {finding.rule for finding in result.findings}
+    for mention in EXPECTED[name].mentions:
+        if mention.startswith("rule:"):
+            assert mention[5:] in rules, f"{name}: no {mention[5:]} finding in {rules}"
+        else:
+            assert mention in text or mention in executed_text(result), f"{mention!r} not in the feedback of {name}"
+    assert (course.root / "feedback" / name / course.assignment / "classifier_from_scratch.html").is_file()
+
+
+def executed_text(result) -> str:
+    if result.executed is None:
+        return ""
+    return json.dumps([cell.get("outputs", []) for cell in result.executed.cells])
+
+
+def test_no_secret_reaches_a_submission(graded):
+    course, results = graded
+    for name in ("reads_outside_files", "lists_other_students", "symlink_to_outside"):
+        text = executed_text(results[name])
+        assert "BEGIN HIDDEN TESTS" not in text and "alice_complete" not in text
+
+
+def test_results_json_follows_gradescope_schema(graded):
+    course, _ = graded
+    report = json.loads((course.root / "autograded" / "alice_complete" / course.assignment / "results.json").read_text())
+    assert report["score"] == sum(t["score"] for t in report["tests"]) == FULL
+    for test in report["tests"]:
+        assert set(test) >= {"name", "score", "max_score", "status", "output", "visibility"}
+        assert test["status"] in ("passed", "failed") and test["visibility"] == "visible"
+    assert report["extra_data"]["pending_manual"] == {"regression_answer": 6, "comparison_answer": 8, "reflection_answer": 6}
+
+
+def test_grades_csv_has_a_row_per_student_and_a_column_per_graded_part(graded):
+    course, results = graded
+    with open(course.root / "grades.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {row["student"] for row in rows} == set(results)
+    alice = next(row for row in rows if row["student"] == "alice_complete")
+    assert alice["test_linear"] == "8" and alice["regression_answer"] == "" and alice["autograded_total"] == "80"
+    assert (course.root / "feedback" / "class_summary.png").stat().st_size > 1000
+
+
+def test_forged_graded_cell_earns_nothing(graded):
+    _, results = graded
+    assert "test_bonus" not in {t.grade_id for t in results["forges_a_graded_cell"].tests}

@@ -1,0 +1,445 @@
+"""The CI workflows only run commands that exist: make targets, `coursekit` subcommands and options,
+repository paths; the instructor workflow shards with the plan job's matrix and merges with `export`."""
+from __future__ import annotations
+
+import argparse
+import ast
+import fnmatch
+import json
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from coursekit.cli import build_parser
+
+ROOT = Path(__file__).resolve().parent.parent
+INSTRUCTOR = ROOT / ".github" / "workflows" / "grade-submissions.yml"
+STUDENT = ROOT / "classroom" / ".github" / "workflows" / "student-check.yml"
+WORKFLOWS = {"instructor": INSTRUCTOR, "student": STUDENT}
+
+# `${{ ... }}` expressions are replaced by these values (anything else by a plain word) before parsing.
+PLACEHOLDERS = {"matrix.shard": "1", "needs.plan.outputs.count": "2"}
+# Paths that a fresh checkout need not contain: the grader reads or writes them, or the workflow does.
+GRADER_PATHS = {"submitted", "autograded", "feedback", "grades.csv", "check.txt"}
+OPERATORS = set(";&|()<>")
+KEYWORDS = {"if", "then", "else", "elif", "fi", "do", "done", "while", "until", "for", "!", "{", "}", "sudo", "time"}
+
+
+# ---------------------------------------------------------------- reading workflows, scripts, Makefile
+
+def load(path: Path) -> dict:
+    workflow = yaml.safe_load(path.read_text())
+    if True in workflow:  # YAML 1.1 reads the key `on` as the boolean True
+        workflow["on"] = workflow.pop(True)
+    return workflow
+
+
+def steps(workflow: dict, job: str | None = None) -> list[dict]:
+    jobs = [workflow["jobs"][job]] if job else workflow["jobs"].values()
+    return [step for j in jobs for step in j.get("steps", [])]
+
+
+def substitute(text: str) -> str:
+    return re.sub(r"\$\{\{\s*(.*?)\s*\}\}", lambda m: PLACEHOLDERS.get(m.group(1), "PLACEHOLDER"), text)
+
+
+def strip_comment(line: str) -> str:
+    """Drop a shell comment: `#` at the start of a word, outside quotes (`${#a[@]}` is not one)."""
+    quote = None
+    for i, char in enumerate(line):
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (i == 0 or line[i - 1].isspace() or line[i - 1] in OPERATORS):
+            return line[:i]
+    return line
+
+
+def commands(script: str) -> list[list[str]]:
+    """The simple commands of a shell script, as token lists (keywords, sudo and VAR=value prefixes removed)."""
+    found = []
+    for line in substitute(script).replace("\\\n", " ").splitlines():
+        lexer = shlex.shlex(strip_comment(line), posix=True, punctuation_chars=True)
+        lexer.whitespace_split, lexer.commenters = True, ""
+        try:
+            tokens = list(lexer)
+        except ValueError as error:
+            pytest.fail(f"cannot tokenize workflow line {line!r}: {error}")
+        current: list[str] = []
+        for token in tokens + [";"]:
+            if set(token) <= OPERATORS:
+                if current:
+                    found.append(current)
+                current = []
+            elif current or (token not in KEYWORDS and not re.match(r"^\w+=", token)):
+                current.append(token)
+    return found
+
+
+def make_calls(script: str) -> list[list[str]]:
+    """The targets of each `make` command."""
+    calls = []
+    for command in commands(script):
+        if Path(command[0]).name == "make":
+            targets, skip = [], False
+            for token in command[1:]:
+                if skip:
+                    skip = False
+                elif token in {"-C", "-f", "-I", "-o", "-W"}:
+                    skip = True
+                elif not token.startswith("-") and "=" not in token:
+                    targets.append(token)
+            calls.append(targets)
+    return calls
+
+
+def coursekit_calls(script: str) -> list[list[str]]:
+    """The arguments after `python -m coursekit` of each such command."""
+    return [command[i + 1:] for command in commands(script)
+            for i in range(1, len(command))
+            if Path(command[0]).name.startswith("python") and command[i - 1:i + 1] == ["-m", "coursekit"]]
+
+
+def scripts(workflow: dict, job: str | None = None) -> list[str]:
+    return [step["run"] for step in steps(workflow, job) if "run" in step]
+
+
+def makefile() -> tuple[set[str], dict[str, str], dict[str, list[str]]]:
+    """(targets, variables, recipes) from the Makefile's `target: ...` and `NAME := value` lines."""
+    targets, variables, recipes, current = set(), {}, {}, []
+    for line in (ROOT / "Makefile").read_text().splitlines():
+        if line.startswith("\t"):
+            for target in current:
+                recipes.setdefault(target, []).append(line.strip())
+            continue
+        if variable := re.match(r"^(\w+)\s*[:?+]?=\s*(.*)$", line):
+            variables[variable.group(1)] = variable.group(2).strip()
+            current = []
+        elif rule := re.match(r"^([A-Za-z0-9_][A-Za-z0-9_.\-]*(?:\s+[A-Za-z0-9_][A-Za-z0-9_.\-]*)*)\s*::?(?!=)", line):
+            current = rule.group(1).split()
+            targets.update(current)
+        elif line and not line.startswith("#"):
+            current = []
+    return targets, variables, recipes
+
+
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def parse_cli(argv: list[str]) -> argparse.Namespace:
+    try:
+        return build_parser().parse_args(argv)
+    except SystemExit:
+        pytest.fail(f"`python -m coursekit {' '.join(argv)}` is rejected by coursekit's CLI parser")
+
+
+def all_make_calls(path: Path) -> list[list[str]]:
+    return [call for script in scripts(load(path)) for call in make_calls(script)]
+
+
+def all_coursekit_calls(path: Path) -> list[list[str]]:
+    return [call for script in scripts(load(path)) for call in coursekit_calls(script)]
+
+
+def step_index(workflow: dict, job: str, predicate) -> int:
+    matches = [i for i, step in enumerate(steps(workflow, job)) if predicate(step)]
+    assert matches, f"job {job}: no such step"
+    return matches[0]
+
+
+def needs(job: dict) -> list[str]:
+    return [job["needs"]] if isinstance(job.get("needs"), str) else list(job.get("needs", []))
+
+
+def runs(pattern: str):
+    return lambda step: re.search(pattern, step.get("run", "")) is not None
+
+
+def uses(action: str):
+    return lambda step: step.get("uses", "").split("@")[0] == action
+
+
+# ---------------------------------------------------------------- the helpers themselves
+
+def test_command_extraction():
+    script = ("set -o pipefail  # comment: make nothing\nn=${#a[@]}; sudo make venv \\\n  sandbox data && echo '#x'\n"
+              "X=1 .venv/bin/python -m coursekit --root . autograde -j 2 | tee out.txt\nmake -C sub -j2 test NB=x.ipynb")
+    assert make_calls(script) == [["venv", "sandbox", "data"], ["test"]]
+    assert coursekit_calls(script) == [["--root", ".", "autograde", "-j", "2"]]
+    assert ["tee", "out.txt"] in commands(script) and ["echo", "#x"] in commands(script)
+
+
+# ---------------------------------------------------------------- both workflows
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_valid_yaml_with_triggers_and_jobs(name):
+    workflow = load(WORKFLOWS[name])
+    assert "push" in workflow["on"] and "workflow_dispatch" in workflow["on"]
+    assert workflow["jobs"]
+    for job_name, job in workflow["jobs"].items():
+        assert job["runs-on"] == "ubuntu-latest" and isinstance(job["timeout-minutes"], int), job_name
+        for step in job["steps"]:
+            assert ("run" in step) != ("uses" in step), f"{job_name}: {step}"
+            if uses("actions/setup-python")(step):
+                assert step["with"]["python-version"] == "3.11" and step["with"]["cache"] == "pip"
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_make_targets_exist(name):
+    targets, _, _ = makefile()
+    calls = all_make_calls(WORKFLOWS[name])
+    assert ["venv", "sandbox", "data"] in calls
+    for call in calls:
+        assert call, "a bare `make` runs the Makefile's first target; name the targets"
+        for target in call:
+            assert target in targets, f"{WORKFLOWS[name].name} runs `make {target}`: no such Makefile target"
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_coursekit_commands_exist(name):
+    calls = all_coursekit_calls(WORKFLOWS[name])
+    assert calls
+    known = subcommands(build_parser())
+    for argv in calls:
+        command = next(token for token in argv if not token.startswith("-") and token != ".")
+        assert command in known, f"`coursekit {command}` is not a subcommand ({', '.join(known)})"
+        assert parse_cli(argv).command == command
+
+
+def referenced_paths(workflow: dict) -> set[str]:
+    """Relative paths named in scripts (words with a `/` or a file extension), action `path`s and push paths."""
+    found = set((workflow["on"].get("push") or {}).get("paths", []))
+    for step in steps(workflow):
+        for key in ("path", "cache-dependency-path"):
+            found.update(line.strip() for line in str(step.get("with", {}).get(key, "")).splitlines())
+    for script in scripts(workflow):
+        for command in commands(script):
+            found.update(token for token in command
+                         if re.fullmatch(r"[A-Za-z_][\w.*-]*(/[\w.*-]*)*", token)
+                         and ("/" in token or re.search(r"\.(csv|txt|ipynb|json|toml|png|html|py)$", token)))
+    return {path for path in found if path and path != "." and not path.startswith("~")}
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_referenced_paths_exist(name):
+    paths = referenced_paths(load(WORKFLOWS[name]))
+    assert {"requirements.txt", "constraints.txt"} <= paths
+    for path in paths:
+        fixed = path.split("*")[0].rstrip("/")  # the part before any glob
+        assert (ROOT / fixed).exists() or fixed.split("/")[0] in GRADER_PATHS, \
+            f"{WORKFLOWS[name].name} names {path}: not in the repository, not written by the grader"
+
+
+def test_venv_python_is_the_makefiles():
+    _, variables, _ = makefile()
+    for path in WORKFLOWS.values():
+        for script in scripts(load(path)):
+            for command in commands(script):
+                if Path(command[0]).name.startswith("python"):
+                    assert command[0] == variables["PY"].replace("$(VENV)", variables["VENV"])
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_bubblewrap_installed_before_grading(name):
+    workflow = load(WORKFLOWS[name])
+    job = next(j for j in workflow["jobs"] if any(call[:1] in (["autograde"], ["check"])
+                                                  for s in scripts(workflow, j) for call in coursekit_calls(s)))
+    install = step_index(workflow, job, runs(r"sudo apt-get install -y bubblewrap"))
+    sysctl = step_index(workflow, job, runs(r"kernel\.apparmor_restrict_unprivileged_userns=0"))
+    setup = step_index(workflow, job, runs(r"\bmake venv sandbox data\b"))
+    grade = step_index(workflow, job, runs(r"-m coursekit (autograde|check)\b"))
+    assert install <= sysctl < grade and install < setup < grade
+    cache = steps(workflow, job)[step_index(workflow, job, uses("actions/cache"))]
+    assert cache["with"] == {"path": "~/.fastai/data", "key": "mnist-png-v1"}
+
+
+# ---------------------------------------------------------------- instructor workflow
+
+def test_instructor_triggers():
+    on = load(INSTRUCTOR)["on"]
+    assert set(on["push"]["paths"]) == {"submitted/**", "source/**", "course.toml"}
+    assert on["workflow_dispatch"]["inputs"]["per_shard"]["default"] == 25
+
+
+def plan_step() -> dict:
+    workflow = load(INSTRUCTOR)
+    outputs = workflow["jobs"]["plan"]["outputs"]
+    ids = {m.group(1) for value in outputs.values() for m in [re.search(r"steps\.([\w-]+)\.outputs\.", value)]}
+    assert len(ids) == 1
+    return next(step for step in steps(workflow, "plan") if step.get("id") in ids)
+
+
+def test_grade_job_shards_with_the_plan_matrix():
+    workflow = load(INSTRUCTOR)
+    plan, grade = workflow["jobs"]["plan"], workflow["jobs"]["grade"]
+    assert "plan" in needs(grade)
+    assert grade["strategy"]["fail-fast"] is False and grade["timeout-minutes"] == 60
+    matrix = re.fullmatch(r"\$\{\{\s*fromJSON\(needs\.plan\.outputs\.(\w+)\)\s*\}\}", grade["strategy"]["matrix"]["shard"])
+    assert matrix and matrix.group(1) in plan["outputs"]
+    assert "count" in plan["outputs"]
+    for key, value in plan["outputs"].items():
+        assert re.fullmatch(rf"\$\{{\{{\s*steps\.{plan_step()['id']}\.outputs\.{key}\s*\}}\}}", value)
+        assert f"echo \"{key}=" in plan_step()["run"]
+    autograde = [s for s in scripts(workflow, "grade") if coursekit_calls(s)]
+    assert len(autograde) == 1
+    (argv,) = coursekit_calls(autograde[0])
+    args = parse_cli(argv)
+    assert args.command == "autograde" and args.require_sandbox and args.students == []
+    assert args.shard == "1/2"  # the placeholders of matrix.shard and needs.plan.outputs.count
+    assert re.search(r"--shard \$\{\{ matrix\.shard \}\}/\$\{\{ needs\.plan\.outputs\.count \}\}", autograde[0])
+    upload = steps(workflow, "grade")[step_index(workflow, "grade", uses("actions/upload-artifact"))]
+    assert upload["if"] == "always()" and upload["with"]["name"] == "graded-${{ matrix.shard }}"
+    assert set(upload["with"]["path"].split()) == {"autograded/", "feedback/"}
+
+
+def run_plan(tmp_path: Path, students: int | None, per_shard: str, pipefail: bool) -> tuple[int, dict]:
+    if students is not None:
+        (tmp_path / "submitted").mkdir()
+        for i in range(students):
+            (tmp_path / "submitted" / f"student{i:04d}" / "classifier_from_scratch").mkdir(parents=True)
+        (tmp_path / "submitted" / "notes.txt").write_text("not a student folder")
+    output = tmp_path / "github_output"
+    output.write_text("")
+    shell = ["bash", "--noprofile", "--norc", "-eo", "pipefail"] if pipefail else ["bash", "-e"]
+    result = subprocess.run([*shell, "-c", plan_step()["run"]], cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "PER_SHARD": per_shard, "GITHUB_OUTPUT": str(output)})
+    return result.returncode, dict(line.split("=", 1) for line in output.read_text().splitlines())
+
+
+@pytest.mark.parametrize("pipefail", [False, True], ids=["default-shell", "shell-bash"])
+@pytest.mark.parametrize("students, per_shard, count", [
+    (None, "25", 1), (0, "25", 1), (1, "25", 1), (25, "25", 1), (26, "25", 2), (99, "10", 10), (1000, "25", 20),
+    (7, "1", 7)])
+def test_plan_sizes_the_shards(tmp_path, students, per_shard, count, pipefail):
+    code, outputs = run_plan(tmp_path, students, per_shard, pipefail)
+    assert code == 0
+    assert json.loads(outputs["shards"]) == list(range(1, count + 1)) and outputs["count"] == str(count)
+
+
+@pytest.mark.parametrize("per_shard", ["0", "-3", "x", ""])
+def test_plan_rejects_a_bad_shard_size(tmp_path, per_shard):
+    code, outputs = run_plan(tmp_path, 3, per_shard, pipefail=False)
+    assert code != 0 and not outputs
+
+
+def test_plan_default_matches_the_dispatch_input():
+    default = load(INSTRUCTOR)["on"]["workflow_dispatch"]["inputs"]["per_shard"]["default"]
+    assert re.fullmatch(rf"\$\{{\{{\s*inputs\.per_shard \|\| {default}\s*\}}\}}", plan_step()["env"]["PER_SHARD"])
+
+
+def test_merge_job_exports_after_downloading_every_shard():
+    workflow = load(INSTRUCTOR)
+    merge = workflow["jobs"]["merge"]
+    assert "grade" in needs(merge) and "always()" in merge["if"]
+    download_at = step_index(workflow, "merge", uses("actions/download-artifact"))
+    download = steps(workflow, "merge")[download_at]["with"]
+    assert download["merge-multiple"] is True and download["path"] == "."
+    shard_name = substitute(steps(workflow, "grade")[step_index(workflow, "grade", uses("actions/upload-artifact"))]
+                            ["with"]["name"])
+    assert fnmatch.fnmatch(shard_name, download["pattern"]) and download["pattern"] == "graded-*"
+    assert not fnmatch.fnmatch("grades", download["pattern"])  # the merged artifact is not re-downloaded
+    export_at = step_index(workflow, "merge", lambda s: any(c[:1] == ["export"] for c in coursekit_calls(s.get("run", ""))))
+    assert download_at < export_at
+    assert ["venv"] in [c for s in scripts(workflow, "merge") for c in make_calls(s)]
+    upload_at = step_index(workflow, "merge", uses("actions/upload-artifact"))
+    upload = steps(workflow, "merge")[upload_at]["with"]
+    assert export_at < upload_at and upload["name"] == "grades"
+    assert set(upload["path"].split()) == {"grades.csv", "feedback/", "autograded/*/*/results.json"}
+    summary_at = step_index(workflow, "merge", runs(r"GITHUB_STEP_SUMMARY"))
+    assert export_at < summary_at and "grades.csv" in steps(workflow, "merge")[summary_at]["run"]
+
+
+def test_export_merges_the_shards_layout(tmp_path):
+    """What `merge` uploads and `export` reads agree with what the grader writes (autograded/<student>/<assignment>/)."""
+    from coursekit.cli import main
+    from coursekit.grading.pipeline import ASSIGNMENT, Course
+
+    for student, score in [("alice", 3), ("bob", 1)]:  # as downloaded from two shards' artifacts
+        folder = tmp_path / "autograded" / student / ASSIGNMENT
+        folder.mkdir(parents=True)
+        (folder / "results.json").write_text(json.dumps(
+            {"score": score, "tests": [{"name": "Part 1: q1", "score": score, "max_score": 3}], "extra_data": {}}))
+        (tmp_path / "submitted" / student / ASSIGNMENT).mkdir(parents=True)
+    assert Course(tmp_path).students() == ["alice", "bob"]
+    assert main(["--root", str(tmp_path), "export"]) == 0
+    uploaded = steps(load(INSTRUCTOR), "merge")[step_index(load(INSTRUCTOR), "merge", uses("actions/upload-artifact"))]
+    for pattern in uploaded["with"]["path"].split():
+        assert list(tmp_path.glob(pattern.rstrip("/"))), f"the grades artifact's {pattern} matches nothing"
+    assert len(list(tmp_path.glob("autograded/*/*/results.json"))) == 2
+    rows = (tmp_path / "grades.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in rows] == ["student", "alice", "bob"]
+    assert (tmp_path / "feedback" / "class_summary.png").is_file()
+
+
+# ---------------------------------------------------------------- student workflow
+
+def test_student_workflow_checks_the_release_notebook():
+    workflow = load(STUDENT)
+    _, variables, recipes = makefile()
+    (argv,) = all_coursekit_calls(STUDENT)
+    args = parse_cli(argv)
+    assert args.command == "check"
+    assert str(args.notebook) == variables["NB"] == variables["RELEASE_NB"]  # what `make check` checks
+    assert (ROOT / args.notebook).is_file()
+    assert any("coursekit check $(NB)" in line for line in recipes["check"])
+    check = steps(workflow, "check")[step_index(workflow, "check", runs(r"-m coursekit check"))]
+    lines = [line.strip() for line in check["run"].splitlines() if line.strip()]
+    assert lines[0] == "set -o pipefail" and lines[1].endswith("| tee check.txt")
+    for absent in ("source", "submitted"):  # not in a student's template repository
+        assert not any(path.split("/")[0] == absent for path in referenced_paths(workflow))
+
+
+def visible_tests_line(passed: float, total: float) -> str:
+    """The summary line `coursekit check` prints, rendered from check.py's own f-string."""
+    tree = ast.parse((ROOT / "coursekit" / "check.py").read_text())
+    (node,) = [n for n in ast.walk(tree) if isinstance(n, ast.JoinedStr)
+               and any(isinstance(v, ast.Constant) and "Visible tests:" in str(v.value) for v in n.values)]
+    return eval(compile(ast.Expression(node), "check.py", "eval"), {}, {"passed": passed, "total": total})
+
+
+@pytest.mark.parametrize("passed, total, points", [(7.5, 10.0, "7.5/10"), (0.0, 12.0, "0/12"), (12.0, 12.0, "12/12")])
+def test_student_points_report(tmp_path, passed, total, points):
+    workflow = load(STUDENT)
+    report = steps(workflow, "check")[step_index(workflow, "check", runs(r"(?s)check\.txt.*::notice"))]
+    assert "always()" in report["if"]
+    (tmp_path / "check.txt").write_text(f"Checking x.ipynb the way the grader will...\n\nPart 1\n  ok    q1 (3 points)\n"
+                                        f"{visible_tests_line(passed, total)}\n")
+    summary = tmp_path / "summary.md"
+    result = subprocess.run(["bash", "-e", "-c", report["run"]], cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "GITHUB_STEP_SUMMARY": str(summary)})
+    assert result.returncode == 0, result.stderr
+    assert f"::notice title=Visible tests::Points {points}" in result.stdout.splitlines()
+    assert f"Points {points}" in summary.read_text()
+
+
+def test_student_points_report_without_a_result(tmp_path):
+    workflow = load(STUDENT)
+    report = steps(workflow, "check")[step_index(workflow, "check", runs(r"::notice"))]
+    (tmp_path / "check.txt").write_text("Traceback (most recent call last):\n")
+    result = subprocess.run(["bash", "-e", "-c", report["run"]], cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md")})
+    assert result.returncode == 0 and "::warning" in result.stdout and "::notice" not in result.stdout
+
+
+def test_classroom_readme_lists_the_template_files():
+    readme = (ROOT / "classroom" / "README.md").read_text()
+    assert len(readme.splitlines()) <= 40
+    for name in ("Makefile", "requirements.txt", "constraints.txt", "course.toml", "coursekit", "fundamentals",
+                 "release/classifier_from_scratch", "classroom/.github"):
+        assert name in readme, name
+        assert (ROOT / name).exists(), name
+
+
+# ---------------------------------------------------------------- CI entry point
+
+def test_ci_run_calls_the_makefiles_test_target():
+    targets, _, recipes = makefile()
+    assert make_calls((ROOT / ".ci" / "run").read_text()) == [["test"]]
+    assert "test" in targets and any("-m pytest" in line for line in recipes["test"])
