@@ -54,7 +54,7 @@ def add_after(grade_id: str, code: str) -> Edit:
     """A cell the student added below a cell."""
     def edit(notebook, release):
         position = notebook.cells.index(cell(notebook, grade_id)) + 1
-        notebook.cells.insert(position, nbformat.v4.new_code_cell(code))
+        notebook.cells.insert(position, nbformat.v4.new_code_cell(code, id=f"added-after-{grade_id}"))
     return edit
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 
@@ -16,7 +17,7 @@ from coursekit.examples import EXAMPLES, add_after, build, replace, rewrite, stu
 from coursekit.grading.batch import grade_class
 from coursekit.grading.pipeline import Course, tree_digest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading")]
 
 FULL = 80
 
@@ -205,3 +206,17 @@ def test_grades_csv_has_a_row_per_student_and_a_column_per_graded_part(graded):
 def test_forged_graded_cell_earns_nothing(graded):
     _, results = graded
     assert "test_bonus" not in {t.grade_id for t in results["forges_a_graded_cell"].tests}
+
+
+def measured(result, grade_id: str, pattern: str) -> float:
+    text = " ".join(line for _, line in next(t for t in result.tests if t.grade_id == grade_id).lines)
+    return float(re.search(pattern, text).group(1))
+
+
+def test_reference_solution_clears_the_course_bars(graded):
+    """The issue's bars for the reference solution, as the grader itself measures them."""
+    _, results = graded
+    alice = results["alice_complete"]
+    assert measured(alice, "test_regression", r"test MSE recomputed by the grader is ([\d.]+)") <= 3.6
+    assert measured(alice, "test_logistic", r"test accuracy recomputed by the grader is ([\d.]+)") >= 0.90
+    assert measured(alice, "test_mlp", r"test accuracy recomputed by the grader is ([\d.]+)") >= 0.93

@@ -10,7 +10,7 @@ from coursekit.grading.sandbox import Limits, Sandbox, bubblewrap_works, python_
 
 from conftest import ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("sandbox")]
 
 CELLS = {
     "network": "import urllib.request\ntry:\n    urllib.request.urlopen('https://pypi.org', timeout=5)\n    print('REACHED')\n"
