@@ -1,0 +1,95 @@
+"""Grading throughput: coursekit with -j 1 and -j N against plain sequential `nbgrader autograde`,
+on the same K copies of the example submissions, in one run. Prints a Markdown table for the README.
+
+    .venv/bin/python bench/throughput.py [--copies 5] [--jobs 2] [--skip-serial] [--skip-nbgrader]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from coursekit.grading.batch import grade_class  # noqa: E402
+from coursekit.grading.pipeline import Course  # noqa: E402
+
+# Examples that a plain nbgrader run can grade in comparable time (carol's endless loop would cost
+# nbgrader its whole cell timeout, frank's broken file nothing at all).
+EXAMPLES = ("alice_complete", "bob_uses_autograd", "dave_edits_tests", "erin_partial")
+
+
+def make_course(folder: Path, copies: int) -> Course:
+    for name in ("source", "release"):
+        shutil.copytree(ROOT / name, folder / name)
+    for name in ("course.toml", "nbgrader_config.py"):
+        shutil.copy(ROOT / name, folder / name)
+    course = Course(folder)
+    for copy in range(copies):
+        for example in EXAMPLES:
+            shutil.copytree(ROOT / "submitted" / example, course.submission(f"{example}_{copy:02d}"))
+    return course
+
+
+def run_coursekit(course: Course, jobs: int) -> tuple[float, list]:
+    start = time.monotonic()
+    results = grade_class(course, jobs=jobs, require_sandbox=True, progress=False)
+    return time.monotonic() - start, results
+
+
+def run_nbgrader(course: Course) -> float:
+    scripts = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ['PATH']}"}
+    start = time.monotonic()
+    for command in (["generate_assignment", course.assignment, "--force"], ["autograde", course.assignment, "--force"]):
+        subprocess.run([str(scripts / "nbgrader"), *command, "--log-level=ERROR"], cwd=course.root, env=env,
+                       check=True, stdout=subprocess.DEVNULL)
+    return time.monotonic() - start
+
+
+def scores(results) -> dict:
+    return {r.student: [(t.grade_id, t.score) for t in r.tests] for r in results}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--copies", type=int, default=5, help="copies of each of the 4 examples (default 5: 20 submissions)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--skip-serial", action="store_true", help="skip the -j 1 run")
+    parser.add_argument("--skip-nbgrader", action="store_true")
+    args = parser.parse_args()
+    count = args.copies * len(EXAMPLES)
+    rows = []
+    with tempfile.TemporaryDirectory() as temp:
+        parallel_seconds, parallel = run_coursekit(make_course(Path(temp, "parallel"), args.copies), args.jobs)
+        overhead = statistics.mean(r.seconds - r.sandbox_seconds for r in parallel)
+        peak = max((r.peak_memory_bytes or 0) for r in parallel) / 2**20
+        rows.append((f"coursekit -j {args.jobs}", parallel_seconds))
+        if not args.skip_serial:
+            serial_seconds, serial = run_coursekit(make_course(Path(temp, "serial"), args.copies), 1)
+            rows.append(("coursekit -j 1", serial_seconds))
+            identical = scores(serial) == scores(parallel)
+        if not args.skip_nbgrader:
+            rows.append(("nbgrader autograde (sequential)", run_nbgrader(make_course(Path(temp, "nbgrader"), args.copies))))
+    print(f"\n{count} submissions ({args.copies} copies of {', '.join(EXAMPLES)}), {os.cpu_count()} cores\n")
+    print("| grader | wall seconds | seconds per submission | submissions per minute |")
+    print("|---|---|---|---|")
+    for name, seconds in rows:
+        print(f"| {name} | {seconds:.0f} | {seconds / count:.1f} | {60 * count / seconds:.1f} |")
+    print(f"\nGrading overhead per submission (everything but the sandboxed run): {overhead:.2f} s")
+    print(f"Peak memory of one sandbox: {peak:.0f} MiB")
+    if not args.skip_serial:
+        print(f"-j {args.jobs} / -j 1 wall time: {parallel_seconds / serial_seconds:.2f}; scores identical: {identical}")
+    if not args.skip_nbgrader:
+        print(f"Throughput vs nbgrader autograde: {rows[-1][1] / parallel_seconds:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
