@@ -34,14 +34,18 @@ def make_course(folder: Path, copies: int) -> Course:
     course = Course(folder)
     for copy in range(copies):
         for example in EXAMPLES:
-            shutil.copytree(ROOT / "submitted" / example, course.submission(f"{example}_{copy:02d}"))
+            shutil.copytree(ROOT / "submitted" / example / course.assignment, course.submission(f"{example}_{copy:02d}"))
     return course
 
 
 def run_coursekit(course: Course, jobs: int) -> tuple[float, list]:
     start = time.monotonic()
     results = grade_class(course, jobs=jobs, require_sandbox=True, progress=False)
-    return time.monotonic() - start, results
+    seconds = time.monotonic() - start
+    unread = [r.student for r in results if r.executed is None]
+    if unread:
+        raise SystemExit(f"benchmark broken: nothing ran for {unread}")
+    return seconds, results
 
 
 def run_nbgrader(course: Course) -> float:

@@ -113,3 +113,13 @@ def test_nbgrader_autograde_gives_full_points_to_the_source_and_zero_to_the_rele
         assert (alice.code_score, alice.max_code_score) == (80, 80)
         assert bob.code_score == 0
         assert alice.max_score == 100
+
+
+def test_reference_solution_uses_only_tensor_primitives():
+    from coursekit.examples import solved
+    from coursekit.grading.sanitize import sanitize
+    from coursekit.grading.scan import scan_cells
+
+    release = nbformat.read(RELEASE, as_version=4)
+    clean = sanitize(solved(Course(ROOT)), release)
+    assert scan_cells([(c.index, c.source) for c in clean.editable]) == []

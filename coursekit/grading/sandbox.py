@@ -131,6 +131,7 @@ class Sandbox:
 
     def __init__(self, read_only: list[Path], require: bool = False):
         self.read_only = read_only
+        self.warned_no_cgroup = False
         self.isolated = bubblewrap_works()
         if not self.isolated:
             if require:
@@ -159,8 +160,10 @@ class Sandbox:
     def run(self, scratch: Path, code_dir: Path, argv: list[str], env: dict[str, str], limits: Limits,
             timeout: float) -> Completed:
         cgroup = Cgroup.create(limits)
-        if cgroup is None and self.isolated is False:
-            warnings.warn("no cgroup available: memory and process limits are rlimits only", stacklevel=2)
+        if cgroup is None and not self.warned_no_cgroup:
+            self.warned_no_cgroup = True
+            warnings.warn("no cgroup can be created here (not root?): memory and process limits are "
+                          "per-process rlimits only", stacklevel=2)
         if not self.isolated:
             argv = [a.replace(SCRATCH, str(scratch)).replace(GRADER_CODE, str(code_dir)) for a in argv]
             env = {key: value.replace(SCRATCH, str(scratch)) for key, value in env.items()}
@@ -191,7 +194,7 @@ class Sandbox:
                 kill_group(process)
         seconds = time.monotonic() - start
         peak = cgroup.peak_memory() if cgroup else None
-        out_of_memory = cgroup.out_of_memory() if cgroup else process.returncode == -signal.SIGKILL
+        out_of_memory = cgroup.out_of_memory() if cgroup else False
         if cgroup:
             cgroup.remove()
         with open(log_path, "rb") as log:

@@ -111,7 +111,7 @@ class Runner:
             if remaining <= 0:
                 return "timeout", None
             try:
-                reply = await client.kc._async_get_shell_msg(timeout=remaining)
+                reply = await client.kc.get_shell_msg(timeout=remaining)
             except Exception:  # queue.Empty on timeout
                 return "timeout", None
             if reply["parent_header"].get("msg_id") != msg_id:
