@@ -32,3 +32,15 @@ def test_shards_cover_the_class_once():
     assert sorted(sum(parts, [])) == students and parts[0] == ["s0", "s3", "s6"]
     with pytest.raises(ValueError):
         shard(students, "4/3")
+
+
+def test_a_forged_run_log_cannot_crash_the_grader():
+    from types import SimpleNamespace
+
+    from coursekit.grading.pipeline import run_problems
+    from coursekit.grading.score import violations_from
+
+    completed = SimpleNamespace(out_of_memory=False, timed_out=False, returncode=0)
+    assert run_problems({"cells": ["not", "a", "dict"]}, completed) == []
+    assert run_problems({"cells": {"x": "y", "10": {"status": "error: E"}, "9": {"status": "ok"}}}, completed) == ["cell 10: error: E"]
+    assert [v.cell for v in violations_from([], ["junk", {"cell": 3, "found": ["a"]}], [])] == [3]

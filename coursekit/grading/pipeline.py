@@ -105,7 +105,8 @@ def tree_digest(folder: Path) -> str:
 def run_problems(log: dict, completed) -> list[str]:
     """What went wrong while running, in words for the student."""
     problems = []
-    for index, record in sorted(log.get("cells", {}).items(), key=lambda item: int(item[0])):
+    cells = log.get("cells") if isinstance(log.get("cells"), dict) else {}  # run.json is untrusted data
+    for index, record in sorted(cells.items(), key=lambda item: str(item[0]).zfill(9)):
         status = str(record.get("status", "")) if isinstance(record, dict) else ""
         if status and status != "ok":
             problems.append(f"cell {index}: {status}")
