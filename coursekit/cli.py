@@ -7,8 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from coursekit import ASSIGNMENT
+
 ROOT = Path(__file__).resolve().parent.parent
-ASSIGNMENT = "classifier_from_scratch"
 
 
 def cmd_data(args) -> int:
@@ -46,8 +47,8 @@ def cmd_autograde(args) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(table(results))
-    print(f"\nGrades: {course.root / 'grades.csv'}; per student: autograded/<student>/{ASSIGNMENT}/results.json, "
-          f"feedback/<student>/{ASSIGNMENT}/")
+    print(f"\nGrades: {course.root / 'grades.csv'}; per student: autograded/<student>/{course.assignment}/results.json, "
+          f"feedback/<student>/{course.assignment}/")
     return 0
 
 

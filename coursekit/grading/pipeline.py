@@ -15,6 +15,7 @@ from pathlib import Path
 
 import nbformat
 
+from coursekit import ASSIGNMENT
 from coursekit.data import load_subset, provision
 from coursekit.grading.checks import CHECKS, Context
 from coursekit.grading.execute import Execution, execute, walk_files
@@ -24,8 +25,6 @@ from coursekit.grading.sandbox import Limits, Sandbox, python_read_only_paths
 from coursekit.grading.sanitize import Sanitized, UnreadableSubmission, read_submission, sanitize
 from coursekit.grading.scan import Finding, ScanPolicy, scan_cells
 from coursekit.grading.score import TestResult, Violation, score, violations_from
-
-ASSIGNMENT = "classifier_from_scratch"
 
 
 @dataclass(frozen=True)
