@@ -31,7 +31,10 @@ def check_notebook(notebook: Path, course: Course) -> int:
     except UnreadableSubmission as error:
         print(f"\nThe grader could not read your notebook: {error}.\nFix that first: nothing else can be graded.")
         return 1
-    execution = runner.run(clean, notebook.parent, probes=())
+    try:
+        execution = runner.run(clean, notebook.parent, probes=())
+    finally:
+        runner.close()
     results = visible_test_results(clean, execution.log)
     current_part, passed, total = None, 0.0, 0.0
     for part, grade_id, points, status in results:

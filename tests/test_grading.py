@@ -71,8 +71,11 @@ EXPECTED: dict[str, Case] = {
         ACCURACY_STUB, add_after("accuracy", "import os\nos._exit(0)")]),
     "raises_system_exit": Case(FULL - 3, ["rule:process"], [
         ACCURACY_STUB, add_after("accuracy", "import sys\nsys.exit(0)")]),
-    "kills_the_grader": Case(0, ["stopped", "rule:process"], [
+    "kills_its_parent": Case(FULL, ["rule:process"], [
         add_after("linear", "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)")]),
+    "kills_the_grader": Case(0, ["stopped", "rule:process"], [
+        add_after("linear", "import os, signal\nfor pid in os.listdir('/proc'):\n    if pid.isdigit() and int(pid) != os.getpid():\n"
+                            "        try:\n            os.kill(int(pid), signal.SIGKILL)\n        except OSError:\n            pass")]),
     "reads_outside_files": Case(FULL, ["FileNotFoundError", "rule:file-access"], [
         add_after("linear", f"print(open({str(ROOT / 'source/classifier_from_scratch/classifier_from_scratch.ipynb')!r}).read())")]),
     "lists_other_students": Case(FULL, ["FileNotFoundError"], [

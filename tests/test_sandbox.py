@@ -5,7 +5,7 @@ import nbformat
 import pytest
 
 from coursekit.data import mnist_path
-from coursekit.grading.execute import execute
+from coursekit.grading.execute import execute, new_worker
 from coursekit.grading.sandbox import Limits, Sandbox, bubblewrap_works, python_read_only_paths
 
 from conftest import ROOT
@@ -29,19 +29,58 @@ CELLS = {
 }
 
 
+# A submission that tries to leave something behind for the next one in the same worker...
+LEAVE = {
+    "plant": "import os, subprocess, sys, torch\nopen('/submission/planted', 'w').write('x')\nopen('/tmp/planted', 'w').write('x')\n"
+             "torch.planted = True\nsys.modules['json'].planted = True\nos.environ['PLANTED'] = '1'\n"
+             "subprocess.Popen(['sleep', '300'], start_new_session=True)\nos.fork() or (os.setsid(), __import__('time').sleep(300))\n"
+             "print('PLANTED')",
+}
+# ...and the next one, looking for it and at the worker.
+LOOK = {
+    "look": "import os, json, torch\nprint(sorted(os.listdir('/submission')), sorted(os.listdir('/tmp')), hasattr(torch, 'planted'), "
+            "hasattr(json, 'planted'), os.environ.get('PLANTED'))\n"
+            "print('SLEEPERS', sum(b'sleep' in open(f'/proc/{p}/cmdline', 'rb').read() for p in os.listdir('/proc') if p.isdigit()))",
+    "worker_memory": "try:\n    open('/proc/2/mem', 'rb').read(1)\n    print('READ')\nexcept OSError as error:\n"
+                     "    print('DENIED', error.errno)",
+}
+# A submission that kills every process it can see, the warm worker included.
+KILL_ALL = {"kill_all": "import os, signal\nfor p in os.listdir('/proc'):\n    if p.isdigit() and int(p) != os.getpid():\n"
+                        "        try:\n            os.kill(int(p), signal.SIGKILL)\n        except OSError:\n            pass"}
+AFTER_KILL = {"alive": "print('GRADED', 6 * 7)"}
+
+
+def notebook_of(cells: dict[str, str]) -> nbformat.NotebookNode:
+    return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in cells.values()],
+                                    metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+
+
 @pytest.fixture(scope="module")
-def run():
+def worker():
     if not bubblewrap_works():
         pytest.fail("bubblewrap is required for these tests (make sandbox installs it)")
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in CELLS.values()],
-                                        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
     sandbox = Sandbox([*python_read_only_paths(), mnist_path()], require=True)
     limits = Limits(memory_bytes=3 * 2**30, cell_seconds=8, notebook_seconds=240, processes=64, output_bytes=10_000)
-    return execute(notebook, ROOT / "nonexistent", "nb.ipynb", sandbox, limits, mnist_path(), seed=0, probes=())
+    worker = new_worker(sandbox, limits, mnist_path())
+    yield worker
+    worker.close()
 
 
-def output_of(run, name):
-    cell = run.executed.cells[list(CELLS).index(name)]
+@pytest.fixture(scope="module")
+def run(worker):
+    return execute(notebook_of(CELLS), ROOT / "nonexistent", "nb.ipynb", worker, seed=0, probes=())
+
+
+@pytest.fixture(scope="module")
+def successor(worker, run):
+    """What a submission sees in the worker after one that tried to leave things behind."""
+    planted = execute(notebook_of(LEAVE), ROOT / "nonexistent", "nb.ipynb", worker, seed=0, probes=())
+    assert "PLANTED" in output_of(planted, "plant", LEAVE)
+    return execute(notebook_of(LOOK), ROOT / "nonexistent", "nb.ipynb", worker, seed=0, probes=())
+
+
+def output_of(run, name, cells=CELLS):
+    cell = run.executed.cells[list(cells).index(name)]
     return "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream")
 
 
@@ -93,6 +132,24 @@ def test_cell_time_limit_stops_an_endless_loop_and_the_rest_still_runs(run):
 
 def test_peak_memory_is_measured(run):
     assert run.completed.peak_memory_bytes is None or run.completed.peak_memory_bytes > 100 * 2**20
+
+
+def test_nothing_carries_over_to_the_next_submission_in_a_worker(successor):
+    first_line, sleepers = output_of(successor, "look", LOOK).splitlines()
+    assert "planted" not in first_line and first_line.startswith("['home', 'notebook', 'out', 'probe'] [")
+    assert first_line.endswith("] False False None")
+    assert sleepers == "SLEEPERS 0"
+
+
+def test_the_warm_worker_cannot_be_read_by_a_submission(successor):
+    assert output_of(successor, "worker_memory", LOOK).strip() in ("DENIED 13", "DENIED 1")
+
+
+def test_a_submission_that_kills_the_worker_costs_only_itself(worker, successor):
+    killed = execute(notebook_of(KILL_ALL), ROOT / "nonexistent", "nb.ipynb", worker, seed=0, probes=())
+    assert killed.completed.returncode != 0
+    after = execute(notebook_of(AFTER_KILL), ROOT / "nonexistent", "nb.ipynb", worker, seed=0, probes=())
+    assert output_of(after, "alive", AFTER_KILL).strip() == "GRADED 42"
 
 
 def test_require_sandbox_refuses_without_bubblewrap(monkeypatch):

@@ -55,12 +55,16 @@ def grade_class(course: Course, students: list[str] | None = None, jobs: int | N
     with ThreadPoolExecutor(jobs) as pool, tqdm(total=len(students), desc="Grading", unit="submission",
                                                 disable=not progress, mininterval=1) as bar:
         futures = {pool.submit(grade_safely, grader, student): student for student in students}
-        for future in as_completed(futures):
-            result = future.result()
-            write_submission_report(result, course)
-            results.append(result)
-            bar.set_postfix_str(f"{result.student}: {result.score:g}")
-            bar.update()
+        try:
+            for future in as_completed(futures):
+                result = future.result()
+                write_submission_report(result, course)
+                results.append(result)
+                bar.set_postfix_str(f"{result.student}: {result.score:g}")
+                bar.update()
+        finally:
+            pool.shutdown(cancel_futures=True)
+            grader.close()
     results.sort(key=lambda r: r.student)
     export_class(course)
     return results

@@ -1,19 +1,19 @@
-"""Execute step: run a sanitized notebook in the sandbox, in a scratch copy of the submission, then
-collect the run log, the executed notebook and the probes' exports."""
+"""Execute step: run a sanitized notebook in a sandboxed worker, in a scratch copy of the submission,
+then collect the run log, the executed notebook and the probes' exports."""
 from __future__ import annotations
 
 import json
 import os
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import nbformat
 
 from coursekit.grading.probe import PROBE_NAMES, ProbeOutput, make_inputs, read_outputs, regular_file, write_inputs
-from coursekit.grading.sandbox import SCRATCH, Completed, Limits, Sandbox
+from coursekit.grading.sandbox import GRADER_CODE, SCRATCH, Completed, Limits, Sandbox, Worker
 
 SANDBOX_CODE = Path(__file__).resolve().parent.parent / "sandbox"
 MAX_EXECUTED_BYTES = 20 * 2**20
@@ -56,13 +56,18 @@ def copy_submission(source: Path, destination: Path) -> list[str]:
     return notes
 
 
-def fastai_home(home: Path, mnist: Path) -> None:
-    """A private fastai config whose data folder is the read-only MNIST parent."""
-    config = home / ".fastai"
-    (config / "archive").mkdir(parents=True)
-    (config / "config.ini").write_text(
-        f"[DEFAULT]\ndata = {mnist.parent}\narchive = {SCRATCH}/home/.fastai/archive\n"
-        f"storage = {SCRATCH}/home/.fastai/tmp\nmodel = {SCRATCH}/home/.fastai/models\nversion = 2\n")
+def home_folder(mnist: Path, mpl_cache: Path | None) -> Callable[[Path], None]:
+    """What every run's home folder holds: a fastai config whose data folder is the read-only MNIST
+    parent, and matplotlib's font cache (built once, not in every sandbox)."""
+    def prepare(scratch: Path) -> None:
+        config = scratch / "home" / ".fastai"
+        (config / "archive").mkdir(parents=True)
+        (config / "config.ini").write_text(
+            f"[DEFAULT]\ndata = {mnist.parent}\narchive = {SCRATCH}/home/.fastai/archive\n"
+            f"storage = {SCRATCH}/home/.fastai/tmp\nmodel = {SCRATCH}/home/.fastai/models\nversion = 2\n")
+        if mpl_cache and mpl_cache.is_dir():
+            shutil.copytree(mpl_cache, scratch / "home" / ".matplotlib")
+    return prepare
 
 
 def sandbox_env(threads: int) -> dict[str, str]:
@@ -70,37 +75,37 @@ def sandbox_env(threads: int) -> dict[str, str]:
     return {
         "PATH": f"{Path(sys.prefix) / 'bin'}:/usr/bin:/bin",
         "HOME": home, "FASTAI_HOME": f"{home}/.fastai", "MPLCONFIGDIR": f"{home}/.matplotlib",
+        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
         "IPYTHONDIR": f"{home}/.ipython", "JUPYTER_RUNTIME_DIR": f"{home}/.runtime", "JUPYTER_DATA_DIR": f"{home}/.jupyter",
         "JUPYTER_PLATFORM_DIRS": "1", "PYTHONDONTWRITEBYTECODE": "1", "TMPDIR": "/tmp", "LANG": "C.UTF-8",
         "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
     }
 
 
-def execute(notebook: nbformat.NotebookNode, submission_dir: Path, notebook_name: str, sandbox: Sandbox,
-            limits: Limits, mnist: Path, seed: int, threads: int = 1, mpl_cache: Path | None = None,
-            probes: tuple[str, ...] = PROBE_NAMES) -> Execution:
-    with tempfile.TemporaryDirectory(prefix="coursekit-") as temp:
-        scratch = Path(temp) / "scratch"
-        scratch.mkdir()
-        notes = copy_submission(submission_dir, scratch / "notebook")
-        nbformat.write(notebook, scratch / "notebook" / notebook_name)
-        for folder in ("probe", "out", "home"):
-            (scratch / folder).mkdir()
-        fastai_home(scratch / "home", mnist)
-        if mpl_cache and mpl_cache.is_dir():
-            shutil.copytree(mpl_cache, scratch / "home" / ".matplotlib")
-        inputs = make_inputs(seed)
-        write_inputs(inputs, scratch / "probe")
-        argv = [str(Path(sys.prefix) / "bin" / "python"), "/grader/runner.py", f"{SCRATCH}/notebook/{notebook_name}",
-                "--out-dir", f"{SCRATCH}/out", "--probe", "/grader/probe.py", "--probe-dir", f"{SCRATCH}/probe",
-                "--probe-names", ",".join(probes), "--cell-timeout", str(limits.cell_seconds),
-                "--notebook-timeout", str(limits.notebook_seconds), "--max-output-bytes", str(limits.output_bytes)]
-        completed = sandbox.run(scratch, SANDBOX_CODE, argv, sandbox_env(threads), limits,
-                                timeout=limits.notebook_seconds + 120)
-        log = read_json(scratch / "out" / "run.json", scratch)
-        executed = read_executed(scratch / "out" / "executed.ipynb", scratch)
-        statuses = log.get("probes") if isinstance(log.get("probes"), dict) else {}
-        outputs = read_outputs(scratch / "probe", statuses) if probes else {}
+def new_worker(sandbox: Sandbox, limits: Limits, mnist: Path, threads: int = 1,
+               mpl_cache: Path | None = None) -> Worker:
+    return Worker(sandbox, SANDBOX_CODE, sandbox_env(threads), limits, threads, home_folder(mnist, mpl_cache))
+
+
+def execute(notebook: nbformat.NotebookNode, submission_dir: Path, notebook_name: str, worker: Worker,
+            seed: int, probes: tuple[str, ...] = PROBE_NAMES) -> Execution:
+    limits = worker.limits
+    scratch = worker.fresh_scratch()
+    notes = copy_submission(submission_dir, scratch / "notebook")
+    nbformat.write(notebook, scratch / "notebook" / notebook_name)
+    for folder in ("probe", "out"):
+        (scratch / folder).mkdir()
+    inputs = make_inputs(seed)
+    write_inputs(inputs, scratch / "probe")
+    argv = [f"{SCRATCH}/notebook/{notebook_name}", "--out-dir", f"{SCRATCH}/out", "--probe", f"{GRADER_CODE}/probe.py",
+            "--probe-dir", f"{SCRATCH}/probe", "--probe-names", ",".join(probes),
+            "--cell-timeout", str(limits.cell_seconds), "--notebook-timeout", str(limits.notebook_seconds),
+            "--max-output-bytes", str(limits.output_bytes)]
+    completed = worker.run(argv, timeout=limits.notebook_seconds + 120)
+    log = read_json(scratch / "out" / "run.json", scratch)
+    executed = read_executed(scratch / "out" / "executed.ipynb", scratch)
+    statuses = log.get("probes") if isinstance(log.get("probes"), dict) else {}
+    outputs = read_outputs(scratch / "probe", statuses) if probes else {}
     return Execution(completed, log, executed, outputs, inputs, notes)
 
 

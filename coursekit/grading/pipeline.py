@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import secrets
 import time
 import tomllib
@@ -18,10 +19,10 @@ import nbformat
 from coursekit import ASSIGNMENT
 from coursekit.data import load_subset, provision
 from coursekit.grading.checks import CHECKS, Context
-from coursekit.grading.execute import Execution, execute, walk_files
+from coursekit.grading.execute import Execution, execute, new_worker, walk_files
 from coursekit.grading.probe import PROBE_NAMES
 from coursekit.grading.rubric import load_rubric, nbgrader_meta
-from coursekit.grading.sandbox import Limits, Sandbox, python_read_only_paths
+from coursekit.grading.sandbox import Limits, Sandbox, Worker, python_read_only_paths
 from coursekit.grading.sanitize import Sanitized, UnreadableSubmission, read_submission, sanitize
 from coursekit.grading.scan import Finding, ScanPolicy, scan_cells
 from coursekit.grading.score import TestResult, Violation, score, violations_from
@@ -136,6 +137,7 @@ class NotebookRunner:
         self.sandbox = Sandbox([*python_read_only_paths(), self.mnist], require=require_sandbox)
         self.threads = threads
         self.mpl_cache = mpl_cache
+        self.idle_workers: queue.SimpleQueue[Worker] = queue.SimpleQueue()
 
     def prepare(self, notebook: Path) -> tuple[Sanitized, list[Finding]]:
         """Sanitize and scan; raises UnreadableSubmission."""
@@ -143,8 +145,21 @@ class NotebookRunner:
         return clean, scan_cells([(c.index, c.source) for c in clean.editable], self.policy, self.preamble)
 
     def run(self, clean: Sanitized, folder: Path, probes: tuple[str, ...] = PROBE_NAMES) -> Execution:
-        return execute(clean.notebook, folder, self.course.notebook_name, self.sandbox, self.limits, self.mnist,
-                       seed=secrets.randbits(31), threads=self.threads, mpl_cache=self.mpl_cache, probes=probes)
+        """Run in an idle warm worker (one per concurrent caller, started on first use)."""
+        try:
+            worker = self.idle_workers.get_nowait()
+        except queue.Empty:
+            worker = new_worker(self.sandbox, self.limits, self.mnist, self.threads, self.mpl_cache)
+        try:
+            return execute(clean.notebook, folder, self.course.notebook_name, worker, seed=secrets.randbits(31),
+                           probes=probes)
+        finally:
+            self.idle_workers.put(worker)
+
+    def close(self) -> None:
+        """Stop the workers."""
+        while not self.idle_workers.empty():
+            self.idle_workers.get_nowait().close()
 
 
 class Grader(NotebookRunner):

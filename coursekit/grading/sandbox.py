@@ -1,23 +1,28 @@
-"""Execute step's isolation: run a command in bubblewrap with resource limits.
+"""Execute step's isolation: warm workers in bubblewrap, with resource limits.
 
 Inside: a read-only view of the system and the Python environment, the MNIST folder read-only,
-and one writable folder (this submission's scratch copy) at /submission. No network, own PID
-namespace, no capabilities, dies with its parent. Memory and process limits come from a cgroup
-where one can be made (root on cgroup v1 or v2), else from rlimits; wall time from a timeout.
+and two writable folders, emptied before each submission: its scratch copy at /submission, and
+/tmp. No network, own PID namespace, no capabilities, dies with its parent. Memory and process
+limits come from a cgroup where one can be made (root on cgroup v1 or v2), else from rlimits;
+wall time from a timeout.
 """
 from __future__ import annotations
 
+import json
 import os
 import resource
+import select
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 SCRATCH = "/submission"
 GRADER_CODE = "/grader"
@@ -56,7 +61,7 @@ def bubblewrap_works() -> bool:
 
 
 class Cgroup:
-    """A v1 or v2 cgroup for one run, below the grader's own; None where it cannot be created."""
+    """A v1 or v2 cgroup for one worker, below the grader's own; None where it cannot be created."""
 
     def __init__(self, directories: dict[str, Path]):
         self.directories = directories
@@ -70,43 +75,55 @@ class Cgroup:
                 directories = {c: Path("/sys/fs/cgroup", c, own[c].lstrip("/"), name) for c in ("memory", "pids")}
                 for directory in directories.values():
                     directory.mkdir()
-                (directories["memory"] / "memory.limit_in_bytes").write_text(str(limits.memory_bytes))
                 (directories["pids"] / "pids.max").write_text(str(limits.processes))
             else:
                 directory = Path("/sys/fs/cgroup", own.get("", "/").lstrip("/"), name)
                 directory.mkdir()
-                (directory / "memory.max").write_text(str(limits.memory_bytes))
                 (directory / "memory.swap.max").write_text("0")
                 (directory / "pids.max").write_text(str(limits.processes))
-                directories = {"unified": directory}
+                directories = {"memory": directory, "pids": directory}
+            cgroup = cls(directories)
+            cgroup.limit_memory(limits.memory_bytes)
         except OSError:
             return None
-        return cls(directories)
+        return cgroup
+
+    @property
+    def v1(self) -> bool:
+        return self.directories["memory"] != self.directories["pids"]
+
+    def memory_file(self, v1_name: str, v2_name: str) -> Path:
+        return self.directories["memory"] / (v1_name if self.v1 else v2_name)
 
     def enter(self) -> None:
         """Called in the child before exec: move it into the cgroup."""
-        for directory in self.directories.values():
+        for directory in set(self.directories.values()):
             (directory / "cgroup.procs").write_text(str(os.getpid()))
 
-    def peak_memory(self) -> int | None:
-        for name in ("memory.max_usage_in_bytes", "memory.peak"):
-            for directory in self.directories.values():
-                if (directory / name).exists():
-                    return int((directory / name).read_text())
-        return None
+    def limit_memory(self, limit: int) -> None:
+        self.memory_file("memory.limit_in_bytes", "memory.max").write_text(str(limit))
 
-    def out_of_memory(self) -> bool:
-        for directory in self.directories.values():
-            if (directory / "memory.failcnt").exists():
-                return int((directory / "memory.failcnt").read_text()) > 0
-            if (directory / "memory.events").exists():
-                events = dict(line.split() for line in (directory / "memory.events").read_text().splitlines())
-                return int(events.get("oom_kill", 0)) > 0
-        return False
+    def memory_used(self) -> int:
+        return int(self.memory_file("memory.usage_in_bytes", "memory.current").read_text())
+
+    def reset_peak(self) -> None:
+        """Cgroup v1 only; on v2 the peak stays the worker's since it started."""
+        if self.v1:
+            self.memory_file("memory.max_usage_in_bytes", "").write_text("0")
+
+    def peak_memory(self) -> int | None:
+        path = self.memory_file("memory.max_usage_in_bytes", "memory.peak")
+        return int(path.read_text()) if path.exists() else None
+
+    def memory_limit_hits(self) -> int:
+        if self.v1:
+            return int(self.memory_file("memory.failcnt", "").read_text())
+        events = dict(line.split() for line in self.memory_file("", "memory.events").read_text().splitlines())
+        return int(events.get("oom_kill", 0))
 
     def remove(self) -> None:
-        """Kill whatever is left in the cgroup (a fork that outlived the sandbox), then remove it."""
-        for directory in self.directories.values():
+        """Kill whatever is left in the cgroup, then remove it."""
+        for directory in set(self.directories.values()):
             for _ in range(50):
                 pids = (directory / "cgroup.procs").read_text().split()
                 if not pids:
@@ -117,7 +134,6 @@ class Cgroup:
                     except ProcessLookupError:
                         pass
                 time.sleep(0.05)
-        for directory in self.directories.values():
             for _ in range(50):
                 try:
                     directory.rmdir()
@@ -127,7 +143,7 @@ class Cgroup:
 
 
 class Sandbox:
-    """Runs the in-sandbox runner for one submission at a time (many Sandboxes may run at once)."""
+    """The isolation every worker runs in: bubblewrap where it works, else a loud warning."""
 
     def __init__(self, read_only: list[Path], require: bool = False):
         self.read_only = read_only
@@ -141,32 +157,83 @@ class Sandbox:
                           "(no network or filesystem sandbox), with rlimits only. Install `bubblewrap`.",
                           stacklevel=2)
 
-    def command(self, scratch: Path, code_dir: Path, argv: list[str], env: dict[str, str]) -> list[str]:
+    def command(self, binds: dict[str, Path], code_dir: Path, argv: list[str], env: dict[str, str]) -> list[str]:
         if not self.isolated:
             return argv
         wrap = ["bwrap", "--die-with-parent", "--new-session", "--unshare-all", "--unshare-user",
                 "--uid", "1000", "--gid", "1000", "--cap-drop", "ALL", "--clearenv",
-                "--tmpfs", "/", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+                "--tmpfs", "/", "--proc", "/proc", "--dev", "/dev"]
         for path in ("/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc"):
             if Path(path).exists():
                 wrap += ["--ro-bind", path, path]
         for path in self.read_only:
             wrap += ["--ro-bind", str(path), str(path)]
-        wrap += ["--bind", str(scratch), SCRATCH, "--ro-bind", str(code_dir), GRADER_CODE, "--chdir", SCRATCH]
+        for inside, outside in binds.items():
+            wrap += ["--bind", str(outside), inside]
+        wrap += ["--ro-bind", str(code_dir), GRADER_CODE, "--chdir", SCRATCH]
         for key, value in env.items():
             wrap += ["--setenv", key, value]
         return wrap + ["--"] + argv
 
-    def run(self, scratch: Path, code_dir: Path, argv: list[str], env: dict[str, str], limits: Limits,
-            timeout: float) -> Completed:
+    def cgroup(self, limits: Limits) -> Cgroup | None:
         cgroup = Cgroup.create(limits)
         if cgroup is None and not self.warned_no_cgroup:
             self.warned_no_cgroup = True
             warnings.warn("no cgroup can be created here (not root?): memory and process limits are "
-                          "per-process rlimits only", stacklevel=2)
-        if not self.isolated:
-            argv = [a.replace(SCRATCH, str(scratch)).replace(GRADER_CODE, str(code_dir)) for a in argv]
-            env = {key: value.replace(SCRATCH, str(scratch)) for key, value in env.items()}
+                          "per-process rlimits only", stacklevel=3)
+        return cgroup
+
+
+class WorkerFailed(RuntimeError):
+    pass
+
+
+class Worker:
+    """One sandbox that runs submissions one after another (see coursekit/sandbox/worker.py).
+
+    The libraries are imported once, when the worker starts; each submission then runs in a fresh
+    fork, in a scratch folder that is emptied before it (`fresh_scratch`), with a /tmp of its own.
+    The cgroup's memory limit is the submission's limit on top of what the warm worker uses.
+    A submission that outlives its time limit costs the worker: it is killed and started again.
+    """
+
+    def __init__(self, sandbox: Sandbox, code_dir: Path, env: dict[str, str], limits: Limits, threads: int,
+                 prepare_home: Callable[[Path], None]):
+        self.sandbox, self.code_dir, self.env, self.limits, self.threads = sandbox, code_dir, env, limits, threads
+        self.prepare_home = prepare_home
+        self.folder = Path(tempfile.mkdtemp(prefix="coursekit-worker-"))
+        self.scratch, self.tmp = self.folder / "submission", self.folder / "tmp"
+        self.process: subprocess.Popen | None = None
+        self.cgroup: Cgroup | None = None
+
+    def inside(self, path: str) -> str:
+        """A sandbox path as this worker's processes see it (the same path when isolated)."""
+        if self.sandbox.isolated:
+            return path
+        for sandboxed, real in ((SCRATCH, self.scratch), (GRADER_CODE, self.code_dir), ("/tmp", self.tmp)):
+            if path == sandboxed or path.startswith(sandboxed + "/"):
+                return str(real) + path[len(sandboxed):]
+        return path
+
+    def fresh_scratch(self) -> Path:
+        """The scratch folder, empty but for the home folder, in a running worker."""
+        if not self.running:
+            self.start()
+        self.clear()
+        return self.scratch
+
+    def clear(self) -> None:
+        """Empty the scratch folder and /tmp (the folders stay: they are the sandbox's mount points),
+        and put the home folder back."""
+        for folder in (self.scratch, self.tmp):
+            folder.mkdir(exist_ok=True)
+            empty(folder)
+        self.prepare_home(self.scratch)
+
+    def start(self) -> None:
+        self.clear()
+        self.cgroup = self.sandbox.cgroup(self.limits)
+        limits, cgroup = self.limits, self.cgroup
 
         def limit_child():
             os.setsid()
@@ -179,28 +246,88 @@ class Sandbox:
             resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
-        log_path = scratch.parent / f"{scratch.name}.log"
-        start = time.monotonic()
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(self.command(scratch, code_dir, argv, env), stdin=subprocess.DEVNULL,
-                                       stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit_child,
-                                       cwd=scratch, env=env if not self.isolated else {"PATH": os.environ["PATH"]})
-            timed_out = False
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            finally:
-                kill_group(process)
-        seconds = time.monotonic() - start
-        peak = cgroup.peak_memory() if cgroup else None
-        out_of_memory = cgroup.out_of_memory() if cgroup else False
+        env = {key: self.inside(value) for key, value in self.env.items()}
+        argv = [str(Path(sys.prefix) / "bin" / "python"), self.inside(f"{GRADER_CODE}/worker.py")]
+        if self.sandbox.isolated:
+            argv.append("--isolated")
+        binds = {SCRATCH: self.scratch, "/tmp": self.tmp}
+        with open(self.folder / "worker.log", "wb") as log:
+            self.process = subprocess.Popen(self.sandbox.command(binds, self.code_dir, argv, env),
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                            preexec_fn=limit_child, cwd=self.scratch,
+                                            env=env if not self.sandbox.isolated else {"PATH": os.environ["PATH"]})
+        if self.answer(timeout=300) != {"ready": True}:
+            raise WorkerFailed(f"the grading worker did not start:\n{self.stop()}")
         if cgroup:
-            cgroup.remove()
-        with open(log_path, "rb") as log:
-            text = log.read(20_000).decode("utf-8", "replace")
-        log_path.unlink()
-        return Completed(process.returncode, seconds, timed_out, peak, out_of_memory, text)
+            cgroup.limit_memory(limits.memory_bytes + cgroup.memory_used())
+
+    def answer(self, timeout: float) -> dict | None:
+        """The worker's next line, or None when it does not come in time (or the worker is gone)."""
+        assert self.process and self.process.stdout
+        if not select.select([self.process.stdout], [], [], timeout)[0]:
+            return None
+        line = self.process.stdout.readline()
+        try:
+            return json.loads(line) if line else None
+        except ValueError:
+            return None
+
+    def run(self, argv: list[str], timeout: float) -> Completed:
+        """Run the sandboxed runner with argv on what is in the scratch folder now."""
+        if self.cgroup:
+            self.cgroup.reset_peak()
+        hits = self.cgroup.memory_limit_hits() if self.cgroup else 0
+        request = {"argv": [self.inside(a) for a in argv], "env": {k: self.inside(v) for k, v in self.env.items()},
+                   "threads": self.threads, "log": self.inside("/tmp/runner.log")}
+        start = time.monotonic()
+        try:
+            assert self.process and self.process.stdin, "the worker was not started (fresh_scratch starts it)"
+            self.process.stdin.write(json.dumps(request).encode() + b"\n")
+            self.process.stdin.flush()
+            answer = self.answer(timeout)
+        except OSError:
+            answer = None
+        seconds = time.monotonic() - start
+        peak = self.cgroup.peak_memory() if self.cgroup else None
+        out_of_memory = bool(self.cgroup) and self.cgroup.memory_limit_hits() > hits
+        if answer is None:  # too slow, or the worker itself died: start a fresh one next time
+            self.stop()
+        log = (self.tmp / "runner.log").read_bytes()[:20_000].decode("utf-8", "replace") \
+            if (self.tmp / "runner.log").is_file() else ""
+        returncode = answer.get("returncode", -1) if isinstance(answer, dict) else -1
+        return Completed(returncode, seconds, answer is None and seconds >= timeout, peak, out_of_memory, log)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> str:
+        """Stop the worker; returns the end of its log."""
+        if self.process:
+            kill_group(self.process)
+            self.process = None
+        if self.cgroup:
+            self.cgroup.remove()
+            self.cgroup = None
+        log_path = self.folder / "worker.log"
+        return log_path.read_bytes()[-5_000:].decode("utf-8", "replace") if log_path.is_file() else ""
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def empty(folder: Path) -> None:
+    """Remove everything in folder, whatever permissions the submission gave it."""
+    for directory, folders, _ in os.walk(folder):
+        for name in folders:
+            if not os.path.islink(os.path.join(directory, name)):
+                os.chmod(os.path.join(directory, name), 0o700)
+    for entry in folder.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def kill_group(process: subprocess.Popen) -> None:

@@ -5,6 +5,10 @@ writes (executed notebook, run log, probe tensors) is untrusted data that the gr
 
 A kernel that dies or will not stop after a timeout is restarted and the notebook replayed
 without the cells that killed it, so one bad cell costs only what depends on it.
+
+Kernels are not started as new Python processes: they are forked from a spawner that this runner
+forks first, before it runs anything of the student's, so every kernel (and every replay) starts with
+the worker's libraries already imported and no state left by a previous kernel.
 """
 from __future__ import annotations
 
@@ -12,10 +16,16 @@ import argparse
 import ast
 import asyncio
 import json
+import os
+import select
+import signal
 import time
+import uuid
 from pathlib import Path
 
 import nbformat
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_client.provisioning import LocalProvisioner
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
@@ -60,6 +70,114 @@ def parse_list(text: str | None) -> list[str]:
     return [str(item)[:300] for item in value] if isinstance(value, list) else [str(value)[:300]]
 
 
+class ForkedKernel:
+    """The part of a Popen that jupyter_client uses, for a kernel forked by the spawner (not our child:
+    its exit is watched through a pidfd, and its exit code is not known)."""
+
+    stdin = stdout = stderr = None
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.pidfd = os.pidfd_open(pid)
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        return self.wait(timeout=0)
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        if self.returncode is None and select.select([self.pidfd], [], [], timeout)[0]:
+            self.returncode = -1
+            os.close(self.pidfd)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.returncode is not None:
+            raise ProcessLookupError(3, "the kernel has exited")
+        signal.pidfd_send_signal(self.pidfd, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+
+class KernelSpawner:
+    """A fork of the runner, made before any kernel exists, that forks a fresh kernel on request."""
+
+    def __init__(self):
+        requests, self.requests = os.pipe()
+        self.replies, replies = os.pipe()
+        if os.fork() == 0:
+            os.close(self.requests)
+            os.close(self.replies)
+            self.serve(requests, replies)
+        os.close(requests)
+        os.close(replies)
+
+    def spawn(self, connection_file: str, cwd: str) -> int:
+        os.write(self.requests, json.dumps([connection_file, cwd]).encode() + b"\n")
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = os.read(self.replies, 64)
+            if not chunk:
+                raise RuntimeError("the kernel spawner has stopped")
+            reply += chunk
+        return int(reply)
+
+    @staticmethod
+    def serve(requests: int, replies: int) -> None:
+        with os.fdopen(requests) as lines:
+            for line in lines:
+                connection_file, cwd = json.loads(line)
+                pid = os.fork()
+                if pid == 0:
+                    os.close(requests)
+                    os.close(replies)
+                    os.setpgid(0, 0)
+                    os.chdir(cwd)
+                    from ipykernel.kernelapp import IPKernelApp
+                    IPKernelApp.launch_instance(argv=["-f", connection_file])
+                    os._exit(0)
+                try:
+                    os.setpgid(pid, pid)
+                except OSError:  # the kernel did it first, or has already exited
+                    pass
+                os.write(replies, f"{pid}\n".encode())
+                reap_exited()
+        os._exit(0)
+
+
+def reap_exited() -> None:
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+
+
+class ForkedProvisioner(LocalProvisioner):
+    spawner: KernelSpawner
+
+    async def launch_kernel(self, cmd: list[str], **kwargs) -> dict:
+        pid = self.spawner.spawn(self.parent.connection_file, str(kwargs.get("cwd") or os.getcwd()))
+        self.process = ForkedKernel(pid)
+        self.pid = pid
+        try:
+            self.pgid = os.getpgid(pid)
+        except OSError:
+            self.pgid = None
+        return self.connection_info
+
+
+class ForkedKernelManager(AsyncKernelManager):
+    async def _async_pre_start_kernel(self, **kw):
+        if self.provisioner is None:
+            self.kernel_id = self.kernel_id or str(uuid.uuid4())
+            self.provisioner = ForkedProvisioner(kernel_id=self.kernel_id, kernel_spec=self.kernel_spec, parent=self)
+        return await super()._async_pre_start_kernel(**kw)
+
+
 class CappedClient(NotebookClient):
     """A NotebookClient that keeps at most `max_output_bytes` of output per cell, so a cell that
     prints without end cannot exhaust the runner's memory."""
@@ -95,6 +213,7 @@ class Runner:
 
     def new_client(self) -> CappedClient:
         client = CappedClient(self.notebook, kernel_name="python3", timeout=self.args.cell_timeout,
+                              kernel_manager_class=ForkedKernelManager,
                               allow_errors=True, interrupt_on_timeout=False,
                               resources={"metadata": {"path": str(Path(self.args.notebook).parent)}})
         client.max_output_bytes = self.args.max_output_bytes
@@ -199,7 +318,7 @@ class Runner:
         (out / "run.json").write_text(json.dumps(self.log, indent=1))
 
 
-def main() -> None:
+def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("notebook")
     parser.add_argument("--out-dir", required=True)
@@ -210,12 +329,10 @@ def main() -> None:
     parser.add_argument("--notebook-timeout", type=int, default=600)
     parser.add_argument("--probe-timeout", type=int, default=60)
     parser.add_argument("--max-output-bytes", type=int, default=200_000)
-    runner = Runner(parser.parse_args())
+    ForkedProvisioner.spawner = KernelSpawner()
+    runner = Runner(parser.parse_args(argv))
     try:
         asyncio.run(runner.run())
     finally:
         runner.save()
 
-
-if __name__ == "__main__":
-    main()

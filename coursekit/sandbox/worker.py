@@ -1,0 +1,113 @@
+"""A warm worker: imports the notebook's heavy libraries once, then runs submissions one at a time,
+each in a fresh fork of itself.
+
+The grader starts this inside the sandbox and talks to it over stdin/stdout, one JSON line each way:
+a request `{"argv": [...runner arguments...], "env": {...}, "threads": n, "log": path}` is answered
+`{"returncode": n}` once the forked runner has finished. The fork never comes back to this loop, so
+what a submission does to its process cannot reach the next one, and after each run every process
+it left behind is killed. This process is made non-dumpable: a submission runs as the same user but
+cannot ptrace it or read its memory.
+
+Like runner.py, this file imports nothing from `coursekit`.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+
+PRELOAD = ("torch", "fastai.vision.all", "matplotlib.pyplot", "matplotlib_inline.backend_inline",
+           "ipykernel.kernelapp", "ipykernel.ipkernel", "nbclient", "nbformat", "safetensors.torch")
+PR_SET_DUMPABLE = 4
+
+
+def preload() -> None:
+    """Import what every notebook imports, so that forks start with it done (an import that fails
+    here is left to fail in the student's kernel, with the student's traceback)."""
+    for name in PRELOAD:
+        try:
+            __import__(name)
+        except Exception:
+            traceback.print_exc()
+
+
+def run_submission(request: dict, answers: int) -> int:
+    """In the fork: become the runner for one submission; never returns."""
+    code = 1
+    try:
+        os.close(answers)
+        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.closerange(3, 4096)
+        os.setsid()
+        os.environ.clear()
+        os.environ.update(request["env"])
+        import torch
+        torch.set_num_threads(int(request["threads"]))
+        import runner
+        runner.main(request["argv"])
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def sweep(isolated: bool, session: int) -> None:
+    """Kill whatever the submission left running. In the sandbox's own PID namespace that is every
+    process but this one and the namespace's init; without a sandbox, the run's session."""
+    if not isolated:
+        try:
+            os.killpg(session, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return
+    keep = {1, os.getpid()}
+    for _ in range(100):
+        left = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in keep]
+        if not left:
+            return
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        while True:
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    break
+            except ChildProcessError:
+                break
+        time.sleep(0.02)
+
+
+def main() -> None:
+    isolated = "--isolated" in sys.argv[1:]
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    preload()
+    answers = os.dup(1)
+    os.dup2(2, 1)  # stray prints of this process go to its log, never into the answers
+    os.write(answers, b'{"ready": true}\n')
+    for line in sys.stdin:
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            run_submission(request, answers)
+        _, status = os.waitpid(pid, 0)
+        sweep(isolated, pid)
+        os.write(answers, json.dumps({"returncode": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
+
+
+if __name__ == "__main__":
+    main()
