@@ -50,7 +50,7 @@ def grade_class(course: Course, students: list[str] | None = None, jobs: int | N
     students = students if students is not None else course.students()
     jobs = max(1, jobs or os.cpu_count() or 1)
     grader = Grader(course, require_sandbox=require_sandbox, threads=max(1, (os.cpu_count() or 1) // jobs),
-                    mpl_cache=matplotlib_cache(course))
+                    mpl_cache=matplotlib_cache(course), workers=min(jobs, max(1, len(students))))
     results = []
     with ThreadPoolExecutor(jobs) as pool, tqdm(total=len(students), desc="Grading", unit="submission",
                                                 disable=not progress, mininterval=1) as bar:

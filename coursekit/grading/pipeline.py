@@ -9,6 +9,8 @@ import hashlib
 import os
 import queue
 import secrets
+import sys
+import threading
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -22,7 +24,7 @@ from coursekit.grading.checks import CHECKS, Context
 from coursekit.grading.execute import Execution, execute, new_worker, walk_files
 from coursekit.grading.probe import PROBE_NAMES
 from coursekit.grading.rubric import load_rubric, nbgrader_meta
-from coursekit.grading.sandbox import Limits, Sandbox, Worker, python_read_only_paths
+from coursekit.grading.sandbox import Limits, Sandbox, Worker, WorkerFailed, python_read_only_paths
 from coursekit.grading.sanitize import Sanitized, UnreadableSubmission, read_submission, sanitize
 from coursekit.grading.scan import Finding, ScanPolicy, scan_cells
 from coursekit.grading.score import TestResult, Violation, score, violations_from
@@ -124,9 +126,11 @@ def run_problems(log: dict, completed) -> list[str]:
 
 
 class NotebookRunner:
-    """What checking any notebook needs: the release skeleton, the policy, limits and the sandbox."""
+    """What checking any notebook needs: the release skeleton, the policy, limits, and `workers` warm
+    sandboxed workers (started at once, in the background)."""
 
-    def __init__(self, course: Course, require_sandbox: bool = False, threads: int = 1, mpl_cache: Path | None = None):
+    def __init__(self, course: Course, require_sandbox: bool = False, threads: int = 1, mpl_cache: Path | None = None,
+                 workers: int = 1):
         self.course = course
         self.release = nbformat.read(course.release_notebook, as_version=4)
         self.preamble = "\n".join(cell.source for cell in self.release.cells if cell.cell_type == "code"
@@ -135,9 +139,21 @@ class NotebookRunner:
         self.limits = course.limits()
         self.mnist = provision(online=False, progress=False)
         self.sandbox = Sandbox([*python_read_only_paths(), self.mnist], require=require_sandbox)
-        self.threads = threads
-        self.mpl_cache = mpl_cache
+        self.workers = [new_worker(self.sandbox, self.limits, self.mnist, threads, mpl_cache) for _ in range(workers)]
         self.idle_workers: queue.SimpleQueue[Worker] = queue.SimpleQueue()
+        for worker in self.workers:
+            worker.launch()
+        self.starting = [threading.Thread(target=self.when_ready, args=(worker,), daemon=True) for worker in self.workers]
+        for thread in self.starting:  # the workers import their libraries while the grader loads its own data
+            thread.start()
+
+    def when_ready(self, worker: Worker) -> None:
+        try:
+            worker.wait_until_ready()
+        except WorkerFailed as error:  # retried by the first run that gets this worker, and reported there
+            print(error, file=sys.stderr)
+        finally:
+            self.idle_workers.put(worker)
 
     def prepare(self, notebook: Path) -> tuple[Sanitized, list[Finding]]:
         """Sanitize and scan; raises UnreadableSubmission."""
@@ -145,11 +161,8 @@ class NotebookRunner:
         return clean, scan_cells([(c.index, c.source) for c in clean.editable], self.policy, self.preamble)
 
     def run(self, clean: Sanitized, folder: Path, probes: tuple[str, ...] = PROBE_NAMES) -> Execution:
-        """Run in an idle warm worker (one per concurrent caller, started on first use)."""
-        try:
-            worker = self.idle_workers.get_nowait()
-        except queue.Empty:
-            worker = new_worker(self.sandbox, self.limits, self.mnist, self.threads, self.mpl_cache)
+        """Run in the next idle worker."""
+        worker = self.idle_workers.get()
         try:
             return execute(clean.notebook, folder, self.course.notebook_name, worker, seed=secrets.randbits(31),
                            probes=probes)
@@ -158,8 +171,10 @@ class NotebookRunner:
 
     def close(self) -> None:
         """Stop the workers."""
-        while not self.idle_workers.empty():
-            self.idle_workers.get_nowait().close()
+        for thread in self.starting:
+            thread.join()
+        for worker in self.workers:
+            worker.close()
 
 
 class Grader(NotebookRunner):

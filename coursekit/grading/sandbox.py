@@ -231,6 +231,12 @@ class Worker:
         self.prepare_home(self.scratch)
 
     def start(self) -> None:
+        self.launch()
+        self.wait_until_ready()
+
+    def launch(self) -> None:
+        """Start the worker's process. Call this from a thread that outlives the worker: bubblewrap's
+        --die-with-parent follows the thread that started it."""
         self.clear()
         self.cgroup = self.sandbox.cgroup(self.limits)
         limits, cgroup = self.limits, self.cgroup
@@ -256,10 +262,13 @@ class Worker:
                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
                                             preexec_fn=limit_child, cwd=self.scratch,
                                             env=env if not self.sandbox.isolated else {"PATH": os.environ["PATH"]})
+
+    def wait_until_ready(self) -> None:
+        """Wait while the worker imports its libraries."""
         if self.answer(timeout=300) != {"ready": True}:
             raise WorkerFailed(f"the grading worker did not start:\n{self.stop()}")
-        if cgroup:
-            cgroup.limit_memory(limits.memory_bytes + cgroup.memory_used())
+        if self.cgroup:
+            self.cgroup.limit_memory(self.limits.memory_bytes + self.cgroup.memory_used())
 
     def answer(self, timeout: float) -> dict | None:
         """The worker's next line, or None when it does not come in time (or the worker is gone)."""
