@@ -1,8 +1,8 @@
 """Execute step's isolation: warm workers in bubblewrap, with resource limits.
 
 Inside: a read-only view of the system and the Python environment, the MNIST folder read-only,
-and two writable folders, emptied before each submission: its scratch copy at /submission, and
-/tmp. No network, own PID namespace, no capabilities, dies with its parent. Memory and process
+and two writable folders, emptied between submissions: its scratch copy at /submission, and /tmp.
+No network, own PID namespace, no capabilities, dies with its parent. Memory and process
 limits come from a cgroup where one can be made (root on cgroup v1 or v2), else from rlimits;
 wall time from a timeout.
 """
@@ -162,7 +162,7 @@ class Sandbox:
             return argv
         wrap = ["bwrap", "--die-with-parent", "--new-session", "--unshare-all", "--unshare-user",
                 "--uid", "1000", "--gid", "1000", "--cap-drop", "ALL", "--clearenv",
-                "--tmpfs", "/", "--proc", "/proc", "--dev", "/dev"]
+                "--tmpfs", "/", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
         for path in ("/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc"):
             if Path(path).exists():
                 wrap += ["--ro-bind", path, path]
@@ -192,7 +192,8 @@ class Worker:
     """One sandbox that runs submissions one after another (see coursekit/sandbox/worker.py).
 
     The libraries are imported once, when the worker starts; each submission then runs in a fresh
-    fork, in a scratch folder that is emptied before it (`fresh_scratch`), with a /tmp of its own.
+    fork, in a scratch folder that is emptied before it (`fresh_scratch`); the worker empties /tmp
+    after it (without a sandbox, /tmp is a folder of the worker's, emptied here).
     The cgroup's memory limit is the submission's limit on top of what the warm worker uses.
     A submission that outlives its time limit costs the worker: it is killed and started again.
     """
@@ -223,8 +224,8 @@ class Worker:
         return self.scratch
 
     def clear(self) -> None:
-        """Empty the scratch folder and /tmp (the folders stay: they are the sandbox's mount points),
-        and put the home folder back."""
+        """Empty the scratch folder (it stays: it is the sandbox's mount point) and, without a sandbox,
+        the stand-in for /tmp; put the home folder back."""
         for folder in (self.scratch, self.tmp):
             folder.mkdir(exist_ok=True)
             empty(folder)
@@ -256,7 +257,7 @@ class Worker:
         argv = [str(Path(sys.prefix) / "bin" / "python"), self.inside(f"{GRADER_CODE}/worker.py")]
         if self.sandbox.isolated:
             argv.append("--isolated")
-        binds = {SCRATCH: self.scratch, "/tmp": self.tmp}
+        binds = {SCRATCH: self.scratch}
         with open(self.folder / "worker.log", "wb") as log:
             self.process = subprocess.Popen(self.sandbox.command(binds, self.code_dir, argv, env),
                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
@@ -287,7 +288,7 @@ class Worker:
             self.cgroup.reset_peak()
         hits = self.cgroup.memory_limit_hits() if self.cgroup else 0
         request = {"argv": [self.inside(a) for a in argv], "env": {k: self.inside(v) for k, v in self.env.items()},
-                   "threads": self.threads, "log": self.inside("/tmp/runner.log")}
+                   "threads": self.threads, "log": self.inside(f"{SCRATCH}/out/runner.log")}
         start = time.monotonic()
         try:
             assert self.process and self.process.stdin, "the worker was not started (fresh_scratch starts it)"
@@ -301,8 +302,8 @@ class Worker:
         out_of_memory = bool(self.cgroup) and self.cgroup.memory_limit_hits() > hits
         if answer is None:  # too slow, or the worker itself died: start a fresh one next time
             self.stop()
-        log = (self.tmp / "runner.log").read_bytes()[:20_000].decode("utf-8", "replace") \
-            if (self.tmp / "runner.log").is_file() else ""
+        log_path = self.scratch / "out" / "runner.log"
+        log = log_path.read_bytes()[:20_000].decode("utf-8", "replace") if log_path.is_file() else ""
         returncode = answer.get("returncode", -1) if isinstance(answer, dict) else -1
         return Completed(returncode, seconds, answer is None and seconds >= timeout, peak, out_of_memory, log)
 

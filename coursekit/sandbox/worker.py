@@ -5,7 +5,7 @@ The grader starts this inside the sandbox and talks to it over stdin/stdout, one
 a request `{"argv": [...runner arguments...], "env": {...}, "threads": n, "log": path}` is answered
 `{"returncode": n}` once the forked runner has finished. The fork never comes back to this loop, so
 what a submission does to its process cannot reach the next one, and after each run every process
-it left behind is killed. This process is made non-dumpable: a submission runs as the same user but
+it left behind is killed and /tmp emptied. This process is made non-dumpable: a submission runs as the same user but
 cannot ptrace it or read its memory.
 
 Like runner.py, this file imports nothing from `coursekit`.
@@ -92,6 +92,36 @@ def sweep(isolated: bool, session: int) -> None:
         time.sleep(0.02)
 
 
+def clear_tmp() -> None:
+    """Empty the sandbox's /tmp, leaving the sandbox's own mount points (a venv under /tmp) alone."""
+    folders = []
+    for directory, names, files in os.walk("/tmp"):
+        for name in list(names):
+            path = os.path.join(directory, name)
+            if os.path.ismount(path):
+                names.remove(name)
+                continue
+            if os.path.islink(path):
+                names.remove(name)
+                files.append(name)
+                continue
+            folders.append(path)
+            try:
+                os.chmod(path, 0o700)
+            except OSError:
+                pass
+        for name in files:
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
+    for path in reversed(folders):
+        try:
+            os.rmdir(path)
+        except OSError:  # holds a mount point
+            pass
+
+
 def main() -> None:
     isolated = "--isolated" in sys.argv[1:]
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
@@ -106,6 +136,8 @@ def main() -> None:
             run_submission(request, answers)
         _, status = os.waitpid(pid, 0)
         sweep(isolated, pid)
+        if isolated:
+            clear_tmp()
         os.write(answers, json.dumps({"returncode": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
 
 
