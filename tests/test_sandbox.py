@@ -55,6 +55,11 @@ def notebook_of(cells: dict[str, str]) -> nbformat.NotebookNode:
                                     metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
 
 
+def run_cells(worker, cells: dict[str, str]):
+    """Run a notebook of these cells in worker, as a submission with no other files."""
+    return execute(notebook_of(cells), ROOT / "nonexistent", "nb.ipynb", worker, seed=0, probes=())
+
+
 @pytest.fixture(scope="module")
 def worker():
     if not bubblewrap_works():
@@ -68,15 +73,15 @@ def worker():
 
 @pytest.fixture(scope="module")
 def run(worker):
-    return execute(notebook_of(CELLS), ROOT / "nonexistent", "nb.ipynb", worker, seed=0, probes=())
+    return run_cells(worker, CELLS)
 
 
 @pytest.fixture(scope="module")
 def successor(worker, run):
     """What a submission sees in the worker after one that tried to leave things behind."""
-    planted = execute(notebook_of(LEAVE), ROOT / "nonexistent", "nb.ipynb", worker, seed=0, probes=())
+    planted = run_cells(worker, LEAVE)
     assert "PLANTED" in output_of(planted, "plant", LEAVE)
-    return execute(notebook_of(LOOK), ROOT / "nonexistent", "nb.ipynb", worker, seed=0, probes=())
+    return run_cells(worker, LOOK)
 
 
 def output_of(run, name, cells=CELLS):
@@ -146,9 +151,9 @@ def test_the_warm_worker_cannot_be_read_by_a_submission(successor):
 
 
 def test_a_submission_that_kills_the_worker_costs_only_itself(worker, successor):
-    killed = execute(notebook_of(KILL_ALL), ROOT / "nonexistent", "nb.ipynb", worker, seed=0, probes=())
+    killed = run_cells(worker, KILL_ALL)
     assert killed.completed.returncode != 0
-    after = execute(notebook_of(AFTER_KILL), ROOT / "nonexistent", "nb.ipynb", worker, seed=0, probes=())
+    after = run_cells(worker, AFTER_KILL)
     assert output_of(after, "alive", AFTER_KILL).strip() == "GRADED 42"
 
 

@@ -35,17 +35,16 @@ def preload() -> None:
             traceback.print_exc()
 
 
-def run_submission(request: dict, answers: int) -> int:
+def run_submission(request: dict) -> None:
     """In the fork: become the runner for one submission; never returns."""
     code = 1
     try:
-        os.close(answers)
         log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(log, 1)
         os.dup2(log, 2)
-        os.closerange(3, 4096)
+        os.closerange(3, 4096)  # the answers pipe included: a submission cannot speak for the worker
         os.setsid()
         os.environ.clear()
         os.environ.update(request["env"])
@@ -133,7 +132,7 @@ def main() -> None:
         request = json.loads(line)
         pid = os.fork()
         if pid == 0:
-            run_submission(request, answers)
+            run_submission(request)
         _, status = os.waitpid(pid, 0)
         sweep(isolated, pid)
         if isolated:
