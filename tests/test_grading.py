@@ -27,6 +27,7 @@ class Case:
     score: float
     mentions: list[str] = field(default_factory=list)   # in results.json or the run's output; "rule:X": a scan finding
     edits: list = field(default_factory=list)           # applied to the complete solution (attacks only)
+    absent: list[str] = field(default_factory=list)     # never in the executed notebook the feedback shows
 
 
 ACCURACY_STUB = stub("accuracy")
@@ -48,6 +49,23 @@ NN_CROSS_ENTROPY = '''class CrossEntropyLoss:
         probs = torch.exp(log_softmax(self.logits))
         return (probs - torch.eye(c)[self.target]) / n
 '''
+
+
+
+def forger(path: str, forge: str) -> str:
+    """A cell that leaves a detached process (double fork, setsid) rewriting `path` the moment the
+    sandbox's runner saves it, with `forge` applied to its JSON."""
+    return (f"import json, os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+            f"        for _ in range(20000):\n            try:\n                data = json.load(open({path!r}))\n"
+            f"                {forge}\n                json.dump(data, open({path!r} + '.new', 'w'))\n"
+            f"                os.replace({path!r} + '.new', {path!r})\n                break\n"
+            f"            except Exception:\n                time.sleep(0.005)\n    os._exit(0)")
+
+
+GRAD_ON_BY_GETATTR = "import torch\ngetattr(torch, 'set_grad_' + 'enabled')(True)\n"
+ERASE_RUNTIME_VIOLATIONS = forger("/submission/out/run.json", "data['runtime_violations'] = []")
+FORGE_EXECUTED_OUTPUT = forger("/submission/out/executed.ipynb",
+                               "data['cells'][0]['source'] = 'FORGED BY' + ' THE STUDENT'")
 
 EXPECTED: dict[str, Case] = {
     # the committed examples (see coursekit/examples.py)
@@ -102,6 +120,10 @@ EXPECTED: dict[str, Case] = {
         lambda nb, release: nb.cells[[c.source for c in nb.cells].index("bonus = 1")].metadata.update(
             {"nbgrader": {"grade": True, "solution": False, "locked": True, "grade_id": "test_bonus", "points": 100,
                           "schema_version": 3, "task": False}})]),
+    "forges_the_run_log": Case(FULL - 3, ["grad mode is on"], [
+        add_after("accuracy", GRAD_ON_BY_GETATTR + ERASE_RUNTIME_VIOLATIONS)]),
+    "forges_the_executed_notebook": Case(FULL, [], [add_after("linear", FORGE_EXECUTED_OUTPUT)],
+                                         absent=["FORGED BY THE STUDENT"]),
     "release_unmodified": Case(0, ["NotImplementedError"]),
     "zoë o'brien (late)": Case(FULL),
     "empty_folder": Case(0, ["no notebook named classifier_from_scratch.ipynb"]),
@@ -156,6 +178,8 @@ def test_outcome(graded, name):
             assert mention[5:] in rules, f"{name}: no {mention[5:]} finding in {rules}"
         else:
             assert mention in text or mention in executed_text(result), f"{mention!r} not in the feedback of {name}"
+    for forged in EXPECTED[name].absent:
+        assert result.executed is not None and forged not in json.dumps(result.executed), f"{name}: {forged!r} shown"
     assert (course.root / "feedback" / name / course.assignment / "classifier_from_scratch.html").is_file()
 
 

@@ -12,11 +12,11 @@ from typing import Callable
 
 import nbformat
 
-from coursekit.grading.probe import PROBE_NAMES, ProbeOutput, make_inputs, read_outputs, regular_file, write_inputs
+from coursekit.grading.probe import PROBE_NAMES, ProbeOutput, make_inputs, read_outputs, write_inputs
 from coursekit.grading.sandbox import GRADER_CODE, SCRATCH, Completed, Limits, Sandbox, Worker
 
 SANDBOX_CODE = Path(__file__).resolve().parent.parent / "sandbox"
-MAX_EXECUTED_BYTES = 20 * 2**20
+MAX_REPORT_CHARS = 64 * 2**20
 MAX_COPIED_BYTES = 50 * 2**20
 
 
@@ -97,32 +97,28 @@ def execute(notebook: nbformat.NotebookNode, submission_dir: Path, notebook_name
         (scratch / folder).mkdir()
     inputs = make_inputs(seed)
     write_inputs(inputs, scratch / "probe")
-    argv = [f"{SCRATCH}/notebook/{notebook_name}", "--out-dir", f"{SCRATCH}/out", "--probe", f"{GRADER_CODE}/probe.py",
+    argv = [f"{SCRATCH}/notebook/{notebook_name}", "--probe", f"{GRADER_CODE}/probe.py",
             "--probe-dir", f"{SCRATCH}/probe", "--probe-names", ",".join(probes),
             "--cell-timeout", str(limits.cell_seconds), "--notebook-timeout", str(limits.notebook_seconds),
             "--max-output-bytes", str(limits.output_bytes)]
     completed = worker.run(argv, timeout=limits.notebook_seconds + 120)
-    log = read_json(scratch / "out" / "run.json", scratch)
-    executed = read_executed(scratch / "out" / "executed.ipynb", scratch)
+    log, executed = read_report(completed.report)
     statuses = log.get("probes") if isinstance(log.get("probes"), dict) else {}
     outputs = read_outputs(scratch / "probe", statuses) if probes else {}
     return Execution(completed, log, executed, outputs, inputs, notes)
 
 
-def read_json(path: Path, root: Path) -> dict:
+def read_report(report: str) -> tuple[dict, nbformat.NotebookNode | None]:
+    """The run log and the executed notebook from the runner's report (the worker's trusted channel;
+    empty when the runner was stopped before it reported). Its contents still came through the
+    student's kernel, so each part is checked like any other untrusted data."""
     try:
-        if not regular_file(path, root) or path.stat().st_size > MAX_EXECUTED_BYTES:
-            return {}
-        value = json.loads(path.read_text())
-        return value if isinstance(value, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def read_executed(path: Path, root: Path) -> nbformat.NotebookNode | None:
+        data = json.loads(report) if report and len(report) <= MAX_REPORT_CHARS else {}
+    except ValueError:
+        return {}, None
+    log = data.get("log") if isinstance(data, dict) and isinstance(data.get("log"), dict) else {}
     try:
-        if not regular_file(path, root) or path.stat().st_size > MAX_EXECUTED_BYTES:
-            return None
-        return nbformat.read(path, as_version=4)
-    except Exception:  # missing or forged by the student's code: untrusted
-        return None
+        executed = nbformat.reads(data["executed"], as_version=4)
+    except Exception:  # missing or malformed: feedback without the notebook
+        executed = None
+    return log, executed

@@ -45,7 +45,8 @@ class Completed:
     timed_out: bool
     peak_memory_bytes: int | None
     out_of_memory: bool
-    log: str
+    log: str          # the runner's own output (stderr), for the course staff
+    report: str = ""  # the runner's report, from the worker: out of the student's reach
 
 
 class SandboxUnavailable(RuntimeError):
@@ -304,8 +305,10 @@ class Worker:
             self.stop()
         log_path = self.scratch / "out" / "runner.log"
         log = log_path.read_bytes()[:20_000].decode("utf-8", "replace") if log_path.is_file() else ""
-        returncode = answer.get("returncode", -1) if isinstance(answer, dict) else -1
-        return Completed(returncode, seconds, answer is None and seconds >= timeout, peak, out_of_memory, log)
+        answer = answer if isinstance(answer, dict) else {}
+        report = answer.get("report") if isinstance(answer.get("report"), str) else ""
+        return Completed(answer.get("returncode", -1), seconds, not answer and seconds >= timeout, peak, out_of_memory,
+                         log, report)
 
     @property
     def running(self) -> bool:

@@ -1,7 +1,9 @@
 """Runs one sanitized notebook inside the sandbox, then probes the student's contract names.
 
-This file is copied alone into the sandbox: it imports nothing from `coursekit`. Everything it
-writes (executed notebook, run log, probe tensors) is untrusted data that the grader checks.
+This file is copied alone into the sandbox: it imports nothing from `coursekit`. Its report (the run
+log and the executed notebook) goes to the worker through a pipe that no kernel inherits, so nothing
+the student's code starts can rewrite it; what the kernel told it, and the probes' exports, are still
+the student's data, which the grader checks.
 
 A kernel that dies or will not stop after a timeout is restarted and the notebook replayed
 without the cells that killed it, so one bad cell costs only what depends on it.
@@ -30,6 +32,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 MAX_REPLAYS = 3
+MAX_EXECUTED_CHARS = 20 * 2**20
 RUNTIME_CHECK = r'''
 def __coursekit_runtime_check():
     import torch
@@ -103,14 +106,15 @@ class ForkedKernel:
 
 
 class KernelSpawner:
-    """A fork of the runner, made before any kernel exists, that forks a fresh kernel on request."""
+    """A fork of the runner, made before any kernel exists, that forks a fresh kernel on request.
+    It closes `private_fds` first, so that no kernel inherits them."""
 
-    def __init__(self):
+    def __init__(self, private_fds: tuple[int, ...] = ()):
         requests, self.requests = os.pipe()
         self.replies, replies = os.pipe()
         if os.fork() == 0:
-            os.close(self.requests)
-            os.close(self.replies)
+            for fd in (self.requests, self.replies, *private_fds):
+                os.close(fd)
             self.serve(requests, replies)
         os.close(requests)
         os.close(replies)
@@ -312,16 +316,27 @@ class Runner:
                 break
         self.log["probes"]["aborted"] = "the notebook left its kernel unusable too often"
 
-    def save(self) -> None:
-        out = Path(self.args.out_dir)
-        nbformat.write(self.notebook, out / "executed.ipynb")
-        (out / "run.json").write_text(json.dumps(self.log, indent=1))
+    def report(self) -> bytes:
+        """The run log and the executed notebook (without outputs if it is too big to keep)."""
+        executed = nbformat.writes(self.notebook)
+        if len(executed) > MAX_EXECUTED_CHARS:
+            for cell in self.notebook.cells:
+                if cell.cell_type == "code":
+                    cell.outputs = []
+            executed = nbformat.writes(self.notebook)
+        return json.dumps({"log": self.log, "executed": executed}).encode()
+
+    def send_report(self, fd: int) -> None:
+        data = memoryview(self.report())
+        while data:
+            data = data[os.write(fd, data):]
+        os.close(fd)
 
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("notebook")
-    parser.add_argument("--out-dir", required=True)
+    parser.add_argument("--report-fd", type=int, required=True)
     parser.add_argument("--probe", required=True)
     parser.add_argument("--probe-dir", required=True)
     parser.add_argument("--probe-names", required=True)
@@ -329,10 +344,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--notebook-timeout", type=int, default=600)
     parser.add_argument("--probe-timeout", type=int, default=60)
     parser.add_argument("--max-output-bytes", type=int, default=200_000)
-    ForkedProvisioner.spawner = KernelSpawner()
-    runner = Runner(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    ForkedProvisioner.spawner = KernelSpawner(private_fds=(args.report_fd,))
+    runner = Runner(args)
     try:
         asyncio.run(runner.run())
     finally:
-        runner.save()
+        runner.send_report(args.report_fd)
 

@@ -3,7 +3,9 @@ each in a fresh fork of itself.
 
 The grader starts this inside the sandbox and talks to it over stdin/stdout, one JSON line each way:
 a request `{"argv": [...runner arguments...], "env": {...}, "threads": n, "log": path}` is answered
-`{"returncode": n}` once the forked runner has finished. The fork never comes back to this loop, so
+`{"returncode": n, "report": text}` once the forked runner has finished. The report (the run log and
+the executed notebook) comes from the runner through a pipe that only the runner ever holds: its
+kernels never inherit it, so no process of the student's can write to it or change what it said. The fork never comes back to this loop, so
 what a submission does to its process cannot reach the next one, and after each run every process
 it left behind is killed and /tmp emptied. This process is made non-dumpable: a submission runs as the same user but
 cannot ptrace it or read its memory.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import select
 import signal
 import sys
 import time
@@ -23,6 +26,8 @@ import traceback
 PRELOAD = ("torch", "fastai.vision.all", "matplotlib.pyplot", "matplotlib_inline.backend_inline",
            "ipykernel.kernelapp", "ipykernel.ipkernel", "nbclient", "nbformat", "safetensors.torch")
 PR_SET_DUMPABLE = 4
+REPORT_FD = 3  # the runner's end of the report pipe
+MAX_REPORT_BYTES = 64 * 2**20
 
 
 def preload() -> None:
@@ -35,8 +40,8 @@ def preload() -> None:
             traceback.print_exc()
 
 
-def run_submission(request: dict) -> None:
-    """In the fork: become the runner for one submission; never returns."""
+def run_submission(request: dict, report: int) -> None:
+    """In the fork: become the runner for one submission, reporting on `report`; never returns."""
     code = 1
     try:
         log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -44,14 +49,15 @@ def run_submission(request: dict) -> None:
         os.dup2(null, 0)
         os.dup2(log, 1)
         os.dup2(log, 2)
-        os.closerange(3, 4096)  # the answers pipe included: a submission cannot speak for the worker
+        os.dup2(report, REPORT_FD)
+        os.closerange(REPORT_FD + 1, 4096)  # the answers pipe included: a submission cannot speak for the worker
         os.setsid()
         os.environ.clear()
         os.environ.update(request["env"])
         import torch
         torch.set_num_threads(int(request["threads"]))
         import runner
-        runner.main(request["argv"])
+        runner.main([*request["argv"], "--report-fd", str(REPORT_FD)])
         code = 0
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else 1
@@ -61,6 +67,29 @@ def run_submission(request: dict) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def receive_report(pipe: int, runner: int) -> tuple[bytes, int]:
+    """Read the runner's report until the runner is gone; return it (empty if oversized) and the
+    runner's wait status."""
+    chunks, size, status = [], 0, None
+    while True:
+        if select.select([pipe], [], [], 0.5)[0]:
+            chunk = os.read(pipe, 2**20)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size <= MAX_REPORT_BYTES:
+                chunks.append(chunk)
+        elif status is None:
+            exited, status = os.waitpid(runner, os.WNOHANG)
+            status = status if exited else None
+        else:  # the runner has exited and nothing more is coming
+            break
+    os.close(pipe)
+    if status is None:
+        _, status = os.waitpid(runner, 0)
+    return (b"".join(chunks) if size <= MAX_REPORT_BYTES else b""), status
 
 
 def sweep(isolated: bool, session: int) -> None:
@@ -130,14 +159,18 @@ def main() -> None:
     os.write(answers, b'{"ready": true}\n')
     for line in sys.stdin:
         request = json.loads(line)
+        pipe, report_end = os.pipe()
         pid = os.fork()
         if pid == 0:
-            run_submission(request)
-        _, status = os.waitpid(pid, 0)
+            os.close(pipe)
+            run_submission(request, report_end)
+        os.close(report_end)
+        report, status = receive_report(pipe, pid)
         sweep(isolated, pid)
         if isolated:
             clear_tmp()
-        os.write(answers, json.dumps({"returncode": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
+        answer = {"returncode": os.waitstatus_to_exitcode(status), "report": report.decode("utf-8", "replace")}
+        os.write(answers, json.dumps(answer).encode() + b"\n")
 
 
 if __name__ == "__main__":
