@@ -23,18 +23,16 @@ def visible_test_results(clean, log) -> list[tuple[str, str, float, str]]:
 
 
 def check_notebook(notebook: Path, course: Course) -> int:
-    runner = NotebookRunner(course)
-    print(f"Checking {notebook} the way the grader will"
-          f"{'' if runner.sandbox.isolated else ' (without a sandbox: bubblewrap is not installed)'}...")
-    try:
-        clean, findings = runner.prepare(notebook)
-    except UnreadableSubmission as error:
-        print(f"\nThe grader could not read your notebook: {error}.\nFix that first: nothing else can be graded.")
-        return 1
-    try:
+    with NotebookRunner(course) as runner:
+        print(f"Checking {notebook} the way the grader will"
+              f"{'' if runner.sandbox.isolated else ' (without a sandbox: bubblewrap is not installed)'}...")
+        try:
+            clean, findings = runner.prepare(notebook)
+        except UnreadableSubmission as error:
+            print(f"\nThe grader could not read your notebook: {error}.\nFix that first: nothing else can be graded.")
+            return 1
         execution = runner.run(clean, notebook.parent, probes=())
-    finally:
-        runner.close()
+        policy = runner.policy
     results = visible_test_results(clean, execution.log)
     current_part, passed, total = None, 0.0, 0.0
     for part, grade_id, points, status in results:
@@ -52,7 +50,7 @@ def check_notebook(notebook: Path, course: Course) -> int:
         print("\nNot allowed by the assignment's rules (each costs the points of the parts it touches):")
         for f in violations:
             print(f"  FIX   cell {f.cell}, line {f.line}: {f.message}")
-    runtime = execution.log.get("runtime_violations", []) if runner.policy.no_autograd else []
+    runtime = execution.log.get("runtime_violations", []) if policy.no_autograd else []
     for entry in runtime:
         print(f"  FIX   after cell {entry.get('cell')}, autograd was in use: {entry.get('found')}")
     review = [f for f in findings if f.severity != "violation"]

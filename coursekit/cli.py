@@ -78,6 +78,17 @@ def cmd_check(args) -> int:
     return check_notebook(args.notebook.resolve(), Course(args.root.resolve()))
 
 
+def shard_spec(text: str) -> str:
+    """argparse type for --shard: a usage error, not a traceback, for a malformed K/N."""
+    from coursekit.grading.batch import parse_shard
+
+    try:
+        parse_shard(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m coursekit", description=__doc__)
     parser.add_argument("--root", type=Path, default=ROOT, help="the course folder (default: this repository)")
@@ -95,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     autograde.add_argument("students", nargs="*", help="only these students (default: all)")
     autograde.add_argument("-j", "--jobs", type=int, default=None, help="parallel workers (default: CPU cores)")
     autograde.add_argument("--require-sandbox", action="store_true", help="refuse to grade without bubblewrap")
-    autograde.add_argument("--shard", metavar="K/N", help="grade only the K-th of N slices of the class (CI matrices)")
+    autograde.add_argument("--shard", metavar="K/N", type=shard_spec, help="grade only the K-th of N slices of the class (CI matrices)")
     autograde.set_defaults(run=cmd_autograde)
 
     export = commands.add_parser("export", help="write grades.csv and the class summary from autograded/")

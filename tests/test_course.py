@@ -1,6 +1,9 @@
 """Course configuration and the class-level plumbing that needs no sandbox."""
 from __future__ import annotations
 
+import csv
+import json
+
 import pytest
 
 from coursekit.grading.batch import shard
@@ -44,3 +47,53 @@ def test_a_forged_run_log_cannot_crash_the_grader():
     assert run_problems({"cells": ["not", "a", "dict"]}, completed) == []
     assert run_problems({"cells": {"x": "y", "10": {"status": "error: E"}, "9": {"status": "ok"}}}, completed) == ["cell 10: error: E"]
     assert [v.cell for v in violations_from([], ["junk", {"cell": 3, "found": ["a"]}], [])] == [3]
+
+
+@pytest.mark.parametrize("spec", ["2", "a/b", "1/2/3", "0/3", "4/3", ""])
+def test_a_malformed_shard_is_a_usage_error(spec, capsys):
+    from coursekit.cli import build_parser
+
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args(["autograde", "--shard", spec])
+    assert stop.value.code == 2 and "shard" in capsys.readouterr().err.splitlines()[-1]
+
+
+def write_results(root, student, score, review):
+    folder = root / "autograded" / student / "classifier_from_scratch"
+    folder.mkdir(parents=True)
+    tests = [{"name": "Part 1: test_linear", "score": score, "max_score": 8}]
+    (folder / "results.json").write_text(json.dumps({"score": score, "tests": tests,
+                                                     "extra_data": {"pending_manual": {}, "review": review}}))
+
+
+def test_grades_and_the_review_list_show_who_needs_a_person(tmp_path):
+    from coursekit.grading.report import export_class
+
+    flagged = {"severity": "review", "rule": "dynamic-code", "cell": 7, "line": 2, "code": "eval(s)", "message": "m1"}
+    violation = {"severity": "violation", "rule": "torch-nn", "cell": 9, "line": 1, "code": "F.relu(x)", "message": "m2"}
+    write_results(tmp_path, "ann", 8, [])
+    write_results(tmp_path, "bob", 8, [flagged])
+    write_results(tmp_path, "cid", 0, [flagged, violation])
+    export_class(Course(tmp_path))
+    with open(tmp_path / "grades.csv") as handle:
+        grades = {row["student"]: (row["violations"], row["needs_review"]) for row in csv.DictReader(handle)}
+    assert grades == {"ann": ("0", "no"), "bob": ("0", "yes"), "cid": ("1", "yes")}
+    with open(tmp_path / "autograded" / "review.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["student"], r["severity"], r["rule"], r["cell"], r["line"], r["code"]) for r in rows] == [
+        ("cid", "violation", "torch-nn", "9", "1", "F.relu(x)"),
+        ("bob", "review", "dynamic-code", "7", "2", "eval(s)"),
+        ("cid", "review", "dynamic-code", "7", "2", "eval(s)")]
+
+
+def test_review_items_quote_the_students_line():
+    from coursekit.grading.pipeline import review_items
+    from coursekit.grading.sanitize import EditableCell
+    from coursekit.grading.scan import Finding
+    from coursekit.grading.score import Violation
+
+    editable = [EditableCell(4, "x = 1\ny = eval('2')", "answer")]
+    items = review_items([Violation("answer", 4, None, "grad mode is on")],
+                         [Finding("suspicious", "dynamic-code", 4, 2, "eval hides code")], editable)
+    assert [(i.severity, i.rule, i.cell, i.line, i.code) for i in items] == [
+        ("violation", "autograd-at-run-time", 4, None, ""), ("review", "dynamic-code", 4, 2, "y = eval('2')")]

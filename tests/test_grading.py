@@ -27,7 +27,7 @@ class Case:
     score: float
     mentions: list[str] = field(default_factory=list)   # in results.json or the run's output; "rule:X": a scan finding
     edits: list = field(default_factory=list)           # applied to the complete solution (attacks only)
-    absent: list[str] = field(default_factory=list)     # never in the executed notebook the feedback shows
+    absent: list[str] = field(default_factory=list)     # never in the feedback (results.json, executed notebook)
 
 
 ACCURACY_STUB = stub("accuracy")
@@ -128,7 +128,20 @@ EXPECTED: dict[str, Case] = {
     "zoë o'brien (late)": Case(FULL),
     "empty_folder": Case(0, ["no notebook named classifier_from_scratch.ipynb"]),
     "symlink_to_outside": Case(FULL, ["is a symbolic link"]),
+    # links that would make the grader read a file that is not the student's (built in the fixture)
+    "links_to_the_solution": Case(0, ["classifier_from_scratch.ipynb' is a symbolic link"]),
+    "links_to_another_student": Case(0, ["classifier_from_scratch.ipynb' is a symbolic link"]),
+    "links_to_etc_passwd": Case(0, ["classifier_from_scratch.ipynb' is a symbolic link"]),
+    "links_the_assignment_folder": Case(0, ["links_the_assignment_folder/classifier_from_scratch' is a symbolic link"]),
+    "hard_links_the_solution": Case(0, ["is a hard link to a file outside your submission"]),
+    # odd input
+    "deeply_nested_json": Case(0, ["nested too deeply"]),
+    "windows_line_endings": Case(FULL, [], [lambda nb, release: [c.update(source=c.source.replace("\n", "\r\n"))
+                                                                 for c in nb.cells]], absent=["was edited"]),
 }
+LINKS = {"links_to_the_solution": "../../../source/classifier_from_scratch/classifier_from_scratch.ipynb",
+         "links_to_another_student": "../../alice_complete/classifier_from_scratch/classifier_from_scratch.ipynb",
+         "links_to_etc_passwd": "/etc/passwd"}
 
 
 @pytest.fixture(scope="module")
@@ -150,10 +163,22 @@ def graded(tmp_path_factory):
     _mkdir(course.submission("empty_folder"))
     shutil.copytree(course.submission("alice_complete"), course.submission("symlink_to_outside"))
     os.symlink(ROOT / "source", course.submission("symlink_to_outside") / "answers")
+    plant_links(course)
+    nested = _mkdir(course.submission("deeply_nested_json")) / course.notebook_name
+    nested.write_text('{"cells": ' + "[" * 200_000 + "]" * 200_000 + "}")
     before = tree_digest(root / "submitted")
     results = grade_class(course, jobs=2, require_sandbox=True, progress=False)
     assert tree_digest(root / "submitted") == before, "grading must never modify a submission"
     return course, {r.student: r for r in results}
+
+
+def plant_links(course):
+    solution = course.root / "source" / course.assignment / course.notebook_name
+    for name, target in LINKS.items():
+        os.symlink(target, _mkdir(course.submission(name)) / course.notebook_name)
+    _mkdir(course.submission("links_the_assignment_folder").parent)
+    os.symlink(solution.parent, course.submission("links_the_assignment_folder"))
+    os.link(solution, _mkdir(course.submission("hard_links_the_solution")) / course.notebook_name)
 
 
 def _mkdir(path):
@@ -179,7 +204,8 @@ def test_outcome(graded, name):
         else:
             assert mention in text or mention in executed_text(result), f"{mention!r} not in the feedback of {name}"
     for forged in EXPECTED[name].absent:
-        assert result.executed is not None and forged not in json.dumps(result.executed), f"{name}: {forged!r} shown"
+        assert result.executed is not None, f"{name}: no executed notebook"
+        assert forged not in text and forged not in json.dumps(result.executed), f"{name}: {forged!r} shown"
     assert (course.root / "feedback" / name / course.assignment / "classifier_from_scratch.html").is_file()
 
 

@@ -166,3 +166,21 @@ def test_require_sandbox_refuses_without_bubblewrap(monkeypatch):
     with pytest.warns(UserWarning, match="WITHOUT isolation"):
         assert not Sandbox([], require=False).isolated
 
+
+
+def test_no_sandbox_process_survives_a_failed_start(tmp_path, monkeypatch):
+    """The grader fails after its workers started (here: no source notebook for the rubric)."""
+    import shutil
+    import tempfile
+
+    import psutil
+
+    from coursekit.grading.pipeline import Course, Grader
+
+    shutil.copytree(ROOT / "release", tmp_path / "release")
+    monkeypatch.setattr(tempfile, "tempdir", str((tmp_path / "tmp").resolve()))
+    (tmp_path / "tmp").mkdir()
+    with pytest.raises(FileNotFoundError, match="source/classifier_from_scratch"):
+        Grader(Course(tmp_path), require_sandbox=True, workers=2)
+    assert psutil.Process().children(recursive=True) == []
+    assert list((tmp_path / "tmp").iterdir()) == []

@@ -109,3 +109,57 @@ def test_old_nbformat_is_upgraded(tmp_path):
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")]), path, version=3)
     assert json.loads(path.read_text())["nbformat"] == 3
     assert read_submission(path).cells[0].source == "1"
+
+
+@pytest.fixture
+def student_folder(tmp_path, release):
+    """submitted/<student>/assignment/ beside a file outside the submission (the instructor's solution)."""
+    solution = tmp_path / "source" / "nb.ipynb"
+    solution.parent.mkdir()
+    nbformat.write(release, solution)
+    folder = tmp_path / "submitted" / "student" / "assignment"
+    folder.mkdir(parents=True)
+    return folder, solution
+
+
+def test_a_symlinked_notebook_is_never_read(student_folder):
+    folder, solution = student_folder
+    (folder / "nb.ipynb").symlink_to(solution)
+    with pytest.raises(UnreadableSubmission, match="'student/assignment/nb.ipynb' is a symbolic link"):
+        read_submission(folder / "nb.ipynb", top=folder.parent)
+
+
+def test_a_symlinked_assignment_folder_is_never_read(student_folder):
+    folder, solution = student_folder
+    folder.rmdir()
+    folder.symlink_to(solution.parent)
+    with pytest.raises(UnreadableSubmission, match="'student/assignment' is a symbolic link"):
+        read_submission(folder / "nb.ipynb", top=folder.parent)
+
+
+def test_a_hard_linked_notebook_is_never_read(student_folder):
+    folder, solution = student_folder
+    (folder / "nb.ipynb").hardlink_to(solution)
+    with pytest.raises(UnreadableSubmission, match="hard link to a file outside your submission"):
+        read_submission(folder / "nb.ipynb", top=folder.parent)
+
+
+def test_the_students_own_file_is_read(student_folder, release):
+    folder, _ = student_folder
+    nbformat.write(release, folder / "nb.ipynb")
+    assert len(read_submission(folder / "nb.ipynb", top=folder.parent).cells) == len(release.cells)
+
+
+def test_deeply_nested_json_is_not_a_notebook(tmp_path):
+    path = tmp_path / "nb.ipynb"
+    path.write_text('{"cells": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    with pytest.raises(UnreadableSubmission, match="nested too deeply"):
+        read_submission(path)
+
+
+def test_line_endings_and_trailing_spaces_are_not_edits(release):
+    crlf = submission_from(release, lambda cells: [c.update(source=c.source.replace("\n", "\r\n") + "  \r\n")
+                                                   for c in cells])
+    assert not [note for note in sanitize(crlf, release).notes if "edited" in note]
+    edited = submission_from(release, lambda cells: cells[2].update(source="assert True"))
+    assert [note for note in sanitize(edited, release).notes if "'test_f' was edited" in note]

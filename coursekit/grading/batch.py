@@ -32,16 +32,25 @@ def grade_safely(grader: Grader, student: str) -> SubmissionResult:
         detail = traceback.format_exc(limit=3)
         print(f"internal grader error on {student}:\n{detail}", file=sys.stderr)
         return grader.failed(student, "internal grader error; the course staff has been told "
-                                      f"({detail.strip().splitlines()[-1][:200]})")
+                                      f"({detail.strip().splitlines()[-1][:200]})", review="grader-error")
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """`K/N` as (K, N); ValueError with a one-line reason otherwise."""
+    parts = spec.split("/")
+    if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
+        raise ValueError(f"shard {spec!r}: expected K/N, two whole numbers such as 2/5")
+    index, count = int(parts[0]), int(parts[1])
+    if not 1 <= index <= count:
+        raise ValueError(f"shard {spec!r}: expected K/N with 1 <= K <= N")
+    return index, count
 
 
 def shard(students: list[str], spec: str | None) -> list[str]:
     """`K/N`: the K-th of N interleaved slices (1-based), for CI job matrices."""
     if not spec:
         return students
-    index, count = (int(part) for part in spec.split("/"))
-    if not 1 <= index <= count:
-        raise ValueError(f"shard {spec}: expected K/N with 1 <= K <= N")
+    index, count = parse_shard(spec)
     return students[index - 1::count]
 
 
@@ -49,11 +58,11 @@ def grade_class(course: Course, students: list[str] | None = None, jobs: int | N
                 require_sandbox: bool = False, progress: bool = True) -> list[SubmissionResult]:
     students = students if students is not None else course.students()
     jobs = max(1, jobs or os.cpu_count() or 1)
-    grader = Grader(course, require_sandbox=require_sandbox, threads=max(1, (os.cpu_count() or 1) // jobs),
-                    mpl_cache=matplotlib_cache(course), workers=min(jobs, max(1, len(students))))
     results = []
-    with ThreadPoolExecutor(jobs) as pool, tqdm(total=len(students), desc="Grading", unit="submission",
-                                                disable=not progress, mininterval=1) as bar:
+    with Grader(course, require_sandbox=require_sandbox, threads=max(1, (os.cpu_count() or 1) // jobs),
+                mpl_cache=matplotlib_cache(course), workers=min(jobs, max(1, len(students)))) as grader, \
+            ThreadPoolExecutor(jobs) as pool, tqdm(total=len(students), desc="Grading", unit="submission",
+                                                   disable=not progress, mininterval=1) as bar:
         futures = {pool.submit(grade_safely, grader, student): student for student in students}
         try:
             for future in as_completed(futures):
@@ -64,7 +73,6 @@ def grade_class(course: Course, students: list[str] | None = None, jobs: int | N
                 bar.update()
         finally:
             pool.shutdown(cancel_futures=True)
-            grader.close()
     results.sort(key=lambda r: r.student)
     export_class(course)
     return results

@@ -46,6 +46,8 @@ def copy_submission(source: Path, destination: Path) -> list[str]:
         relative = path.relative_to(source)
         if path.is_symlink():
             notes.append(f"'{relative}' is a symbolic link; it was not copied into the sandbox")
+        elif path.is_file() and path.stat().st_nlink > 1:
+            notes.append(f"'{relative}' is a hard link to a file outside your submission; it was not copied into the sandbox")
         elif path.is_file():
             copied += path.stat().st_size
             if copied > MAX_COPIED_BYTES:

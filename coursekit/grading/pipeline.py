@@ -25,7 +25,7 @@ from coursekit.grading.execute import Execution, execute, new_worker, walk_files
 from coursekit.grading.probe import PROBE_NAMES
 from coursekit.grading.rubric import load_rubric, nbgrader_meta
 from coursekit.grading.sandbox import Limits, Sandbox, Worker, WorkerFailed, python_read_only_paths
-from coursekit.grading.sanitize import Sanitized, UnreadableSubmission, read_submission, sanitize
+from coursekit.grading.sanitize import RefusedLink, Sanitized, UnreadableSubmission, read_submission, sanitize
 from coursekit.grading.scan import Finding, ScanPolicy, scan_cells
 from coursekit.grading.score import TestResult, Violation, score, violations_from
 
@@ -72,12 +72,36 @@ class Course:
 
 
 @dataclass
+class ReviewItem:
+    """Something a person should look at: a policy violation, or what the scan flags for review."""
+    severity: str       # "violation" | "review"
+    rule: str
+    cell: int | None
+    line: int | None
+    code: str           # the line of the student's code, when known
+    message: str
+
+
+def review_items(violations: list[Violation], findings: list[Finding], editable: list) -> list[ReviewItem]:
+    sources = {c.index: c.source.splitlines() for c in editable}
+
+    def code(cell, line):
+        lines = sources.get(cell, [])
+        return lines[line - 1].strip()[:200] if line and 0 < line <= len(lines) else ""
+
+    items = [ReviewItem("violation", v.rule, v.cell, v.line, code(v.cell, v.line), v.message) for v in violations]
+    return items + [ReviewItem("review", f.rule, f.cell, f.line, code(f.cell, f.line), f.message)
+                    for f in findings if f.severity != "violation"]
+
+
+@dataclass
 class SubmissionResult:
     student: str
     tests: list[TestResult]
     notes: list[str] = field(default_factory=list)          # sanitize/execute remarks and run problems
     findings: list[Finding] = field(default_factory=list)   # static scan
     violations: list[Violation] = field(default_factory=list)
+    review: list[ReviewItem] = field(default_factory=list)
     executed: nbformat.NotebookNode | None = None
     seconds: float = 0.0
     sandbox_seconds: float = 0.0
@@ -127,7 +151,8 @@ def run_problems(log: dict, completed) -> list[str]:
 
 class NotebookRunner:
     """What checking any notebook needs: the release skeleton, the policy, limits, and `workers` warm
-    sandboxed workers (started at once, in the background)."""
+    sandboxed workers (started at once, in the background). Use it as a context manager: its workers
+    and their folders are gone when the block ends, however it ends."""
 
     def __init__(self, course: Course, require_sandbox: bool = False, threads: int = 1, mpl_cache: Path | None = None,
                  workers: int = 1):
@@ -139,10 +164,16 @@ class NotebookRunner:
         self.limits = course.limits()
         self.mnist = provision(online=False, progress=False)
         self.sandbox = Sandbox([*python_read_only_paths(), self.mnist], require=require_sandbox)
+        self.closing = False
         self.workers = [new_worker(self.sandbox, self.limits, self.mnist, threads, mpl_cache) for _ in range(workers)]
         self.idle_workers: queue.SimpleQueue[Worker] = queue.SimpleQueue()
-        for worker in self.workers:
-            worker.launch()
+        self.starting: list[threading.Thread] = []
+        try:
+            for worker in self.workers:
+                worker.launch()
+        except BaseException:
+            self.close()
+            raise
         self.starting = [threading.Thread(target=self.when_ready, args=(worker,), daemon=True) for worker in self.workers]
         for thread in self.starting:  # the workers import their libraries while the grader loads its own data
             thread.start()
@@ -151,13 +182,15 @@ class NotebookRunner:
         try:
             worker.wait_until_ready()
         except WorkerFailed as error:  # retried by the first run that gets this worker, and reported there
-            print(error, file=sys.stderr)
+            if not self.closing:
+                print(error, file=sys.stderr)
         finally:
             self.idle_workers.put(worker)
 
-    def prepare(self, notebook: Path) -> tuple[Sanitized, list[Finding]]:
-        """Sanitize and scan; raises UnreadableSubmission."""
-        clean = sanitize(read_submission(notebook), self.release)
+    def prepare(self, notebook: Path, top: Path | None = None) -> tuple[Sanitized, list[Finding]]:
+        """Sanitize and scan; raises UnreadableSubmission. With `top` (the student's folder), nothing
+        is read through a link."""
+        clean = sanitize(read_submission(notebook, top), self.release)
         return clean, scan_cells([(c.index, c.source) for c in clean.editable], self.policy, self.preamble)
 
     def run(self, clean: Sanitized, folder: Path, probes: tuple[str, ...] = PROBE_NAMES) -> Execution:
@@ -170,11 +203,18 @@ class NotebookRunner:
             self.idle_workers.put(worker)
 
     def close(self) -> None:
-        """Stop the workers."""
-        for thread in self.starting:
-            thread.join()
+        """Stop the workers (those still starting too) and remove their folders."""
+        self.closing = True
         for worker in self.workers:
             worker.close()
+        for thread in self.starting:
+            thread.join()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 class Grader(NotebookRunner):
@@ -182,11 +222,15 @@ class Grader(NotebookRunner):
 
     def __init__(self, course: Course, **options):
         super().__init__(course, **options)
-        self.rubric = load_rubric(course.source_notebook)
-        missing = [c.grade_id for c in self.rubric.autograded if c.grade_id not in CHECKS]
-        if missing:
-            raise RuntimeError(f"autograded cells without a trusted check in the grader: {missing}")
-        _, _, self.x_test, self.y_test = load_subset(self.mnist)
+        try:
+            self.rubric = load_rubric(course.source_notebook)
+            missing = [c.grade_id for c in self.rubric.autograded if c.grade_id not in CHECKS]
+            if missing:
+                raise RuntimeError(f"autograded cells without a trusted check in the grader: {missing}")
+            _, _, self.x_test, self.y_test = load_subset(self.mnist)
+        except BaseException:  # the workers have started: stop them before giving up
+            self.close()
+            raise
 
     def grade(self, student: str) -> SubmissionResult:
         start = time.monotonic()
@@ -199,20 +243,22 @@ class Grader(NotebookRunner):
         return result
 
     def grade_folder(self, student: str, folder: Path) -> SubmissionResult:
-        if folder.is_symlink() or folder.parent.is_symlink():
-            return self.failed(student, "the submission folder is a symbolic link; it was not graded")
         try:
-            clean, findings = self.prepare(folder / self.course.notebook_name)
+            clean, findings = self.prepare(folder / self.course.notebook_name, top=folder.parent)
         except UnreadableSubmission as error:
-            return self.failed(student, f"Your notebook could not be read: {error}")
+            review = "link" if isinstance(error, RefusedLink) else None
+            return self.failed(student, f"Your notebook could not be read: {error}", review)
         execution = self.run(clean, folder)
         runtime = execution.log.get("runtime_violations", []) if self.policy.no_autograd else []
         violations = violations_from(findings, runtime if isinstance(runtime, list) else [], clean.editable)
         ctx = Context(execution.outputs, execution.inputs, self.x_test, self.y_test)
         return SubmissionResult(student, score(self.rubric, ctx, violations),
                                 clean.notes + execution.notes + run_problems(execution.log, execution.completed),
-                                findings, violations, execution.executed, sandbox_seconds=execution.completed.seconds,
+                                findings, violations, review_items(violations, findings, clean.editable),
+                                execution.executed, sandbox_seconds=execution.completed.seconds,
                                 peak_memory_bytes=execution.completed.peak_memory_bytes)
 
-    def failed(self, student: str, why: str) -> SubmissionResult:
-        return SubmissionResult(student, score(self.rubric, None, [], failure=why), [why])
+    def failed(self, student: str, why: str, review: str | None = None) -> SubmissionResult:
+        """Nothing could be graded; `review` names the rule when a person should look (a refused link)."""
+        items = [ReviewItem("review", review, None, None, "", why)] if review else []
+        return SubmissionResult(student, score(self.rubric, None, [], failure=why), [why], review=items)

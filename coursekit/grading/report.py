@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import html
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import nbformat
@@ -39,6 +40,7 @@ def results_json(result: SubmissionResult) -> dict:
                    "tags": [t.part]} for t in result.tests if not t.pending],
         "extra_data": {"pending_manual": {t.grade_id: t.max_score for t in result.tests if t.pending},
                        "findings": [vars(f) for f in result.findings],
+                       "review": [asdict(item) for item in result.review],
                        "peak_memory_bytes": result.peak_memory_bytes},
     }
 
@@ -105,15 +107,38 @@ def export_class(course: Course) -> Path:
     path = course.root / "grades.csv"
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["student", *columns, "autograded_total", "max_autograded", "manual_pending_points"])
+        writer.writerow(["student", *columns, "autograded_total", "max_autograded", "manual_pending_points",
+                         "violations", "needs_review"])
         for student, data in results.items():
             scores = {t["name"].split(": ", 1)[-1]: f"{t['score']:g}" for t in data.get("tests", [])}
             pending = data.get("extra_data", {}).get("pending_manual", {})
+            items = review_of(data)
             writer.writerow([student, *(scores.get(c, "") for c in columns), f"{data.get('score', 0):g}",
-                             f"{sum(t['max_score'] for t in data.get('tests', [])):g}", f"{sum(pending.values()):g}"])
+                             f"{sum(t['max_score'] for t in data.get('tests', [])):g}", f"{sum(pending.values()):g}",
+                             sum(item.get("severity") == "violation" for item in items), "yes" if items else "no"])
+    write_review_list(results, course.root / "autograded" / "review.csv")
     if results:
         class_summary_picture(results, course.root / "feedback" / "class_summary.png")
     return path
+
+
+def review_of(data: dict) -> list[dict]:
+    items = data.get("extra_data", {}).get("review", [])
+    return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+
+
+REVIEW_COLUMNS = ("student", "severity", "rule", "cell", "line", "code", "message")
+
+
+def write_review_list(results: dict[str, dict], path: Path) -> None:
+    """One row per thing a person should look at, in the whole class: violations first."""
+    rows = [{"student": student, **item} for student, data in results.items() for item in review_of(data)]
+    rows.sort(key=lambda row: (row.get("severity") != "violation", row["student"], row.get("cell") or -1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, REVIEW_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def class_summary_picture(results: dict[str, dict], path: Path) -> None:
@@ -131,7 +156,9 @@ def class_summary_picture(results: dict[str, dict], path: Path) -> None:
     worst = sorted(failed.items(), key=lambda item: -item[1])[:8]
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
     left.hist(scores, bins=20)
-    left.set(title=f"Autograded scores ({len(scores)} students)", xlabel="points", ylabel="students")
+    to_review = sum(bool(review_of(data)) for data in results.values())
+    left.set(title=f"Autograded scores ({len(scores)} students, {to_review} need a person: review.csv)",
+             xlabel="points", ylabel="students")
     right.barh([name for name, _ in worst][::-1], [count for _, count in worst][::-1])
     right.set(title="Most failed checks", xlabel="students who lost points")
     figure.tight_layout()
@@ -146,5 +173,8 @@ def table(results: list[SubmissionResult]) -> str:
     for r in results:
         problems = len(r.notes) + len(r.violations)
         lines.append(f"{r.student:<{width}}  {f'{r.score:g} / {r.max_autograded:g}':>12}  {r.seconds:7.1f}  "
-                     f"{problems or ''}{' (policy violation)' if r.violations else ''}")
+                     f"{problems or ''}{' (policy violation)' if r.violations else ''}"
+                     f"{' (needs review)' if r.review else ''}")
+    lines.append(f"\n{sum(bool(r.review) for r in results)} of {len(results)} submissions need a person: "
+                 "see autograded/review.csv")
     return "\n".join(lines)

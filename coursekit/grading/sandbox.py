@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 import warnings
@@ -207,6 +208,7 @@ class Worker:
         self.scratch, self.tmp = self.folder / "submission", self.folder / "tmp"
         self.process: subprocess.Popen | None = None
         self.cgroup: Cgroup | None = None
+        self.stopping = threading.Lock()
 
     def inside(self, path: str) -> str:
         """A sandbox path as this worker's processes see it (the same path when isolated)."""
@@ -274,10 +276,12 @@ class Worker:
 
     def answer(self, timeout: float) -> dict | None:
         """The worker's next line, or None when it does not come in time (or the worker is gone)."""
-        assert self.process and self.process.stdout
-        if not select.select([self.process.stdout], [], [], timeout)[0]:
+        process = self.process  # another thread may stop the worker meanwhile
+        if process is None or process.stdout is None:
             return None
-        line = self.process.stdout.readline()
+        if not select.select([process.stdout], [], [], timeout)[0]:
+            return None
+        line = process.stdout.readline()
         try:
             return json.loads(line) if line else None
         except ValueError:
@@ -315,13 +319,14 @@ class Worker:
         return self.process is not None and self.process.poll() is None
 
     def stop(self) -> str:
-        """Stop the worker; returns the end of its log."""
-        if self.process:
-            kill_group(self.process)
-            self.process = None
-        if self.cgroup:
-            self.cgroup.remove()
-            self.cgroup = None
+        """Stop the worker (safe to call from two threads at once); returns the end of its log."""
+        with self.stopping:
+            process, self.process = self.process, None
+            cgroup, self.cgroup = self.cgroup, None
+        if process:
+            kill_group(process)
+        if cgroup:
+            cgroup.remove()
         log_path = self.folder / "worker.log"
         return log_path.read_bytes()[-5_000:].decode("utf-8", "replace") if log_path.is_file() else ""
 

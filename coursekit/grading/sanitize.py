@@ -7,6 +7,8 @@ from the submission. Edited, deleted, duplicated and reordered graded cells are 
 from __future__ import annotations
 
 import json
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +21,10 @@ MAX_NOTEBOOK_BYTES = 20 * 2**20
 
 class UnreadableSubmission(Exception):
     """The submission cannot be read as a notebook; the message says why, for the student."""
+
+
+class RefusedLink(UnreadableSubmission):
+    """The notebook, or a folder on the way to it, is a link: a person should look at it."""
 
 
 @dataclass
@@ -35,12 +41,42 @@ class Sanitized:
     editable: list[EditableCell] = field(default_factory=list)
 
 
-def read_submission(path: Path) -> nbformat.NotebookNode:
-    if not path.is_file():
-        raise UnreadableSubmission(f"no notebook named {path.name} was submitted")
-    raw = path.read_bytes()
+def refuse_links(path: Path, top: Path) -> None:
+    """Refuse a symbolic link at top or anywhere below it on the way to path: through a link the
+    grader would read a file that is not the student's (the instructor's solution, another student's)."""
+    current = top
+    for part in ("", *path.relative_to(top).parts):
+        current = current / part
+        if current.is_symlink():
+            shown = current.relative_to(top.parent)
+            raise RefusedLink(f"'{shown}' is a symbolic link; the grader reads only files stored in your "
+                                       "submission itself, so nothing was graded")
+
+
+def read_own_file(path: Path, top: Path | None) -> bytes:
+    """The bytes of a regular file of the submission (`top`: the student's folder, when the grader reads it)."""
+    if top is not None:
+        refuse_links(path, top)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        raise UnreadableSubmission(f"no notebook named {path.name} was submitted") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnreadableSubmission(f"{path.name} is not a regular file")
+        if top is not None and info.st_nlink > 1:
+            raise RefusedLink(f"{path.name} is a hard link to a file outside your submission; "
+                                       "nothing was graded")
+        raw = handle.read(MAX_NOTEBOOK_BYTES + 1)
     if len(raw) > MAX_NOTEBOOK_BYTES:
-        raise UnreadableSubmission(f"the notebook is {len(raw) / 2**20:.0f} MiB, over the {MAX_NOTEBOOK_BYTES // 2**20} MiB limit")
+        raise UnreadableSubmission(f"the notebook is over the {MAX_NOTEBOOK_BYTES // 2**20} MiB limit")
+    return raw
+
+
+def read_submission(path: Path, top: Path | None = None) -> nbformat.NotebookNode:
+    """Read a notebook defensively; with `top`, as the grader reads a submission (no links)."""
+    raw = read_own_file(path, top)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -50,10 +86,14 @@ def read_submission(path: Path) -> nbformat.NotebookNode:
     except json.JSONDecodeError as error:
         raise UnreadableSubmission(f"the notebook is not valid JSON (line {error.lineno}, column {error.colno}): "
                                    f"{error.msg}; was it saved completely?") from None
+    except RecursionError:
+        raise UnreadableSubmission("the file is JSON nested too deeply to be a Jupyter notebook") from None
     if not isinstance(data, dict) or not isinstance(data.get("cells", data.get("worksheets")), list):
         raise UnreadableSubmission("the file is JSON but not a Jupyter notebook (no list of cells)")
     try:
         notebook = nbformat.reads(text, as_version=4)
+    except RecursionError:
+        raise UnreadableSubmission("the notebook's JSON is nested too deeply to be a Jupyter notebook") from None
     except Exception as error:  # nbformat raises many kinds for odd versions
         raise UnreadableSubmission(f"the notebook format is not supported ({error})") from None
     for cell in notebook.cells:
@@ -107,7 +147,7 @@ def sanitize(submission: nbformat.NotebookNode, release: nbformat.NotebookNode) 
                 cell.source = student.source
         elif student is None:
             notes.append(f"provided cell '{gid}' was deleted; it was restored")
-        elif student.source != template.source:
+        elif not same_code(student.source, template.source):
             notes.append(f"provided cell '{gid}' was edited; the original was restored and your changes were ignored")
         result.notebook.cells.append(cell)
         if meta.get("solution") and cell.cell_type == "code":
@@ -118,6 +158,13 @@ def sanitize(submission: nbformat.NotebookNode, release: nbformat.NotebookNode) 
         cell.owner = cell.owner or first_solution
     result.notes = notes
     return result
+
+
+def same_code(mine: str, theirs: str) -> bool:
+    """Equal but for line endings and trailing whitespace (what editors and platforms change on save)."""
+    def normal(text: str) -> list[str]:
+        return [line.rstrip() for line in text.replace("\r\n", "\n").replace("\r", "\n").rstrip().split("\n")]
+    return normal(mine) == normal(theirs)
 
 
 def copy_added(cell, position: int) -> nbformat.NotebookNode:

@@ -15,6 +15,7 @@ class Violation:
     cell: int
     line: int | None
     message: str
+    rule: str = "autograd-at-run-time"
 
 
 @dataclass
@@ -45,7 +46,7 @@ def owner_of_cell(editable: list[EditableCell], cell: int) -> str | None:
 
 def violations_from(findings: list[Finding], runtime: list[dict], editable: list[EditableCell]) -> list[Violation]:
     by_index = {c.index: c.owner for c in editable}
-    found = [Violation(by_index.get(f.cell), f.cell, f.line, f.message) for f in findings if f.severity == "violation"]
+    found = [Violation(by_index.get(f.cell), f.cell, f.line, f.message, f.rule) for f in findings if f.severity == "violation"]
     for entry in (e for e in runtime if isinstance(e, dict)):
         cell = entry.get("cell") if isinstance(entry.get("cell"), int) else -1
         found.append(Violation(owner_of_cell(editable, cell), cell, None,
