@@ -97,3 +97,20 @@ def test_review_items_quote_the_students_line():
                          [Finding("suspicious", "dynamic-code", 4, 2, "eval hides code")], editable)
     assert [(i.severity, i.rule, i.cell, i.line, i.code) for i in items] == [
         ("violation", "autograd-at-run-time", 4, None, ""), ("review", "dynamic-code", 4, 2, "y = eval('2')")]
+
+
+def test_guard_records_become_violations_of_the_students_cells_only():
+    from coursekit.grading.sanitize import EditableCell
+    from coursekit.grading.score import Violation, guard_violations
+
+    editable = [EditableCell(3, "def log_softmax(z): ...", "log_softmax"), EditableCell(9, "x = 1", "train")]
+    call = {"cell": 3, "line": 2, "api": "torch.log_softmax", "rule": "ready-made", "dynamic": False}
+    log = {"forbidden_calls": [call, {**call, "cell": 4},                        # 4: a provided cell
+                               {**call, "cell": 4, "dynamic": True, "line": 1},  # exec'd code run by cell 4
+                               {**call, "line": 5}, {**call, "rule": "made-up"}, "junk", {"cell": "3"}],
+           "guard_removed_at": 9}
+    found = guard_violations(log, editable, [Violation("log_softmax", 3, 5, "static", "ready-made")])
+    assert [(v.owner, v.cell, v.line, v.rule) for v in found] == [
+        ("log_softmax", 3, 2, "runtime-ready-made"), ("log_softmax", 4, None, "runtime-ready-made"),
+        ("train", 9, None, "runtime-guard-removed")]
+    assert found[1].message.startswith("`torch.log_softmax` was called by code created at run time")

@@ -104,8 +104,13 @@ EXPECTED: dict[str, Case] = {
     "obfuscated_autograd": Case(FULL - 6 - 8 - 12 - 12, ["grad mode is on", "rule:dynamic-code"], [rewrite("train", OBFUSCATED_TRAIN)]),
     "uses_torch_nn_loss": Case(FULL - 8 - 12 - 12, ["torch.nn.functional.cross_entropy"], [
         rewrite("cross_entropy_loss", NN_CROSS_ENTROPY)]),
-    "eval_hides_a_forbidden_call": Case(FULL, ["rule:dynamic-code"], [
+    "eval_hides_a_forbidden_call": Case(FULL - 6 - 8 - 12 - 12, ["rule:dynamic-code", "`torch.log_softmax` was called"], [
         rewrite("log_softmax", "def log_softmax(logits):\n    return eval('torch.log_' + 'softmax')(logits, dim=1)")]),
+    "getattr_hides_a_forbidden_call": Case(FULL - 6 - 8 - 12 - 12, ["`torch.log_softmax` was called while your code ran"], [
+        rewrite("log_softmax", "def log_softmax(logits):\n    name = bytes.fromhex('6c6f675f736f66746d6178').decode()\n"
+                               "    return getattr(torch, name)(logits, 1)")]),
+    "exec_hides_a_tensor_method": Case(FULL - 6 - 8 - 12 - 12, ["`torch.Tensor.log_softmax` was called by code created at run time"], [
+        rewrite("log_softmax", "exec('def log_softmax(logits):\\n    return logits.log_softmax(1)')")]),
     "spawns_without_end": Case(FULL, ["rule:process", "STOPPED AT"], [
         add_after("accuracy", "import subprocess\nchildren = []\ntry:\n    while True:\n"
                               "        children.append(subprocess.Popen(['sleep', '600']))\nexcept OSError as error:\n"

@@ -90,7 +90,7 @@ def new_worker(sandbox: Sandbox, limits: Limits, mnist: Path, threads: int = 1,
 
 
 def execute(notebook: nbformat.NotebookNode, submission_dir: Path, notebook_name: str, worker: Worker,
-            seed: int, probes: tuple[str, ...] = PROBE_NAMES) -> Execution:
+            seed: int, probes: tuple[str, ...] = PROBE_NAMES, no_autograd: bool = True) -> Execution:
     limits = worker.limits
     scratch = worker.fresh_scratch()
     notes = copy_submission(submission_dir, scratch / "notebook")
@@ -99,7 +99,8 @@ def execute(notebook: nbformat.NotebookNode, submission_dir: Path, notebook_name
         (scratch / folder).mkdir()
     inputs = make_inputs(seed)
     write_inputs(inputs, scratch / "probe")
-    argv = [f"{SCRATCH}/notebook/{notebook_name}", "--probe", f"{GRADER_CODE}/probe.py",
+    argv = [f"{SCRATCH}/notebook/{notebook_name}", "--probe", f"{GRADER_CODE}/probe.py", "--guard", f"{GRADER_CODE}/guard.py",
+            *([] if no_autograd else ["--allow-autograd"]),
             "--probe-dir", f"{SCRATCH}/probe", "--probe-names", ",".join(probes),
             "--cell-timeout", str(limits.cell_seconds), "--notebook-timeout", str(limits.notebook_seconds),
             "--max-output-bytes", str(limits.output_bytes)]

@@ -27,7 +27,7 @@ from coursekit.grading.rubric import load_rubric, nbgrader_meta
 from coursekit.grading.sandbox import Limits, Sandbox, Worker, WorkerFailed, python_read_only_paths
 from coursekit.grading.sanitize import RefusedLink, Sanitized, UnreadableSubmission, read_submission, sanitize
 from coursekit.grading.scan import Finding, ScanPolicy, scan_cells
-from coursekit.grading.score import TestResult, Violation, score, violations_from
+from coursekit.grading.score import TestResult, Violation, guard_violations, score, violations_from
 
 
 @dataclass(frozen=True)
@@ -198,7 +198,7 @@ class NotebookRunner:
         worker = self.idle_workers.get()
         try:
             return execute(clean.notebook, folder, self.course.notebook_name, worker, seed=secrets.randbits(31),
-                           probes=probes)
+                           probes=probes, no_autograd=self.policy.no_autograd)
         finally:
             self.idle_workers.put(worker)
 
@@ -251,6 +251,7 @@ class Grader(NotebookRunner):
         execution = self.run(clean, folder)
         runtime = execution.log.get("runtime_violations", []) if self.policy.no_autograd else []
         violations = violations_from(findings, runtime if isinstance(runtime, list) else [], clean.editable)
+        violations += guard_violations(execution.log, clean.editable, violations)
         ctx = Context(execution.outputs, execution.inputs, self.x_test, self.y_test)
         return SubmissionResult(student, score(self.rubric, ctx, violations),
                                 clean.notes + execution.notes + run_problems(execution.log, execution.completed),

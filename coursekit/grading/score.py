@@ -54,6 +54,31 @@ def violations_from(findings: list[Finding], runtime: list[dict], editable: list
     return found
 
 
+GUARD_RULES = {"torch-nn": "torch.nn is not allowed", "ready-made": "ready-made softmax and losses are not allowed",
+               "autograd": "autograd is not allowed", "torch-optim": "torch.optim is not allowed"}
+
+
+def guard_violations(log: dict, editable: list[EditableCell], static: list[Violation]) -> list[Violation]:
+    """The run-time guard's records: forbidden calls made by the student's code (in an editable cell,
+    or by code created at run time), except where the static scan already reported that line."""
+    cells, reported = {c.index for c in editable}, {(v.cell, v.line) for v in static}
+    calls = log.get("forbidden_calls") if isinstance(log.get("forbidden_calls"), list) else []
+    found = []
+    for call in (c for c in calls if isinstance(c, dict) and isinstance(c.get("cell"), int)):
+        cell, line, rule, dynamic = call["cell"], call.get("line"), call.get("rule"), bool(call.get("dynamic"))
+        if rule not in GUARD_RULES or not (dynamic or cell in cells) or (cell, line) in reported:
+            continue
+        how = "by code created at run time (exec, eval...) " if dynamic else ""
+        found.append(Violation(owner_of_cell(editable, cell), cell, None if dynamic else line,
+                               f"`{str(call.get('api'))[:100]}` was called {how}while your code ran: {GUARD_RULES[rule]}",
+                               f"runtime-{rule}"))
+    removed = log.get("guard_removed_at")
+    if isinstance(removed, int):
+        found.append(Violation(owner_of_cell(editable, removed), removed, None,
+                               "the grader's run-time guard was removed or disabled by your code", "runtime-guard-removed"))
+    return found
+
+
 def describe(violations: list[Violation]) -> list[str]:
     """One line per cell: where, and the first thing found there."""
     by_cell: dict[int, list[Violation]] = {}

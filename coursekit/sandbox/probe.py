@@ -2,8 +2,8 @@
 inputs and export what they return as plain tensors (safetensors) plus a JSON description.
 
 Nothing here judges: the grader compares the exported values with its own reference outside the
-sandbox. Each probe runs under `torch.inference_mode()`, so student code that relies on autograd
-fails here. This module is executed as source inside the kernel; it imports nothing from `coursekit`.
+sandbox. Under the no-autograd policy each probe runs under `torch.inference_mode()`, so student code
+that relies on autograd fails here. This module is executed as source inside the kernel; it imports nothing from `coursekit`.
 """
 import json
 import traceback
@@ -209,11 +209,12 @@ PROBES = {name[len("probe_"):]: function for name, function in dict(globals()).i
           if name.startswith("probe_") and callable(function)}
 
 
-def run(name, directory):
+def run(name, directory, no_autograd=True):
+    """Run one probe; under the no-autograd policy, in inference mode (code that needs autograd fails)."""
     inputs = load_file(f"{directory}/inputs.safetensors")
     rec = Recorder()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(no_autograd):
             PROBES[name](user_namespace(), inputs, rec)
     except Exception as error:
         rec.meta["error"] = f"{type(error).__name__}: {error}"[:400]

@@ -33,44 +33,25 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 MAX_REPLAYS = 3
 MAX_EXECUTED_CHARS = 20 * 2**20
-RUNTIME_CHECK = r'''
-def __coursekit_runtime_check():
-    import torch
-    found, seen = [], set()
-    if torch.is_grad_enabled():
-        found.append("grad mode is on (torch.is_grad_enabled() is True)")
-    def visit(name, obj, depth):
-        if id(obj) in seen or depth > 3:
-            return
-        seen.add(id(obj))
-        if isinstance(obj, torch.Tensor):
-            if obj.requires_grad or obj.grad_fn is not None:
-                found.append(f"{name} requires grad or has a grad_fn")
-        elif isinstance(obj, dict):
-            for key, value in list(obj.items())[:200]:
-                visit(f"{name}[{key!r}]", value, depth + 1)
-        elif isinstance(obj, (list, tuple)):
-            for position, value in enumerate(obj[:200]):
-                visit(f"{name}[{position}]", value, depth + 1)
-        elif not isinstance(obj, type) and type(obj).__module__ == "__main__":
-            for key, value in list(vars(obj).items())[:200]:
-                visit(f"{name}.{key}", value, depth + 1)
-    for name, obj in list(get_ipython().user_ns.items()):
-        if not name.startswith("_"):
-            visit(name, obj, 0)
-    return found[:20]
-__coursekit_runtime_result = __coursekit_runtime_check()
-del __coursekit_runtime_check
-'''
+GUARD_RESULT = "__coursekit_guard_result"
+AFTER_CELL = f"{GUARD_RESULT} = __coursekit_guard.after_cell()"
 
 
-def parse_list(text: str | None) -> list[str]:
-    """The repr of a short list of strings, as the kernel returned it."""
+def module_setup(name: str, path: str, then: str = "") -> str:
+    """Code that executes the file at path as a module `__name` of the kernel (its frames are named
+    `name`, so the guard knows them for the grader's own)."""
+    source = Path(path).read_text()
+    return (f"import types as __t\n__{name} = __t.ModuleType({name!r})\n"
+            f"exec(compile({source!r}, {name!r}, 'exec'), __{name}.__dict__)\ndel __t\n{then}")
+
+
+def parse_report(text: str | None) -> dict | None:
+    """The guard's report, as the kernel returned its repr; None if it is not one."""
     try:
-        value = ast.literal_eval(text or "[]")
-    except (ValueError, SyntaxError):
-        return [str(text)[:300]]
-    return [str(item)[:300] for item in value] if isinstance(value, list) else [str(value)[:300]]
+        value = ast.literal_eval(text or "")
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 class ForkedKernel:
@@ -212,8 +193,9 @@ class Runner:
         self.deadline = time.monotonic() + args.notebook_timeout
         self.fatal_cells: set[int] = set()
         self.autograd_seen: set[str] = set()
-        self.log: dict = {"cells": {}, "runtime_violations": [], "probes": {}, "replays": 0,
-                          "notebook_timed_out": False}
+        self.executions: dict[int, int] = {}  # the kernel's execution count -> cell index
+        self.log: dict = {"cells": {}, "runtime_violations": [], "forbidden_calls": [], "guard_removed_at": None,
+                          "probes": {}, "replays": 0, "notebook_timed_out": False}
 
     def new_client(self) -> CappedClient:
         client = CappedClient(self.notebook, kernel_name="python3", timeout=self.args.cell_timeout,
@@ -253,7 +235,9 @@ class Runner:
 
     async def run_cells(self, client) -> int | None:
         """Run every code cell; return the index of a cell that left the kernel unusable, if any."""
-        await self.silent(client, "import torch\ntorch.set_grad_enabled(False)", timeout=60)
+        self.executions = {}
+        await self.silent(client, module_setup("coursekit_guard", self.args.guard,
+                                               f"__coursekit_guard.install({self.args.no_autograd})"), timeout=60)
         for index, cell in enumerate(self.notebook.cells):
             if cell.cell_type != "code" or index in self.fatal_cells:
                 continue
@@ -275,27 +259,41 @@ class Runner:
                 return index
             errors = [out for out in cell.outputs if out.get("output_type") == "error"]
             record["status"] = f"error: {errors[0]['ename']}: {errors[0]['evalue']}"[:500] if errors else "ok"
-            status, found = await self.silent(client, RUNTIME_CHECK, timeout=30,
-                                              result_name="__coursekit_runtime_result")
-            new = [item for item in parse_list(found) if item not in self.autograd_seen] if status == "ok" else []
-            if new:  # reported once, at the cell that brought it about
-                self.autograd_seen.update(new)
-                self.log["runtime_violations"].append({"cell": index, "found": new})
+            if isinstance(cell.get("execution_count"), int):
+                self.executions[cell.execution_count] = index
+            await self.collect_guard(client, index)
         return None
+
+    async def collect_guard(self, client, index: int) -> None:
+        """After cell `index` (or the probes): the guard's records, and autograd found in use."""
+        status, text = await self.silent(client, AFTER_CELL, timeout=30, result_name=GUARD_RESULT)
+        if status == "timeout":
+            return
+        report = parse_report(text) if status == "ok" else None
+        if report is None or report.get("guard_active") is not True:
+            if self.log["guard_removed_at"] is None:
+                self.log["guard_removed_at"] = index
+            return
+        for call in report.get("calls", [])[:100]:
+            execution = call.get("running") if call.get("dynamic") else call.get("execution")
+            self.log["forbidden_calls"].append({"cell": self.executions.get(execution, index), "line": call.get("line"),
+                                                "api": str(call.get("api"))[:100], "rule": str(call.get("rule"))[:40],
+                                                "dynamic": bool(call.get("dynamic"))})
+        new = [str(item)[:300] for item in report.get("autograd", [])[:20] if item not in self.autograd_seen]
+        if new:  # reported once, at the cell that brought it about
+            self.autograd_seen.update(new)
+            self.log["runtime_violations"].append({"cell": index, "found": new})
 
     async def run_probes(self, client) -> None:
         for stale in Path(self.args.probe_dir).glob("*"):
             if stale.name != "inputs.safetensors" and (stale.is_file() or stale.is_symlink()):
                 stale.unlink()
-        source = Path(self.args.probe).read_text()
-        setup = (f"import types as __t\n__coursekit_probe = __t.ModuleType('coursekit_probe')\n"
-                 f"exec(compile({source!r}, 'coursekit_probe', 'exec'), __coursekit_probe.__dict__)\ndel __t")
-        status, detail = await self.silent(client, setup, timeout=60)
+        status, detail = await self.silent(client, module_setup("coursekit_probe", self.args.probe), timeout=60)
         if status != "ok":
             self.log["probes"]["setup"] = f"{status}: {detail}"
             return
         for name in filter(None, self.args.probe_names.split(",")):
-            code = f"__coursekit_probe.run({name!r}, {self.args.probe_dir!r})"
+            code = f"__coursekit_probe.run({name!r}, {self.args.probe_dir!r}, {self.args.no_autograd})"
             status, detail = await self.silent(client, code, timeout=self.args.probe_timeout)
             self.log["probes"][name] = status if status == "ok" else f"{status}: {detail}"
             if status == "timeout" and not await self.recover(client):
@@ -309,6 +307,7 @@ class Runner:
                 fatal = await self.run_cells(client)
                 if fatal is None:
                     await self.run_probes(client)
+                    await self.collect_guard(client, max(self.executions.values(), default=0))
                     return
             self.fatal_cells.add(fatal)
             self.log["replays"] = attempt + 1
@@ -338,6 +337,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("notebook")
     parser.add_argument("--report-fd", type=int, required=True)
     parser.add_argument("--probe", required=True)
+    parser.add_argument("--guard", required=True)
+    parser.add_argument("--allow-autograd", dest="no_autograd", action="store_false")
     parser.add_argument("--probe-dir", required=True)
     parser.add_argument("--probe-names", required=True)
     parser.add_argument("--cell-timeout", type=int, default=120)
