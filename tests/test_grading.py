@@ -2,7 +2,10 @@
 parallel batch in the real sandbox. Each asserts its exact score and what its feedback names."""
 from __future__ import annotations
 
+import base64
 import csv
+import functools
+import io
 import json
 import os
 import re
@@ -11,9 +14,11 @@ from dataclasses import dataclass, field
 
 import nbformat
 import pytest
+import torch
 
 from conftest import ROOT
-from coursekit.examples import AUTOGRAD_TRAIN, EXAMPLES, add_after, build, replace, rewrite, stub
+from coursekit.data import load_subset, mnist_path
+from coursekit.examples import AUTOGRAD_TRAIN, EXAMPLES, add_after, build, cell, replace, rewrite, stub
 from coursekit.grading.batch import grade_class
 from coursekit.grading.pipeline import Course, tree_digest
 
@@ -28,6 +33,7 @@ class Case:
     mentions: list[str] = field(default_factory=list)   # in results.json or the run's output; "rule:X": a scan finding
     edits: list = field(default_factory=list)           # applied to the complete solution (attacks only)
     absent: list[str] = field(default_factory=list)     # never in the feedback (results.json, executed notebook)
+    files: dict = field(default_factory=dict)           # other files of the submission: name -> () -> bytes
 
 
 ACCURACY_STUB = stub("accuracy")
@@ -66,6 +72,63 @@ GRAD_ON_BY_GETATTR = "import torch\ngetattr(torch, 'set_grad_' + 'enabled')(True
 ERASE_RUNTIME_VIOLATIONS = forger("/submission/out/run.json", "data['runtime_violations'] = []")
 FORGE_EXECUTED_OUTPUT = forger("/submission/out/executed.ipynb",
                                "data['cells'][0]['source'] = 'FORGED BY' + ' THE STUDENT'")
+
+
+
+@functools.cache
+def colab_weights() -> bytes:
+    """A two-layer network trained as both seed write-ups did, with autograd and torch.optim
+    ("in Colab"): the weights a student might bring into the notebook."""
+    x, y, _, _ = load_subset(mnist_path())
+    torch.manual_seed(0)
+    layers = torch.nn.Sequential(torch.nn.Linear(784, 30), torch.nn.ReLU(), torch.nn.Linear(30, 10))
+    optimiser = torch.optim.Adam(layers.parameters(), lr=0.01)
+    with torch.enable_grad():
+        for _ in range(15):
+            for batch in torch.randperm(len(x)).split(64):
+                optimiser.zero_grad()
+                torch.nn.functional.cross_entropy(layers(x[batch]), y[batch]).backward()
+                optimiser.step()
+    first, last = layers[0], layers[2]
+    state = {"W1": first.weight.T, "b1": first.bias, "W2": last.weight.T, "b2": last.bias}
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().contiguous() for k, v in state.items()}, buffer)
+    return buffer.getvalue()
+
+
+MLP_TRAINING = "mlp_losses = train(mlp_model, CrossEntropyLoss(), x_train, y_train, lr=0.2, epochs=30, batch_size=16)"
+INSTALL_WEIGHTS = ("for layer, (W, b) in zip(mlp_model.layers[::2], [(state['W1'], state['b1']), (state['W2'], state['b2'])]):\n"
+                   "    layer.params['W'], layer.params['b'] = W.clone(), b.clone()\n")
+FROM_FILE = "state = torch.load('colab_weights.pt')\n" + INSTALL_WEIGHTS
+
+
+def launders(code: str):
+    return replace("mlp", MLP_TRAINING, code)
+
+
+def embedded_weights(nb, release):
+    blob = base64.b64encode(colab_weights()).decode()
+    launders(f"import base64, io\nstate = torch.load(io.BytesIO(base64.b64decode('{blob}')))\n" + INSTALL_WEIGHTS +
+             "mlp_losses = [0.1]")(nb, release)
+
+
+def defines_train_where_it_trains(nb, release):
+    regression = cell(nb, "regression")
+    regression.source = cell(nb, "train").source + "\n\n" + regression.source
+
+
+OWN_LOOP = """regression_model = Sequential(Linear(784, 1))
+loss_fn, generator, regression_losses = MSELoss(), torch.Generator().manual_seed(0), []
+for epoch in range(20):
+    total = 0.0
+    for batch in torch.randperm(len(x_train), generator=generator).split(32):
+        loss = loss_fn.forward(regression_model.forward(x_train[batch]), y_train[batch].float())
+        regression_model.backward(loss_fn.backward())
+        sgd_step(regression_model, 0.005)
+        total += loss.item() * len(batch)
+    regression_losses.append(total / len(x_train))"""
+NOT_TRAINED = "no call of your `train` or `sgd_step` produced these parameters"
+ALREADY_TRAINED = "it already had the loss of a trained model"
 
 EXPECTED: dict[str, Case] = {
     # the committed examples (see coursekit/examples.py)
@@ -129,6 +192,28 @@ EXPECTED: dict[str, Case] = {
         add_after("accuracy", GRAD_ON_BY_GETATTR + ERASE_RUNTIME_VIOLATIONS)]),
     "forges_the_executed_notebook": Case(FULL, [], [add_after("linear", FORGE_EXECUTED_OUTPUT)],
                                          absent=["FORGED BY THE STUDENT"]),
+    # training provenance: weights brought in from elsewhere lose the model's points...
+    "loads_weights_from_a_file": Case(FULL - 12, [NOT_TRAINED, "torch.load"], [launders(FROM_FILE + "mlp_losses = [0.1]")],
+                                      files={"colab_weights.pt": colab_weights}),
+    "embeds_weights_in_the_cell": Case(FULL - 12, [NOT_TRAINED, "base64.b64decode", "rule:encoded-blob"],
+                                       [embedded_weights]),
+    "loads_weights_then_lr_zero": Case(FULL - 12, [ALREADY_TRAINED], [launders(
+        FROM_FILE + MLP_TRAINING.replace("lr=0.2, epochs=30", "lr=0.0, epochs=2"))], files={"colab_weights.pt": colab_weights}),
+    "loads_weights_then_fine_tunes": Case(FULL - 12, [ALREADY_TRAINED], [launders(
+        FROM_FILE + MLP_TRAINING.replace("lr=0.2, epochs=30", "lr=0.05, epochs=1"))], files={"colab_weights.pt": colab_weights}),
+    # ...and honest ways of training keep them
+    "trains_in_two_stages": Case(FULL, [], [launders(MLP_TRAINING.replace("epochs=30", "epochs=20") + "\n" +
+                                                     MLP_TRAINING.replace("lr=0.2, epochs=30", "lr=0.05, epochs=10")
+                                                     .replace("mlp_losses =", "mlp_losses +="))]),
+    "retrains_a_model": Case(FULL, [], [add_after("logistic", "logistic_losses += train(logistic_model, CrossEntropyLoss(), "
+                                                              "x_train, y_train, lr=0.01, epochs=2, batch_size=32)")]),
+    "recreates_and_retrains": Case(FULL, [], [add_after("mlp", "torch.manual_seed(1)\n"
+                                                               "mlp_model = Sequential(Linear(784, 30), ReLU(), Linear(30, 10))\n"
+                                                               + MLP_TRAINING.replace("epochs=30", "epochs=15"))]),
+    "own_loop_around_sgd_step": Case(FULL, [], [replace("regression", "regression_model = Sequential(Linear(784, 1))\n"
+                                                        "regression_losses = train(regression_model, MSELoss(), x_train, "
+                                                        "y_train.float(), lr=0.005, epochs=20, batch_size=32)", OWN_LOOP)]),
+    "defines_train_where_it_trains": Case(FULL, [], [defines_train_where_it_trains]),
     "release_unmodified": Case(0, ["NotImplementedError"]),
     "zoë o'brien (late)": Case(FULL),
     "empty_folder": Case(0, ["no notebook named classifier_from_scratch.ipynb"]),
@@ -162,6 +247,8 @@ def graded(tmp_path_factory):
         if case.edits:
             folder.mkdir(parents=True)
             nbformat.write(build(course, case.edits), folder / course.notebook_name)
+        for filename, content in case.files.items():
+            (folder / filename).write_bytes(content())
     shutil.copytree(ROOT / "release" / "classifier_from_scratch", course.submission("release_unmodified"))
     odd_name = _mkdir(course.submission("zoë o'brien (late)"))
     nbformat.write(build(course, []), odd_name / course.notebook_name)

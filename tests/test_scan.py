@@ -646,3 +646,11 @@ def test_patching_a_library_is_flagged_for_review(src, flagged):
     found = [f for f in scan_cells([(0, src)], preamble="import torch") if f.rule == "monkeypatch"]
     assert bool(found) == flagged
     assert all(f.severity == "suspicious" for f in found)
+
+
+def test_a_large_literal_is_an_encoded_blob_for_review():
+    from coursekit.grading.scan import scan_cells
+
+    blob = "QUJD" * 1000
+    findings = scan_cells([(3, f"x = 1\nweights = '{blob}'"), (4, "note = 'short'")])
+    assert [(f.severity, f.rule, f.cell, f.line) for f in findings] == [("suspicious", "encoded-blob", 3, 2)]

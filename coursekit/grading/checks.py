@@ -14,6 +14,13 @@ from coursekit.grading.probe import ProbeOutput
 MSE_CEILING = 4.0
 LOGISTIC_FLOOR = 0.87
 MLP_FLOOR = 0.90
+# Provenance: an untrained classifier's training cross-entropy is within CHANCE_MARGIN of ln 10 (He
+# initialisation gives about 2.47; a trained one is below 0.5). An untrained regression does no better
+# than UNTRAINED_MSE_SHARE of the targets' variance (a fresh one is near their mean square, about 28;
+# a trained one about 3). A replay must give the recorded parameters to REPLAY_RTOL of their largest.
+CHANCE_MARGIN = 0.5
+UNTRAINED_MSE_SHARE = 0.75
+REPLAY_RTOL, REPLAY_ATOL = 1e-5, 1e-6
 
 
 @dataclass
@@ -21,10 +28,14 @@ class Outcome:
     """The sub-checks of one graded part: (passed, sentence) in the order they ran."""
 
     lines: list[tuple[bool, str]] = field(default_factory=list)
+    conditions: set[int] = field(default_factory=set)  # lines that earn nothing but cost all if failed
 
     @property
     def fraction(self) -> float:
-        return sum(ok for ok, _ in self.lines) / len(self.lines) if self.lines else 0.0
+        if any(not self.lines[i][0] for i in self.conditions):
+            return 0.0
+        scored = [ok for i, (ok, _) in enumerate(self.lines) if i not in self.conditions]
+        return sum(scored) / len(scored) if scored else 0.0
 
 
 class Checker:
@@ -76,7 +87,13 @@ class Checker:
         return self.expect(ok, sentence, f"differs from the expected value by up to {difference.max():.3g} (at index {where})")
 
     def meta(self, key: str) -> dict:
-        return self.output.meta.get(key) or {}
+        value = self.output.meta.get(key)
+        return value if isinstance(value, dict) else {}
+
+    def require(self, ok: bool, sentence: str, why: str = "") -> bool:
+        """A condition of the whole part: it earns nothing, and its failure costs all of it."""
+        self.outcome.conditions.add(len(self.outcome.lines))
+        return self.expect(ok, sentence, why)
 
 
 @dataclass
@@ -85,9 +102,11 @@ class Context:
     inputs: dict[str, torch.Tensor]
     x_test: torch.Tensor
     y_test: torch.Tensor
+    x_train: torch.Tensor
+    y_train: torch.Tensor
 
     def checker(self, probe: str, outcome: Outcome) -> Checker:
-        return Checker(self.outputs[probe], outcome)
+        return Checker(self.outputs.get(probe) or ProbeOutput(error="the probe did not run"), outcome)
 
 
 def names_defined(ctx: Context, outcome: Outcome, *names: str) -> bool:
@@ -249,12 +268,61 @@ def test_accuracy_of(ctx, forward) -> float:
     return float((forward(ctx.x_test).argmax(1) == ctx.y_test).float().mean())
 
 
+def forward_from(tensors: list[torch.Tensor]) -> Callable:
+    """The forward pass of Linear layers (W, b pairs) with a ReLU between consecutive ones."""
+    pairs = [(tensors[i].double(), tensors[i + 1].double()) for i in range(0, len(tensors) - 1, 2)]
+
+    def forward(x):
+        for position, (W, b) in enumerate(pairs):
+            x = (x.clamp(min=0) if position else x) @ W + b
+        return x
+    return forward
+
+
+def untrained_loss(ctx, tensors: list[torch.Tensor], classifier: bool) -> tuple[float, float]:
+    """(loss on the training images of the parameters a training began from, the bar an untrained
+    model clears)."""
+    output = forward_from(tensors)(ctx.x_train.double())
+    if classifier:
+        loss = float((output.logsumexp(1) - output.gather(1, ctx.y_train.view(-1, 1)).squeeze(1)).mean())
+        return loss, math.log(10) - CHANCE_MARGIN
+    target = ctx.y_train.double()
+    return float((output.reshape(-1) - target).pow(2).mean()), UNTRAINED_MSE_SHARE * float(target.var())
+
+
+def check_provenance(ctx, outcome, name: str, classifier: bool) -> None:
+    """The model's parameters came from the student's own training, from scratch, in this run."""
+    c = ctx.checker("provenance", outcome)
+    p = c.meta(name)
+    claim = f"`{name}` was trained from a fresh start by your own `train` (or `sgd_step`) in this run"
+    if not p.get("trained"):
+        why = ("its parameters were changed after your training left them" if p.get("own_object_trained") else
+               "no call of your `train` or `sgd_step` produced these parameters: weights loaded from a file "
+               "or set by hand earn no points") if p else (c.output.error or "its training was not traced")
+        c.require(False, claim, why)
+        return
+    start = [c.output.tensors.get(f"{name}.start.{i}") for i in range(4 if name == "mlp_model" else 2)]
+    loss, bar = untrained_loss(ctx, start, classifier) if all(t is not None for t in start) else (math.nan, 0.0)
+    replay_ok = p.get("replay_difference", 1e30) <= REPLAY_ATOL + REPLAY_RTOL * p.get("replay_scale", 0.0)
+    problems = [
+        (p.get("changed_after"), "its parameters were changed after your training left them"),
+        (p.get("replaced_in") is not None, f"its parameters were replaced between two training calls (cell {p.get('replaced_in')})"),
+        (not loss >= bar, f"when its training began (cell {p.get('began_in')}) it already had the loss of a trained "
+                          f"model: {loss:.3f} on the training images, where an untrained one has at least {bar:.2f}"),
+        (not replay_ok, "training it again from the same start with the same settings gave other parameters (off by "
+                        f"up to {p.get('replay_difference', 0):.3g}): `train` must depend only on its arguments"),
+    ]
+    failed = [why for bad, why in problems if bad]
+    c.require(not failed, claim, "; ".join(failed))
+
+
 def check_regression(ctx, outcome):
     c = ctx.checker("models", outcome)
     forward = model_forward(c, "regression_model", [("Linear", (784, 1), (1,))])
     if forward:
         value = float((forward(ctx.x_test).reshape(-1) - ctx.y_test.float()).pow(2).mean())
         c.expect(value <= MSE_CEILING, f"test MSE recomputed by the grader is {value:.3f} (at most {MSE_CEILING})")
+        check_provenance(ctx, outcome, "regression_model", classifier=False)
 
 
 def check_logistic(ctx, outcome):
@@ -263,6 +331,7 @@ def check_logistic(ctx, outcome):
     if forward:
         value = test_accuracy_of(ctx, forward)
         c.expect(value >= LOGISTIC_FLOOR, f"test accuracy recomputed by the grader is {value:.4f} (at least {LOGISTIC_FLOOR})")
+        check_provenance(ctx, outcome, "logistic_model", classifier=True)
 
 
 MLP = [("Linear", (784, 30), (30,)), ("ReLU",), ("Linear", (30, 10), (10,))]
@@ -278,6 +347,7 @@ def check_mlp(ctx, outcome):
     logistic = model_forward(Checker(c.output, Outcome()), "logistic_model", [("Linear", (784, 10), (10,))])
     baseline = test_accuracy_of(ctx, logistic) if logistic else 0.0
     c.expect(value > baseline, f"it beats logistic_model ({baseline:.4f})")
+    check_provenance(ctx, outcome, "mlp_model", classifier=True)
 
 
 @dataclass(frozen=True)

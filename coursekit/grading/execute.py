@@ -99,7 +99,7 @@ def execute(notebook: nbformat.NotebookNode, submission_dir: Path, notebook_name
         (scratch / folder).mkdir()
     inputs = make_inputs(seed)
     write_inputs(inputs, scratch / "probe")
-    argv = [f"{SCRATCH}/notebook/{notebook_name}", "--probe", f"{GRADER_CODE}/probe.py", "--guard", f"{GRADER_CODE}/guard.py",
+    argv = [f"{SCRATCH}/notebook/{notebook_name}", "--probe", f"{GRADER_CODE}/probe.py", "--guard", f"{GRADER_CODE}/instrument.py",
             *([] if no_autograd else ["--allow-autograd"]),
             "--probe-dir", f"{SCRATCH}/probe", "--probe-names", ",".join(probes),
             "--cell-timeout", str(limits.cell_seconds), "--notebook-timeout", str(limits.notebook_seconds),

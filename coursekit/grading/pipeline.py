@@ -82,16 +82,25 @@ class ReviewItem:
     message: str
 
 
-def review_items(violations: list[Violation], findings: list[Finding], editable: list) -> list[ReviewItem]:
+def review_items(violations: list[Violation], findings: list[Finding], editable: list,
+                 imported: list | None = None) -> list[ReviewItem]:
+    """Violations, scan flags, and data the student's code deserialised (the run log's `imported_data`)."""
     sources = {c.index: c.source.splitlines() for c in editable}
 
     def code(cell, line):
         lines = sources.get(cell, [])
-        return lines[line - 1].strip()[:200] if line and 0 < line <= len(lines) else ""
+        return lines[line - 1].strip()[:200] if isinstance(line, int) and 0 < line <= len(lines) else ""
 
     items = [ReviewItem("violation", v.rule, v.cell, v.line, code(v.cell, v.line), v.message) for v in violations]
-    return items + [ReviewItem("review", f.rule, f.cell, f.line, code(f.cell, f.line), f.message)
-                    for f in findings if f.severity != "violation"]
+    items += [ReviewItem("review", f.rule, f.cell, f.line, code(f.cell, f.line), f.message)
+              for f in findings if f.severity != "violation"]
+    for load in (entry for entry in imported or [] if isinstance(entry, dict) and isinstance(entry.get("cell"), int)):
+        if load.get("dynamic") or load["cell"] in sources:
+            line = None if load.get("dynamic") else load.get("line")
+            items.append(ReviewItem("review", "imported-data", load["cell"], line, code(load["cell"], line),
+                                    f"`{str(load.get('api'))[:80]}` loaded data while your code ran: "
+                                    "a person checks where it came from"))
+    return items
 
 
 @dataclass
@@ -227,7 +236,7 @@ class Grader(NotebookRunner):
             missing = [c.grade_id for c in self.rubric.autograded if c.grade_id not in CHECKS]
             if missing:
                 raise RuntimeError(f"autograded cells without a trusted check in the grader: {missing}")
-            _, _, self.x_test, self.y_test = load_subset(self.mnist)
+            self.x_train, self.y_train, self.x_test, self.y_test = load_subset(self.mnist)
         except BaseException:  # the workers have started: stop them before giving up
             self.close()
             raise
@@ -252,10 +261,11 @@ class Grader(NotebookRunner):
         runtime = execution.log.get("runtime_violations", []) if self.policy.no_autograd else []
         violations = violations_from(findings, runtime if isinstance(runtime, list) else [], clean.editable)
         violations += guard_violations(execution.log, clean.editable, violations)
-        ctx = Context(execution.outputs, execution.inputs, self.x_test, self.y_test)
+        imported = execution.log.get("imported_data") if isinstance(execution.log.get("imported_data"), list) else []
+        ctx = Context(execution.outputs, execution.inputs, self.x_test, self.y_test, self.x_train, self.y_train)
         return SubmissionResult(student, score(self.rubric, ctx, violations),
                                 clean.notes + execution.notes + run_problems(execution.log, execution.completed),
-                                findings, violations, review_items(violations, findings, clean.editable),
+                                findings, violations, review_items(violations, findings, clean.editable, imported),
                                 execution.executed, sandbox_seconds=execution.completed.seconds,
                                 peak_memory_bytes=execution.completed.peak_memory_bytes)
 

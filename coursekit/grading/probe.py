@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 PROBE_NAMES = ("names", "linear", "relu", "sequential", "log_softmax", "mse_loss",
-               "cross_entropy_loss", "sgd_step", "train", "accuracy", "models")
+               "cross_entropy_loss", "sgd_step", "train", "accuracy", "models", "provenance")
 MAX_EXPORT_BYTES = 64 * 2**20
 
 

@@ -23,8 +23,9 @@ def summary_lines(result: SubmissionResult) -> list[str]:
     lines += [f"Note: {note}" for note in result.notes]
     lines += [f"Policy violation (cell {v.cell}" + (f", line {v.line}" if v.line else "") + f"): {v.message}"
               for v in result.violations]
-    lines += [f"For review ({f.rule}, cell {f.cell}, line {f.line}): {f.message}"
-              for f in result.findings if f.severity != "violation"]
+    lines += [f"For review ({item.rule}" + (f", cell {item.cell}" if item.cell is not None else "")
+              + (f", line {item.line}" if item.line else "") + f"): {item.message}"
+              for item in result.review if item.severity == "review"]
     return lines
 
 

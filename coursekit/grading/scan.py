@@ -55,8 +55,10 @@ RULES: dict[str, str] = {
     "network": SUSPICIOUS,
     "process": SUSPICIOUS,
     "monkeypatch": SUSPICIOUS,
+    "encoded-blob": SUSPICIOUS,
     "syntax": UNPARSABLE,
 }
+MAX_LITERAL_CHARS = 2000  # a longer string or bytes literal in a cell may carry weights or data
 
 
 @dataclass(frozen=True)
@@ -1457,4 +1459,22 @@ def scan_cells(cells: Iterable[tuple[int, str]], policy: ScanPolicy = ScanPolicy
                 UNPARSABLE, "syntax", idx, 1,
                 f"This cell could not be checked automatically (internal scanner error: "
                 f"{type(e).__name__}); a person will review it."))
-    return sorted(walker.findings.values(), key=lambda f: (f.cell, f.line, f.rule))
+    findings = list(walker.findings.values()) + large_literals(cell_list)
+    return sorted(findings, key=lambda f: (f.cell, f.line, f.rule))
+
+
+def large_literals(cells: list[tuple[int, str]]) -> list[Finding]:
+    """One finding per cell that carries a very long string or bytes literal (an encoded blob)."""
+    found = []
+    for idx, src in cells:
+        try:
+            tree = ast.parse(src)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            continue  # IPython syntax or broken code: the walker reports what it can
+        blob = next((node for node in ast.walk(tree) if isinstance(node, ast.Constant)
+                     and isinstance(node.value, (str, bytes)) and len(node.value) > MAX_LITERAL_CHARS), None)
+        if blob is not None:
+            found.append(Finding(SUSPICIOUS, "encoded-blob", idx, blob.lineno,
+                                 f"a literal of {len(blob.value):,} characters: encoded data (weights?) in a cell "
+                                 "is reviewed by a person"))
+    return found

@@ -34,7 +34,6 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 MAX_REPLAYS = 3
 MAX_EXECUTED_CHARS = 20 * 2**20
 GUARD_RESULT = "__coursekit_guard_result"
-AFTER_CELL = f"{GUARD_RESULT} = __coursekit_guard.after_cell()"
 
 
 def module_setup(name: str, path: str, then: str = "") -> str:
@@ -194,7 +193,8 @@ class Runner:
         self.fatal_cells: set[int] = set()
         self.autograd_seen: set[str] = set()
         self.executions: dict[int, int] = {}  # the kernel's execution count -> cell index
-        self.log: dict = {"cells": {}, "runtime_violations": [], "forbidden_calls": [], "guard_removed_at": None,
+        self.log: dict = {"cells": {}, "runtime_violations": [], "forbidden_calls": [], "imported_data": [],
+                          "guard_removed_at": None,
                           "probes": {}, "replays": 0, "notebook_timed_out": False}
 
     def new_client(self) -> CappedClient:
@@ -259,14 +259,16 @@ class Runner:
                 return index
             errors = [out for out in cell.outputs if out.get("output_type") == "error"]
             record["status"] = f"error: {errors[0]['ename']}: {errors[0]['evalue']}"[:500] if errors else "ok"
-            if isinstance(cell.get("execution_count"), int):
-                self.executions[cell.execution_count] = index
-            await self.collect_guard(client, index)
+            execution = cell.get("execution_count") if isinstance(cell.get("execution_count"), int) else None
+            if execution is not None:
+                self.executions[execution] = index
+            await self.collect_guard(client, index, execution)
         return None
 
-    async def collect_guard(self, client, index: int) -> None:
-        """After cell `index` (or the probes): the guard's records, and autograd found in use."""
-        status, text = await self.silent(client, AFTER_CELL, timeout=30, result_name=GUARD_RESULT)
+    async def collect_guard(self, client, index: int, execution: int | None = None) -> None:
+        """After cell `index` (run as `execution`; or after the probes): the instrumentation's records."""
+        code = f"{GUARD_RESULT} = __coursekit_guard.after_cell({index}, {execution})"
+        status, text = await self.silent(client, code, timeout=30, result_name=GUARD_RESULT)
         if status == "timeout":
             return
         report = parse_report(text) if status == "ok" else None
@@ -275,14 +277,19 @@ class Runner:
                 self.log["guard_removed_at"] = index
             return
         for call in report.get("calls", [])[:100]:
-            execution = call.get("running") if call.get("dynamic") else call.get("execution")
-            self.log["forbidden_calls"].append({"cell": self.executions.get(execution, index), "line": call.get("line"),
-                                                "api": str(call.get("api"))[:100], "rule": str(call.get("rule"))[:40],
-                                                "dynamic": bool(call.get("dynamic"))})
+            self.log["forbidden_calls"].append({**self.where(call, index), "rule": str(call.get("rule"))[:40]})
+        for load in report.get("imports", [])[:100]:
+            self.log["imported_data"].append(self.where(load, index))
         new = [str(item)[:300] for item in report.get("autograd", [])[:20] if item not in self.autograd_seen]
         if new:  # reported once, at the cell that brought it about
             self.autograd_seen.update(new)
             self.log["runtime_violations"].append({"cell": index, "found": new})
+
+    def where(self, record: dict, index: int) -> dict:
+        """A record's cell index (code made at run time: the cell that was running), line and API."""
+        execution = record.get("running") if record.get("dynamic") else record.get("execution")
+        return {"cell": self.executions.get(execution, index), "line": record.get("line"),
+                "api": str(record.get("api"))[:100], "dynamic": bool(record.get("dynamic"))}
 
     async def run_probes(self, client) -> None:
         for stale in Path(self.args.probe_dir).glob("*"):
