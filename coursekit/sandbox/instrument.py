@@ -146,7 +146,7 @@ def running_cell():
     return get_ipython().execution_count - 1  # noqa: F821
 
 
-# Deserialisers, as data: a dotted name -> recorded when notebook code calls it (for review).
+# Deserialisers, as data: a call from notebook code to any of them is recorded, for review.
 LOADERS = ("torch.load", "torch.serialization.load", "numpy.load", "numpy.fromfile", "pickle.load", "pickle.loads",
            "safetensors.torch.load_file", "safetensors.torch.load", "safetensors.numpy.load_file",
            "base64.b64decode", "base64.b85decode", "base64.a85decode", "base64.decodebytes")
