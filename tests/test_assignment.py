@@ -201,7 +201,7 @@ def test_the_visible_train_test_catches(bug):
     assert isinstance(error, AssertionError), f"a train that {bug} passes the visible test ({error!r})"
 
 
-DERIVATIONS = {"linear_md": "x.T @ grad_out", "mse_loss_md": "2 d_i / N", "cross_entropy_md": "(softmax - onehot) / N"}
+DERIVATIONS = {"linear_md": "x.T @ grad_out", "relu_md": "[x_{nk} > 0]", "mse_loss_md": "2 d_i / N", "cross_entropy_md": "(softmax - onehot) / N"}
 
 
 def test_each_backward_has_a_derivation_exercise_with_the_formula_only_behind_a_hint(source_notebook):
