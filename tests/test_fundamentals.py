@@ -3,6 +3,7 @@
 Fast tests check its structure as stored; the slow test runs it headless, which
 checks every claim in it, since each claim is an assert in the notebook itself.
 """
+import ast
 from pathlib import Path
 
 import nbformat
@@ -23,7 +24,13 @@ TOPICS = {
     "label_smoothing": "label_smoothing=",
     "weight": "weight=",
     "central difference": "/ (2 * h)",
+    "Linear": "linear_backward(",
+    "ReLU": "relu_backward(",
+    "mean squared error": "mse_backward(",
 }
+ASSIGNMENT = Path(__file__).resolve().parents[1] / "source" / "classifier_from_scratch" / "classifier_from_scratch.ipynb"
+# the gradient check's step and relative error, written the same way in both notebooks
+SHARED_GRADIENT_CHECK = ["def numeric_grad(f, x, h=1e-5):", "(a - b).abs() / (a.abs() + b.abs()).clamp(min=1e-8)"]
 
 
 def read_notebook():
@@ -73,6 +80,36 @@ def test_notebook_explains_and_asserts_topic(nb, topic, snippet):
     prose = "\n".join(sources(nb, "markdown")).lower()
     assert topic.lower() in prose
     assert any(snippet in src and "assert " in src for src in sources(nb, "code"))
+
+
+def test_gradient_check_is_defined_as_in_the_assignment(nb):
+    assignment = "\n".join(c.source for c in nbformat.read(ASSIGNMENT, as_version=4).cells if c.cell_type == "code")
+    code = "\n".join(sources(nb, "code"))
+    for snippet in SHARED_GRADIENT_CHECK:
+        assert snippet in code and snippet in assignment, snippet
+
+
+def test_no_one_hot_from_torch_nn(nb):
+    assert not any("one_hot" in src for src in sources(nb, "code"))
+
+
+def defined_functions(nb):
+    """(name, source) of every function the notebook defines: what a student may retype."""
+    found = []
+    for src in sources(nb, "code"):
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, ast.FunctionDef):
+                found.append((node.name, ast.get_source_segment(src, node)))
+    return found
+
+
+def test_every_function_it_defines_is_allowed_in_the_assignment(nb):
+    from coursekit.grading.scan import scan_cells
+
+    functions = defined_functions(nb)
+    assert {"log_softmax", "cross_entropy", "grad_by_hand", "linear_backward", "relu_backward"} <= {n for n, _ in functions}
+    findings = scan_cells(list(enumerate(src for _, src in functions)), preamble="import itertools\nimport math\nimport torch\n")
+    assert [f for f in findings if f.severity == "violation"] == []
 
 
 def test_notebook_is_stored_without_outputs(nb):
