@@ -40,8 +40,8 @@ def guard(monkeypatch):
         monkeypatch.setattr(target, attribute, getattr(target, attribute))
     grad_mode = torch.is_grad_enabled()
     yield module
-    while any(mode is module.GUARD for mode in torch.overrides._get_current_function_mode_stack()):
-        module.GUARD.__exit__(None, None, None)
+    if module.GUARD is not None:
+        module.GUARD.uninstall()
     torch.set_grad_enabled(grad_mode)
 
 
@@ -57,11 +57,17 @@ def test_hidden_spellings_are_recorded_with_cell_and_line(guard):
     guard.install(True)
     x = torch.randn(3, 4)
     run_as(CELL, "getattr(torch, bytes.fromhex('6c6f675f736f66746d6178').decode())(x, 1)\nx.softmax(1)\n"
-                 "torch.special.logsumexp(x, 1)\ntorch.nn.functional.relu(x)", x=x)
+                 "torch.special.logsumexp(x, 1)\ntorch.nn.functional.relu(x)\n"
+                 "torch.nn.Linear(4, 2)(x)\ntorch.nn.functional.cross_entropy(x, torch.zeros(3, dtype=torch.long))", x=x)
     assert calls(guard) == [(5, False, 1, 7, "torch.log_softmax", "ready-made"),
                             (5, False, 2, 7, "torch.Tensor.softmax", "ready-made"),
                             (5, False, 3, 7, "torch.special.logsumexp", "ready-made"),
-                            (5, False, 4, 7, "torch.nn.functional.relu", "torch-nn")]
+                            (5, False, 4, 7, "torch.nn.functional.relu", "torch-nn"),
+                            (5, False, 5, 7, "torch.Tensor.grad_fn", "autograd"),  # nn.Parameter reads it
+                            (5, False, 5, 7, "torch.nn.init.kaiming_uniform_", "torch-nn"),
+                            (5, False, 5, 7, "torch.nn.init.uniform_", "torch-nn"),
+                            (5, False, 5, 7, "torch.nn.functional.linear", "torch-nn"),
+                            (5, False, 6, 7, "torch.nn.functional.cross_entropy", "torch-nn")]
 
 
 def test_code_made_at_run_time_is_dynamic(guard):
@@ -75,7 +81,7 @@ def test_autograd_follows_the_course_switch(guard):
     run_as(CELL, "w = torch.zeros(2).requires_grad_(True)\n(w * 2).sum().backward()\nw.grad\n"
                  "torch.optim.SGD([w], lr=0.1).step()")
     assert calls(guard) == [(5, False, 4, 7, "torch.optim", "torch-optim")]
-    guard.GUARD.__exit__(None, None, None)
+    guard.GUARD.uninstall()
     guard.install(True)
     run_as(CELL, "torch.set_grad_enabled(True)\nw = torch.zeros(2)\nw.requires_grad_(True)")
     assert [c[4] for c in calls(guard)] == ["torch._C._set_grad_enabled", "torch.Tensor.requires_grad_"]
@@ -96,7 +102,7 @@ def test_provided_code_library_code_and_allowed_calls_are_not_the_students(guard
 def test_removing_the_guard_is_visible(guard):
     guard.install(True)
     assert guard.after_cell()["guard_active"] is True
-    torch._C._pop_torch_function_stack()
+    torch.log_softmax = torch._C._VariableFunctions.log_softmax
     assert guard.after_cell()["guard_active"] is False
 
 

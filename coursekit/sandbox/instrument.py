@@ -7,24 +7,25 @@ records what the student's code does, and after each cell reports it to the runn
   `sgd_step` on it (the parameters before and after each), so that the grader can tell a model
   trained from scratch in this run from weights brought in from elsewhere.
 
-It sees what the static scan cannot (`getattr(torch, name)`, `exec`, `importlib`, Tensor methods),
-because it is a `torch.overrides.TorchFunctionMode`: every torch function, Tensor method and
-property access that honours `__torch_function__` passes through it. The caller is the first frame
-outside torch itself: a cell (the runner maps it to its index), code with no file of its own (`exec`,
-`eval`: "dynamic", charged to the cell running), or a library (fastai's data loading: not the
-student's). Like probe.py, this module is executed as source in the kernel and imports nothing
-from `coursekit`; the grader decides what a record costs.
+The guard sees what the static scan cannot (`getattr(torch, name)`, `exec`, `importlib`, Tensor
+methods): before the first cell it replaces every forbidden API (module functions, Tensor methods and
+properties) by a wrapper that records its caller, so the student's code pays nothing for allowed
+operations. The caller is the first frame outside torch itself: a cell (the runner maps it to its
+index), code with no file of its own (`exec`, `eval`: "dynamic", charged to the cell running), or a
+library (fastai's data loading: not the student's). Like probe.py, this module is executed as source
+in the kernel and imports nothing from `coursekit`; the grader decides what a record costs.
 """
 import copy
 import functools
+import inspect
 import math
 import os
 import sys
 
 import torch
-from torch.overrides import TorchFunctionMode
 
-# What may not be called, as data: a dotted name (or `module.*` for all its public functions) -> rule.
+# What may not be called, as data: a dotted name (`module.*`: all its public torch functions;
+# `torch.Tensor.name.__get__` / `__set__`: reading or setting a Tensor property) -> rule.
 FORBIDDEN = {
     "torch.nn.functional.*": "torch-nn",
     "torch.nn.init.*": "torch-nn",
@@ -56,24 +57,6 @@ OWN_FILES = {"coursekit_guard", "coursekit_probe"}
 MAX_RECORDS = 100
 
 
-def resolve(table):
-    """{callable: (dotted name, rule)} for every name of the table that exists in this torch."""
-    found = {}
-    for name, rule in table.items():
-        module_name, _, attribute = name.rpartition(".")
-        if attribute == "*":
-            module = resolve_name(module_name)
-            for key in dir(module):
-                function = getattr(module, key)
-                if not key.startswith("_") and callable(function) and not isinstance(function, type):
-                    found[function] = (f"{module_name}.{key}", rule)
-            continue
-        function = resolve_name(name)
-        if function is not None:
-            found[function] = (name, rule)
-    return found
-
-
 def resolve_name(name):
     parts = name.split(".")
     obj = sys.modules.get(parts[0]) or __import__(parts[0])
@@ -84,24 +67,78 @@ def resolve_name(name):
     return obj
 
 
-class Guard(TorchFunctionMode):
+def targets(table):
+    """(owner, attribute, accessor or None, dotted name, rule) for every entry that exists here."""
+    for name, rule in table.items():
+        path, _, last = name.rpartition(".")
+        if last == "*":
+            module = resolve_name(path)
+            for key in dir(module):
+                value = getattr(module, key)
+                if (not key.startswith("_") and callable(value) and not isinstance(value, type)
+                        and str(getattr(value, "__module__", "")).startswith("torch")):
+                    yield module, key, None, f"{path}.{key}", rule
+        elif last in ("__get__", "__set__"):
+            owner_path, _, attribute = path.rpartition(".")
+            yield resolve_name(owner_path), attribute, last, path, rule
+        elif resolve_name(name) is not None:
+            yield resolve_name(path), last, None, name, rule
+
+
+class Guard:
+    """Every forbidden API replaced by a wrapper that records who called it (see the module's doc)."""
+
     def __init__(self, no_autograd):
-        super().__init__()
         self.no_autograd = no_autograd
-        self.forbidden = resolve(FORBIDDEN)
         self.records, self.seen = [], set()
+        self.inside = 0  # a forbidden call in progress: what it calls itself is not the student's
+        self.patched = []  # (owner, attribute, original, replacement)
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        try:
-            entry = self.forbidden.get(func)
-        except TypeError:  # an unhashable callable is never in the table
-            entry = None
-        if entry is not None:
-            self.check(entry, args)
-        return func(*args, **(kwargs or {}))
+    def install(self):
+        accessors = {}
+        for owner, attribute, accessor, api, rule in targets(FORBIDDEN):
+            if accessor is None:
+                self.patch(owner, attribute, self.wrap(getattr(owner, attribute), api, rule))
+            else:
+                accessors.setdefault((owner, attribute), {})[accessor] = (api, rule)
+        for (owner, attribute), guarded in accessors.items():
+            descriptor = inspect.getattr_static(owner, attribute)
+            getter, setter = descriptor.__get__, descriptor.__set__
+            if "__get__" in guarded:
+                getter = self.wrap(getter, *guarded["__get__"])
+            if "__set__" in guarded:
+                setter = self.wrap(setter, *guarded["__set__"])
+            self.patch(owner, attribute, property(getter, setter))
 
-    def check(self, entry, args):
-        api, rule = entry
+    def patch(self, owner, attribute, replacement):
+        self.patched.append((owner, attribute, inspect.getattr_static(owner, attribute), replacement))
+        setattr(owner, attribute, replacement)
+
+    def active(self):
+        return all(inspect.getattr_static(owner, attribute, None) is replacement
+                   for owner, attribute, _, replacement in self.patched)
+
+    def uninstall(self):
+        for owner, attribute, original, _ in reversed(self.patched):
+            setattr(owner, attribute, original)
+        self.patched = []
+
+    def wrap(self, function, api, rule):
+        guard = self
+
+        def guarded(*args, **kwargs):
+            if not guard.inside:
+                guard.check(api, rule, args)
+            guard.inside += 1
+            try:
+                return function(*args, **kwargs)
+            finally:
+                guard.inside -= 1
+        guarded.__name__ = getattr(function, "__name__", api.rpartition(".")[2])
+        guarded.__doc__ = getattr(function, "__doc__", None)
+        return guarded
+
+    def check(self, api, rule, args):
         if api == "torch._C._set_grad_enabled" and not (args and args[0]):
             return  # switching grad mode off is allowed
         frame, through_optim = first_caller(sys._getframe(2))
@@ -345,7 +382,7 @@ def install(no_autograd):
     sgd_step from their definition; with the no-autograd policy, grad mode off."""
     global GUARD
     GUARD = Guard(no_autograd)
-    GUARD.__enter__()
+    GUARD.install()
     watch_loaders()
     get_ipython().ast_transformers.append(FollowDefinitions())  # noqa: F821
     if no_autograd:
@@ -361,6 +398,5 @@ def after_cell(index=None, execution=None):
     follow_definitions(namespace)
     records, GUARD.records = GUARD.records, []
     imports, IMPORTS[:] = list(IMPORTS), []
-    stack = torch.overrides._get_current_function_mode_stack()
-    return {"calls": records, "imports": imports, "guard_active": any(mode is GUARD for mode in stack),
+    return {"calls": records, "imports": imports, "guard_active": GUARD.active(),
             "autograd": autograd_in_use(namespace) if GUARD.no_autograd else []}
