@@ -75,7 +75,7 @@ def home_folder(mnist: Path, mpl_cache: Path | None) -> Callable[[Path], None]:
 def sandbox_env(threads: int) -> dict[str, str]:
     home = f"{SCRATCH}/home"
     return {
-        "PATH": f"{Path(sys.prefix) / 'bin'}:/usr/bin:/bin",
+        "PATH": f"{Path(sys.prefix).resolve() / 'bin'}:/usr/bin:/bin",
         "HOME": home, "FASTAI_HOME": f"{home}/.fastai", "MPLCONFIGDIR": f"{home}/.matplotlib",
         "MPLBACKEND": "module://matplotlib_inline.backend_inline",
         "IPYTHONDIR": f"{home}/.ipython", "JUPYTER_RUNTIME_DIR": f"{home}/.runtime", "JUPYTER_DATA_DIR": f"{home}/.jupyter",

@@ -257,7 +257,7 @@ class Worker:
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
         env = {key: self.inside(value) for key, value in self.env.items()}
-        argv = [str(Path(sys.prefix) / "bin" / "python"), self.inside(f"{GRADER_CODE}/worker.py")]
+        argv = [str(Path(sys.prefix).resolve() / "bin" / "python"), self.inside(f"{GRADER_CODE}/worker.py")]
         if self.sandbox.isolated:
             argv.append("--isolated")
         binds = {SCRATCH: self.scratch}
