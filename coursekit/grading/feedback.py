@@ -25,6 +25,8 @@ MATHML_ATTRIBUTES = {"display", "mathvariant", "stretchy", "fence", "separator",
                      "rowspacing", "columnspacing", "width", "height", "depth", "accent", "accentunder", "movablelimits",
                      "minsize", "maxsize", "notation", "displaystyle", "scriptlevel", "linethickness", "form"}
 MATH = re.compile(r"(?P<code>`[^`\n]*`)|\$\$(?P<display>.+?)\$\$|(?<![\\$])\$(?P<inline>[^$\n]+?)\$", re.DOTALL)
+STRAY_TAG = re.compile(r"<(?!/?(?:%s)[\s>/])" % "|".join(sorted(MATHML_TAGS, key=len, reverse=True)))
+STRAY_AMPERSAND = re.compile(r"&(?!#x?[0-9A-Fa-f]+;|[A-Za-z]+;)")
 PLACEHOLDER = re.compile(r"MATHPLACEHOLDER(\d+)X")
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -67,7 +69,9 @@ def keep_safe_outputs(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 
 def clean_mathml(mathml: str) -> str:
-    """latex2mathml copies \\text{...} verbatim: re-serialize keeping only MathML elements and attributes."""
+    """latex2mathml copies \\text{...} verbatim: escape what is not a MathML tag, then re-serialize keeping
+    only MathML elements and attributes."""
+    mathml = STRAY_AMPERSAND.sub("&amp;", STRAY_TAG.sub("&lt;", mathml))
     root = ET.fromstring(mathml)
     for element in list(root.iter()):
         for child in list(element):
