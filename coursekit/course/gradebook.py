@@ -29,8 +29,17 @@ def nbgrader_settings(course: Course) -> tuple[str, str]:
     return db_url, directory.get("course_id") or "default_course"
 
 
+def scripts_on_path() -> Path:
+    """nbgrader runs `alembic` from its own environment when it creates a gradebook."""
+    scripts = Path(sys.executable).parent
+    if str(scripts) not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"
+    return scripts
+
+
 def open_gradebook(course: Course) -> Gradebook:
     db_url, course_id = nbgrader_settings(course)
+    scripts_on_path()
     return Gradebook(db_url, course_id=course_id)
 
 
@@ -54,12 +63,11 @@ def ensure_assignment(course: Course, policy: LatePolicy) -> None:
 
 
 def record_assignment_from_source(course: Course) -> None:
-    scripts = Path(sys.executable).parent  # nbgrader runs `alembic` from the same environment
-    env = {**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"}
+    scripts = scripts_on_path()
     with tempfile.TemporaryDirectory() as scratch:
         subprocess.run([str(scripts / "nbgrader"), "generate_assignment", course.assignment, "--force",
                         f"--CourseDirectory.root={course.root}", f"--CourseDirectory.release_directory={scratch}",
-                        "--log-level=WARN"], cwd=course.root, env=env, check=True)
+                        "--log-level=WARN"], cwd=course.root, check=True)
 
 
 def record_graded(course: Course, result: SubmissionResult) -> None:
