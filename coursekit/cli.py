@@ -74,7 +74,12 @@ def cmd_export_lms(args) -> int:
         return 2
     course = Course(args.root.resolve())
     out = args.out or course.root / f"grades-{args.lms}.csv"
-    for note in export_lms(course, args.lms, args.roster, out, student_totals(course)):
+    try:
+        notes = export_lms(course, args.lms, args.roster, out, student_totals(course))
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for note in notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"Wrote {out}")
     return 0
@@ -82,11 +87,20 @@ def cmd_export_lms(args) -> int:
 
 def cmd_collect(args) -> int:
     """Bring submissions into submitted/ from cloned student repositories or an LMS zip."""
+    import zipfile
+
     from coursekit.course.collect import from_lms_zip, from_repositories
     from coursekit.grading.pipeline import Course
 
     course = Course(args.root.resolve())
-    outcomes = from_lms_zip(course, args.source) if args.source.is_file() else from_repositories(course, args.source)
+    if not args.source.exists():
+        print(f"error: {args.source} does not exist", file=sys.stderr)
+        return 1
+    try:
+        outcomes = from_lms_zip(course, args.source) if args.source.is_file() else from_repositories(course, args.source)
+    except zipfile.BadZipFile:
+        print(f"error: {args.source} is neither a folder of repositories nor a zip", file=sys.stderr)
+        return 1
     for outcome in outcomes:
         print(outcome)
     print(f"{sum(o.collected for o in outcomes)} collected, {sum(not o.collected for o in outcomes)} skipped")

@@ -70,5 +70,5 @@ def test_moodle_file_maps_an_identifier_column_with_feedback(course, tmp_path):
 def test_a_roster_without_the_matching_column_is_refused(course, tmp_path):
     roster = tmp_path / "roster.csv"
     roster.write_text("Name,Email\nJane,j@x\n")
-    with pytest.raises(ValueError, match="canvas_match_column"):
+    with pytest.raises(ValueError, match="has no column 'ID'"):
         export_lms(course, "canvas", roster, tmp_path / "out.csv", TOTALS)

@@ -26,9 +26,12 @@ def lms_settings(course: Course, lms: str) -> dict:
             "column": section.get(f"{lms}_column", course.assignment)}
 
 
-def read_roster(path: Path) -> list[dict[str, str]]:
+def read_roster(path: Path, match_column: str) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8-sig") as handle:
-        rows = list(csv.DictReader(handle))
+        reader = csv.DictReader(handle)
+        if match_column not in (reader.fieldnames or []):
+            raise ValueError(f"{path} has no column {match_column!r} (set [lms] *_match_column in course.toml)")
+        rows = list(reader)
     # Canvas's own export has a "Points Possible" row under the header
     return [row for row in rows if (row.get("Student") or "").strip() != "Points Possible"]
 
@@ -64,11 +67,7 @@ def lms_table(lms: str, roster: list[dict[str, str]], totals: dict[str, StudentT
 
 def export_lms(course: Course, lms: str, roster: Path, out: Path, totals: dict[str, StudentTotal]) -> list[str]:
     settings = lms_settings(course, lms)
-    people = read_roster(roster)
-    if people and settings["match_column"] not in people[0]:
-        raise ValueError(f"{roster} has no column {settings['match_column']!r} "
-                         f"(set [lms] {lms}_match_column in course.toml)")
-    rows, notes = lms_table(lms, people, totals, settings)
+    rows, notes = lms_table(lms, read_roster(roster, settings["match_column"]), totals, settings)
     with open(out, "w", newline="", encoding="utf-8") as handle:
         csv.writer(handle).writerows(rows)
     return notes
