@@ -108,3 +108,16 @@ def test_chromium_renders_the_score_table_and_the_plot(tmp_path):
     assert count.get(PLOT_RGB, 0) >= 240 * 160 * 0.9, "the plot is not on the page"
     for row in ((200, 230, 201), (255, 205, 210), (255, 245, 157)):  # passed, failed, to grade by hand
         assert count.get(row, 0) > 2000, f"no table row in {row}"
+
+
+def test_after_manual_grading_the_page_shows_grades_comments_penalty_and_total():
+    from coursekit.course.gradebook import ManualGrade, StudentTotal
+
+    data = results()
+    data["output"] += "\nPending manual grading: reflection_answer (6)"
+    data["extra_data"]["late"] = {"days_late": 1, "penalty": 1.3, "policy": "10% of the score per day started late",
+                                  "timestamp": "2026-12-05T09:00:00", "due": "2026-12-04T23:59:00"}
+    grades = StudentTotal("alice", 13, 16, 1.3, 33000, [ManualGrade("reflection_answer", 6, 5, "Name the <b>trade-off</b>.")])
+    page = render_page("classifier_from_scratch", "alice", data, None, grades)
+    assert "Pending manual grading" not in page and "5 / 6" in page and "Name the &lt;b&gt;trade-off&lt;/b&gt;." in page
+    assert "-1.3" in page and "11.7 / 16" in page

@@ -195,7 +195,10 @@ def total_rows(results: dict, grades) -> list[str]:
 def render_page(assignment: str, student: str, results: dict, notebook: nbformat.NotebookNode | None,
                 grades=None) -> str:
     """`grades`: the student's totals from nbgrader's gradebook (coursekit.course.gradebook), if any."""
-    notes = "".join(f"<li>{html.escape(line)}</li>" for line in str(results.get("output", "")).splitlines()[1:])
+    lines = str(results.get("output", "")).splitlines()[1:]
+    if grades is not None:  # the table says what is still to grade
+        lines = [line for line in lines if not line.startswith("Pending manual grading")]
+    notes = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
     rows = "".join(test_rows(results) + manual_rows(results, grades) + total_rows(results, grades))
     body = notebook_html(notebook) if notebook is not None else "<p>The grader could not run your notebook.</p>"
     return f"""<!DOCTYPE html><html><head><meta charset="utf-8">
