@@ -7,7 +7,6 @@ import nbformat
 import pytest
 
 from coursekit.course.gradebook import ensure_assignment, open_gradebook, record_submission, student_totals
-from coursekit.course.late import LatePolicy
 from coursekit.grading.pipeline import Course, SubmissionResult
 from coursekit.grading.rubric import load_rubric
 from coursekit.grading import score
@@ -26,7 +25,7 @@ def empty_gradebook(tmp_path_factory):
         shutil.copytree(ROOT / folder, root / folder)
     shutil.copy(ROOT / "nbgrader_config.py", root)
     (root / "course.toml").write_text(LATE)
-    ensure_assignment(Course(root), LatePolicy())
+    ensure_assignment(Course(root))
     return root
 
 

@@ -47,19 +47,16 @@ def notebook_id(course: Course) -> str:
     return Path(course.notebook_name).stem
 
 
-def ensure_assignment(course: Course, policy: LatePolicy) -> None:
+def ensure_assignment(course: Course) -> None:
     """The assignment with its notebook and grade cells, as `nbgrader generate_assignment` records them
-    (run here into a scratch release folder if the gradebook lacks them), and the due date."""
+    (run here into a scratch release folder if the gradebook lacks them)."""
     with open_gradebook(course) as gradebook:
         try:
             gradebook.find_notebook(notebook_id(course), course.assignment)
-            known = True
+            return
         except MissingEntry:
-            known = False
-    if not known:
-        record_assignment_from_source(course)
-    with open_gradebook(course) as gradebook:
-        gradebook.update_or_create_assignment(course.assignment, duedate=policy.due)
+            pass
+    record_assignment_from_source(course)
 
 
 def record_assignment_from_source(course: Course) -> None:
@@ -74,9 +71,7 @@ def record_graded(course: Course, result: SubmissionResult) -> None:
     """Record a graded submission, then rewrite its feedback page with what the gradebook holds (manual
     grades from an earlier round, the late penalty). A gradebook problem is reported, grading goes on."""
     try:
-        record_submission(course, result)
-        with open_gradebook(course) as gradebook:
-            total = student_total(gradebook, course, result.student, manual_grade_ids(course))
+        total = record_submission(course, result)
     except Exception as error:
         print(f"gradebook: {result.student} was not recorded: {error}", file=sys.stderr)
         return
@@ -87,11 +82,13 @@ def manual_grade_ids(course: Course) -> set[str]:
     return {cell.grade_id for cell in load_rubric(course.source_notebook).manual}
 
 
-def record_submission(course: Course, result: SubmissionResult) -> None:
-    """Record one graded submission; re-grading updates it (manual grades and comments are kept)."""
+def record_submission(course: Course, result: SubmissionResult) -> StudentTotal:
+    """Record one graded submission; re-grading updates it (manual grades and comments are kept).
+    Returns the student's total as the gradebook now has it."""
     policy = LatePolicy.from_config(course.config())
-    ensure_assignment(course, policy)
+    ensure_assignment(course)
     with open_gradebook(course) as gradebook:
+        gradebook.update_or_create_assignment(course.assignment, duedate=policy.due)
         gradebook.update_or_create_student(result.student)
         gradebook.update_or_create_submission(course.assignment, result.student,
                                               timestamp=read_timestamp(course.submission(result.student)))
@@ -99,6 +96,7 @@ def record_submission(course: Course, result: SubmissionResult) -> None:
         if result.executed is not None:
             save_auto_comments(gradebook, course, result.student, result.executed)
         assign_late_penalty(gradebook, course, result.student, policy)
+        return student_total(gradebook, course, result.student, manual_grade_ids(course))
 
 
 def save_auto_grades(gradebook: Gradebook, course: Course, result: SubmissionResult) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import html
 import json
 import re
@@ -101,6 +102,11 @@ class OfflineRenderer(mistune.HTMLRenderer):
         return f"<span class='no-image'>[image: {text}]</span>"
 
 
+@functools.cache
+def markdown_parser() -> mistune.Markdown:
+    return mistune.create_markdown(renderer=OfflineRenderer(), plugins=["table", "strikethrough"])
+
+
 def render_markdown(text: str) -> str:
     formulas: list[str] = []
 
@@ -111,8 +117,7 @@ def render_markdown(text: str) -> str:
         formulas.append(math_html(match.group("display") if display else match.group("inline"), display))
         return f"MATHPLACEHOLDER{len(formulas) - 1}X"
 
-    markdown = mistune.create_markdown(renderer=OfflineRenderer(), plugins=["table", "strikethrough"])
-    body = markdown(MATH.sub(stash, text))
+    body = markdown_parser()(MATH.sub(stash, text))
     return PLACEHOLDER.sub(lambda m: formulas[int(m.group(1))], body)
 
 
