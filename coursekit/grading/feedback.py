@@ -183,17 +183,17 @@ def manual_rows(results: dict, grades) -> list[str]:
 def total_rows(results: dict, grades) -> list[str]:
     late = results.get("extra_data", {}).get("late") or {}
     if grades is not None:
-        penalty, total, maximum = grades.late_penalty, f"{grades.total:g}", grades.max_score
-        total += " (manual grades pending)" if grades.manual_pending else ""
+        penalty, total, maximum = grades.late_penalty, grades.total, grades.max_score
+        remark = "written answers not all graded yet" if grades.manual_pending else ""
     else:
         penalty, maximum = late.get("penalty", 0), sum(t.get("max_score", 0) for t in results.get("tests", []))
-        total = f"{max(0.0, results.get('score', 0) - penalty):g} (autograded part; written answers are graded by hand)"
+        total, remark = max(0.0, results.get("score", 0) - penalty), "the autograded part; written answers are graded by hand"
     rows = []
     if penalty or late.get("days_late"):
         rows.append(f"<tr class='late'><td>late</td><td>{late.get('days_late', '?')} day(s) late</td><td>-{penalty:g}</td>"
                     f"<td>{html.escape(str(late.get('policy', '')))}; submitted {html.escape(str(late.get('timestamp')))}, "
                     f"due {html.escape(str(late.get('due')))}</td></tr>")
-    rows.append(f"<tr class='total'><td>total</td><td></td><td>{total} / {maximum:g}</td><td></td></tr>")
+    rows.append(f"<tr class='total'><td>total</td><td></td><td>{total:g} / {maximum:g}</td><td>{remark}</td></tr>")
     return rows
 
 
