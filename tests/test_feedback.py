@@ -117,7 +117,7 @@ def test_after_manual_grading_the_page_shows_grades_comments_penalty_and_total()
     data["output"] += "\nPending manual grading: reflection_answer (6)"
     data["extra_data"]["late"] = {"days_late": 1, "penalty": 1.3, "policy": "10% of the score per day started late",
                                   "timestamp": "2026-12-05T09:00:00", "due": "2026-12-04T23:59:00"}
-    grades = StudentTotal("alice", 13, 16, 1.3, 33000, [ManualGrade("reflection_answer", 6, 5, "Name the <b>trade-off</b>.")])
+    grades = StudentTotal("alice", 13, 16, 1.3, [ManualGrade("reflection_answer", 6, 5, "Name the <b>trade-off</b>.")])
     page = render_page("classifier_from_scratch", "alice", data, None, grades)
     assert "Pending manual grading" not in page and "5 / 6" in page and "Name the &lt;b&gt;trade-off&lt;/b&gt;." in page
     assert "-1.3" in page and "11.7 / 16" in page

@@ -21,7 +21,7 @@ CANVAS_ROSTER = """Student,ID,SIS User ID,SIS Login ID,Section,Homework 1 (311)
 def graded(student, auto, manual=(), late=0.0) -> StudentTotal:
     grades = [ManualGrade(grade_id, 6, score) for grade_id, score in manual]
     score = auto + sum(score or 0 for _, score in manual)
-    return StudentTotal(student, score, 100, late, 0.0, grades)
+    return StudentTotal(student, score, 100, late, grades)
 
 
 TOTALS = {"1234": graded("1234", 80, [("regression_answer", 5), ("reflection_answer", 6)]),

@@ -129,8 +129,6 @@ def assign_late_penalty(gradebook: Gradebook, course: Course, student: str, poli
     included), so it is recomputed whenever grades change."""
     submission = gradebook.find_submission(course.assignment, student)
     notebook = gradebook.find_submission_notebook(notebook_id(course), course.assignment, student)
-    notebook.late_submission_penalty = None
-    gradebook.db.commit()
     penalty = policy.penalty(notebook.score, submission.total_seconds_late)
     notebook.late_submission_penalty = penalty or None
     gradebook.db.commit()
@@ -150,7 +148,6 @@ class StudentTotal:
     score: float                 # nbgrader's: a manual score overrides the automatic one
     max_score: float
     late_penalty: float
-    seconds_late: float
     manual: list[ManualGrade] = field(default_factory=list)
 
     @property
@@ -162,7 +159,7 @@ class StudentTotal:
         return [grade.grade_id for grade in self.manual if grade.score is None]
 
 
-def student_totals(course: Course, refresh_late: bool = True) -> dict[str, StudentTotal]:
+def student_totals(course: Course) -> dict[str, StudentTotal]:
     """Every submission's total from the gradebook (late penalties recomputed on the current scores)."""
     policy = LatePolicy.from_config(course.config())
     manual_ids = manual_grade_ids(course)
@@ -174,8 +171,7 @@ def student_totals(course: Course, refresh_late: bool = True) -> dict[str, Stude
             return {}
         for submission in submissions:
             student = submission.student.id
-            if refresh_late:
-                assign_late_penalty(gradebook, course, student, policy)
+            assign_late_penalty(gradebook, course, student, policy)
             totals[student] = student_total(gradebook, course, student, manual_ids)
     return dict(sorted(totals.items()))
 
@@ -187,4 +183,4 @@ def student_total(gradebook: Gradebook, course: Course, student: str, manual_ids
     manual = [ManualGrade(grade.name, grade.max_score, grade.manual_score, comments.get(grade.name, ""))
               for grade in notebook.grades if grade.name in manual_ids]
     return StudentTotal(student, submission.score, submission.max_score, submission.late_submission_penalty or 0.0,
-                        submission.total_seconds_late, sorted(manual, key=lambda g: g.grade_id))
+                        sorted(manual, key=lambda g: g.grade_id))
