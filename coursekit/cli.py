@@ -57,7 +57,67 @@ def cmd_export(args) -> int:
     from coursekit.grading.pipeline import Course
     from coursekit.grading.report import export_class
 
+    if args.lms:
+        return cmd_export_lms(args)
     print(f"Wrote {export_class(Course(args.root.resolve()))}")
+    return 0
+
+
+def cmd_export_lms(args) -> int:
+    """A grade file for Canvas's or Moodle's import, with totals from nbgrader's gradebook."""
+    from coursekit.course.gradebook import student_totals
+    from coursekit.course.lms import export_lms
+    from coursekit.grading.pipeline import Course
+
+    if not args.roster:
+        print("error: export --lms needs --roster (the LMS's roster as CSV)", file=sys.stderr)
+        return 2
+    course = Course(args.root.resolve())
+    out = args.out or course.root / f"grades-{args.lms}.csv"
+    try:
+        notes = export_lms(course, args.lms, args.roster, out, student_totals(course))
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"Wrote {out}")
+    return 0
+
+
+def cmd_collect(args) -> int:
+    """Bring submissions into submitted/ from cloned student repositories or an LMS zip."""
+    import zipfile
+
+    from coursekit.course.collect import from_lms_zip, from_repositories
+    from coursekit.grading.pipeline import Course
+
+    course = Course(args.root.resolve())
+    if not args.source.exists():
+        print(f"error: {args.source} does not exist", file=sys.stderr)
+        return 1
+    try:
+        outcomes = from_lms_zip(course, args.source) if args.source.is_file() else from_repositories(course, args.source)
+    except zipfile.BadZipFile:
+        print(f"error: {args.source} is neither a folder of repositories nor a zip", file=sys.stderr)
+        return 1
+    for outcome in outcomes:
+        print(outcome)
+    print(f"{sum(o.collected for o in outcomes)} collected, {sum(not o.collected for o in outcomes)} skipped")
+    return 0
+
+
+def cmd_feedback(args) -> int:
+    """Rewrite every feedback page with the manual grades, comments and late penalties in the gradebook."""
+    from coursekit.course.gradebook import student_totals
+    from coursekit.grading.feedback import write_feedback
+    from coursekit.grading.pipeline import Course
+
+    course = Course(args.root.resolve())
+    totals = student_totals(course)
+    for student in args.students or totals:
+        path = write_feedback(course.root, course.assignment, student, totals.get(student))
+        print(f"wrote {path}" if path else f"{student}: not autograded yet, no feedback written")
     return 0
 
 
@@ -111,6 +171,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="write grades.csv and the class summary from autograded/")
     export.set_defaults(run=cmd_export)
+    export.add_argument("--lms", choices=("canvas", "moodle"),
+                        help="instead, a grade import file for this LMS with the gradebook's totals")
+    export.add_argument("--roster", type=Path, help="with --lms: the LMS's roster (its gradebook export) as CSV")
+    export.add_argument("--out", type=Path, help="with --lms: where to write (default: grades-<lms>.csv)")
+
+    collect = commands.add_parser("collect", help="bring submissions into submitted/ (student repositories or an LMS zip)")
+    collect.add_argument("source", type=Path, help="a folder of cloned repositories <prefix>-<username>/, or an LMS zip")
+    collect.set_defaults(run=cmd_collect)
+
+    feedback = commands.add_parser("feedback", help="rewrite feedback pages with the manual grades from the gradebook")
+    feedback.add_argument("students", nargs="*", help="only these students (default: all in the gradebook)")
+    feedback.set_defaults(run=cmd_feedback)
 
     examples = commands.add_parser("examples", help="rebuild the example submissions from the source notebook")
     examples.set_defaults(run=cmd_examples)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from coursekit.course.gradebook import record_graded
 from coursekit.grading.pipeline import Course, Grader, SubmissionResult
 from coursekit.grading.report import export_class, write_submission_report
 
@@ -68,6 +69,7 @@ def grade_class(course: Course, students: list[str] | None = None, jobs: int | N
             for future in as_completed(futures):
                 result = future.result()
                 write_submission_report(result, course)
+                record_graded(course, result)
                 results.append(result)
                 bar.set_postfix_str(f"{result.student}: {result.score:g}")
                 bar.update()

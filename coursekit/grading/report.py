@@ -3,13 +3,14 @@ and for the class grades.csv and a printed table."""
 from __future__ import annotations
 
 import csv
-import html
 import json
 from dataclasses import asdict
 from pathlib import Path
 
 import nbformat
 
+from coursekit.course.late import LatePolicy, late_status
+from coursekit.grading.feedback import keep_safe_outputs, render_page
 from coursekit.grading.pipeline import Course, SubmissionResult
 
 MAX_KEPT_NOTEBOOK_BYTES = 10 * 2**20
@@ -29,11 +30,13 @@ def summary_lines(result: SubmissionResult) -> list[str]:
     return lines
 
 
-def results_json(result: SubmissionResult) -> dict:
+def results_json(result: SubmissionResult, course: Course | None = None) -> dict:
+    late = late_status(LatePolicy.from_config(course.config()), course.submission(result.student), result.score) \
+        if course is not None else None
     return {
         "score": result.score,
         "execution_time": round(result.seconds, 1),
-        "output": "\n".join(summary_lines(result)),
+        "output": "\n".join(summary_lines(result) + late_lines(late)),
         "visibility": "visible",
         "stdout_visibility": "hidden",
         "tests": [{"name": f"{t.part}: {t.grade_id}", "score": t.score, "max_score": t.max_score,
@@ -42,31 +45,18 @@ def results_json(result: SubmissionResult) -> dict:
         "extra_data": {"pending_manual": {t.grade_id: t.max_score for t in result.tests if t.pending},
                        "findings": [vars(f) for f in result.findings],
                        "review": [asdict(item) for item in result.review],
-                       "peak_memory_bytes": result.peak_memory_bytes},
+                       "peak_memory_bytes": result.peak_memory_bytes, "late": late},
     }
 
 
-def feedback_html(result: SubmissionResult, course: Course) -> str:
-    rows = "".join(
-        f"<tr class='{'pass' if t.passed else 'pending' if t.pending else 'fail'}'><td>{html.escape(t.part)}</td>"
-        f"<td>{html.escape(t.grade_id)}</td><td>{'pending' if t.pending else f'{t.score:g}'} / {t.max_score:g}</td>"
-        f"<td><pre>{html.escape(t.output)}</pre></td></tr>" for t in result.tests)
-    notes = "".join(f"<li>{html.escape(line)}</li>" for line in summary_lines(result)[1:])
-    notebook = ""
-    if result.executed is not None:
-        from nbconvert import HTMLExporter
+def late_lines(late: dict | None) -> list[str]:
+    if not late or not late["days_late"]:
+        return []
+    return [f"Late by {late['days_late']} day(s) ({late['policy']}): -{late['penalty']:g} points"]
 
-        exporter = HTMLExporter(template_name="classic", sanitize_html=True)
-        body, _ = exporter.from_notebook_node(result.executed)
-        notebook = f"<h2>Your notebook as the grader ran it</h2><iframe srcdoc='{html.escape(body, quote=True)}' sandbox></iframe>"
-    return f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>Feedback: {html.escape(result.student)}</title>
-<style>body{{font-family:sans-serif;max-width:70em;margin:auto}} td{{vertical-align:top;padding:.3em}}
-tr.pass{{background:#e8f5e9}} tr.fail{{background:#ffebee}} tr.pending{{background:#fffde7}} pre{{white-space:pre-wrap;margin:0}}
-iframe{{width:100%;height:80vh;border:1px solid #ccc}}</style></head><body>
-<h1>{html.escape(course.assignment)}: feedback for {html.escape(result.student)}</h1>
-<p><b>Autograded score: {result.score:g} / {result.max_autograded:g}</b> (manually graded parts are added by the course staff)</p>
-<ul>{notes}</ul><table><tr><th>Part</th><th>Graded cell</th><th>Points</th><th>Checks</th></tr>{rows}</table>
-{notebook}</body></html>"""
+
+def feedback_html(result: SubmissionResult, course: Course) -> str:
+    return render_page(course.assignment, result.student, results_json(result, course), result.executed)
 
 
 def write_submission_report(result: SubmissionResult, course: Course) -> None:
@@ -74,8 +64,9 @@ def write_submission_report(result: SubmissionResult, course: Course) -> None:
     feedback = course.root / "feedback" / result.student / course.assignment
     autograded.mkdir(parents=True, exist_ok=True)
     feedback.mkdir(parents=True, exist_ok=True)
-    (autograded / "results.json").write_text(json.dumps(results_json(result), indent=1))
+    (autograded / "results.json").write_text(json.dumps(results_json(result, course), indent=1))
     if result.executed is not None:
+        keep_safe_outputs(result.executed)
         text = nbformat.writes(result.executed)
         if len(text.encode()) > MAX_KEPT_NOTEBOOK_BYTES:
             for cell in result.executed.cells:
@@ -109,13 +100,14 @@ def export_class(course: Course) -> Path:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["student", *columns, "autograded_total", "max_autograded", "manual_pending_points",
-                         "violations", "needs_review"])
+                         "late_penalty", "violations", "needs_review"])
         for student, data in results.items():
             scores = {t["name"].split(": ", 1)[-1]: f"{t['score']:g}" for t in data.get("tests", [])}
             pending = data.get("extra_data", {}).get("pending_manual", {})
             items = review_of(data)
             writer.writerow([student, *(scores.get(c, "") for c in columns), f"{data.get('score', 0):g}",
                              f"{sum(t['max_score'] for t in data.get('tests', [])):g}", f"{sum(pending.values()):g}",
+                             f"{(data.get('extra_data', {}).get('late') or {}).get('penalty', 0):g}",
                              sum(item.get("severity") == "violation" for item in items), "yes" if items else "no"])
     write_review_list(results, course.root / "autograded" / "review.csv")
     if results:

@@ -1,0 +1,186 @@
+"""nbgrader's gradebook (`gradebook.db`), written the way nbgrader's own autograde writes it, through
+`nbgrader.api.Gradebook`: student, submission with its timestamp, each grade cell's `auto_score`,
+manually graded cells flagged as needing a grade, "No response." comments, the late penalty."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nbgrader.api import Gradebook, MissingEntry
+from nbgrader.utils import compute_checksum, is_solution, is_task
+from traitlets.config.loader import PyFileConfigLoader
+
+from coursekit.course.late import LatePolicy, read_timestamp
+from coursekit.grading.feedback import write_feedback
+from coursekit.grading.pipeline import Course, SubmissionResult
+from coursekit.grading.rubric import load_rubric
+
+
+def nbgrader_settings(course: Course) -> tuple[str, str]:
+    """(database URL, course id) as nbgrader reads them from the course's nbgrader_config.py."""
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(course.root)).load_config() \
+        if (course.root / "nbgrader_config.py").is_file() else {}
+    directory = config.get("CourseDirectory", {})
+    db_url = directory.get("db_url") or f"sqlite:///{course.root / 'gradebook.db'}"
+    return db_url, directory.get("course_id") or "default_course"
+
+
+def scripts_on_path() -> Path:
+    """nbgrader runs `alembic` from its own environment when it creates a gradebook."""
+    scripts = Path(sys.executable).parent
+    if str(scripts) not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"
+    return scripts
+
+
+def open_gradebook(course: Course) -> Gradebook:
+    db_url, course_id = nbgrader_settings(course)
+    scripts_on_path()
+    return Gradebook(db_url, course_id=course_id)
+
+
+def notebook_id(course: Course) -> str:
+    return Path(course.notebook_name).stem
+
+
+def ensure_assignment(course: Course) -> None:
+    """The assignment with its notebook and grade cells, as `nbgrader generate_assignment` records them
+    (run here into a scratch release folder if the gradebook lacks them)."""
+    with open_gradebook(course) as gradebook:
+        try:
+            gradebook.find_notebook(notebook_id(course), course.assignment)
+            return
+        except MissingEntry:
+            pass
+    record_assignment_from_source(course)
+
+
+def record_assignment_from_source(course: Course) -> None:
+    scripts = scripts_on_path()
+    with tempfile.TemporaryDirectory() as scratch:
+        subprocess.run([str(scripts / "nbgrader"), "generate_assignment", course.assignment, "--force",
+                        f"--CourseDirectory.root={course.root}", f"--CourseDirectory.release_directory={scratch}",
+                        "--log-level=WARN"], cwd=course.root, check=True)
+
+
+def record_graded(course: Course, result: SubmissionResult) -> None:
+    """Record a graded submission, then rewrite its feedback page with what the gradebook holds (manual
+    grades from an earlier round, the late penalty). A gradebook problem is reported, grading goes on."""
+    try:
+        total = record_submission(course, result)
+    except Exception as error:
+        print(f"gradebook: {result.student} was not recorded: {error}", file=sys.stderr)
+        return
+    write_feedback(course.root, course.assignment, result.student, total)
+
+
+def manual_grade_ids(course: Course) -> set[str]:
+    return {cell.grade_id for cell in load_rubric(course.source_notebook).manual}
+
+
+def record_submission(course: Course, result: SubmissionResult) -> StudentTotal:
+    """Record one graded submission; re-grading updates it (manual grades and comments are kept).
+    Returns the student's total as the gradebook now has it."""
+    policy = LatePolicy.from_config(course.config())
+    ensure_assignment(course)
+    with open_gradebook(course) as gradebook:
+        gradebook.update_or_create_assignment(course.assignment, duedate=policy.due)
+        gradebook.update_or_create_student(result.student)
+        gradebook.update_or_create_submission(course.assignment, result.student,
+                                              timestamp=read_timestamp(course.submission(result.student)))
+        save_auto_grades(gradebook, course, result)
+        if result.executed is not None:
+            save_auto_comments(gradebook, course, result.student, result.executed)
+        assign_late_penalty(gradebook, course, result.student, policy)
+        return student_total(gradebook, course, result.student, manual_grade_ids(course))
+
+
+def save_auto_grades(gradebook: Gradebook, course: Course, result: SubmissionResult) -> None:
+    """nbgrader's SaveAutoGrades with our trusted scores: a manual score already given is kept, and
+    flagged for review as nbgrader flags it; a cell with no automatic score needs a manual grade."""
+    for test in result.tests:
+        grade = gradebook.find_grade(test.grade_id, notebook_id(course), course.assignment, result.student)
+        grade.auto_score = None if test.pending else test.score
+        grade.needs_manual_grade = grade.manual_score is not None or grade.auto_score is None
+    gradebook.db.commit()
+
+
+def save_auto_comments(gradebook: Gradebook, course: Course, student: str, executed) -> None:
+    """nbgrader's "No response." for a solution cell the student left as released."""
+    for cell in executed.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if not (is_solution(cell) or is_task(cell)) or "grade_id" not in meta:
+            continue
+        try:
+            comment = gradebook.find_comment(meta["grade_id"], notebook_id(course), course.assignment, student)
+        except MissingEntry:  # a cell the student added cannot forge a gradebook entry
+            continue
+        unchanged = meta.get("checksum") == compute_checksum(cell) and not is_task(cell)
+        comment.auto_comment = "No response." if unchanged else None
+    gradebook.db.commit()
+
+
+def assign_late_penalty(gradebook: Gradebook, course: Course, student: str, policy: LatePolicy) -> None:
+    """nbgrader's AssignLatePenalties with the course's policy, on the current score (manual grades
+    included), so it is recomputed whenever grades change."""
+    submission = gradebook.find_submission(course.assignment, student)
+    notebook = gradebook.find_submission_notebook(notebook_id(course), course.assignment, student)
+    penalty = policy.penalty(notebook.score, submission.total_seconds_late)
+    notebook.late_submission_penalty = penalty or None
+    gradebook.db.commit()
+
+
+@dataclass
+class ManualGrade:
+    grade_id: str
+    max_score: float
+    score: float | None          # None: not graded yet
+    comment: str = ""
+
+
+@dataclass
+class StudentTotal:
+    student: str
+    score: float                 # nbgrader's: a manual score overrides the automatic one
+    max_score: float
+    late_penalty: float
+    manual: list[ManualGrade] = field(default_factory=list)
+
+    @property
+    def total(self) -> float:
+        return round(max(0.0, self.score - self.late_penalty), 2)
+
+    @property
+    def manual_pending(self) -> list[str]:
+        return [grade.grade_id for grade in self.manual if grade.score is None]
+
+
+def student_totals(course: Course) -> dict[str, StudentTotal]:
+    """Every submission's total from the gradebook (late penalties recomputed on the current scores)."""
+    policy = LatePolicy.from_config(course.config())
+    manual_ids = manual_grade_ids(course)
+    totals = {}
+    with open_gradebook(course) as gradebook:
+        try:
+            submissions = gradebook.find_assignment(course.assignment).submissions
+        except MissingEntry:
+            return {}
+        for submission in submissions:
+            student = submission.student.id
+            assign_late_penalty(gradebook, course, student, policy)
+            totals[student] = student_total(gradebook, course, student, manual_ids)
+    return dict(sorted(totals.items()))
+
+
+def student_total(gradebook: Gradebook, course: Course, student: str, manual_ids: set[str]) -> StudentTotal:
+    submission = gradebook.find_submission(course.assignment, student)
+    notebook = gradebook.find_submission_notebook(notebook_id(course), course.assignment, student)
+    comments = {comment.name: comment.comment or "" for comment in notebook.comments}
+    manual = [ManualGrade(grade.name, grade.max_score, grade.manual_score, comments.get(grade.name, ""))
+              for grade in notebook.grades if grade.name in manual_ids]
+    return StudentTotal(student, submission.score, submission.max_score, submission.late_submission_penalty or 0.0,
+                        sorted(manual, key=lambda g: g.grade_id))

@@ -1,0 +1,148 @@
+"""One assignment through the whole course loop, as the README's "Running a course" walks it:
+collect from student repositories -> autograde (into nbgrader's gradebook) -> grade by hand through
+formgrader's own web API on loopback -> coursekit feedback -> nbgrader export and the LMS file."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from coursekit.cli import main
+from coursekit.course.gradebook import open_gradebook
+from coursekit.grading.batch import grade_class
+from coursekit.grading.pipeline import Course
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+NOTEBOOK = "classifier_from_scratch"
+TOKEN = "course-loop-test"
+MANUAL = {"alice": {"regression_answer": 6, "comparison_answer": 7, "reflection_answer": 5},
+          "erin": {"regression_answer": 5, "comparison_answer": 6}}
+COMMENT = "Say why a scalar target makes 4 look halfway between 3 and 5."
+
+
+def commit(repo: Path, notebook: Path, when: str) -> None:
+    repo.mkdir(parents=True)
+    shutil.copy(notebook, repo / f"{NOTEBOOK}.ipynb")
+    env = {**os.environ, "GIT_AUTHOR_DATE": when, "GIT_COMMITTER_DATE": when, "GIT_AUTHOR_NAME": "student",
+           "GIT_AUTHOR_EMAIL": "student@example.org", "GIT_COMMITTER_NAME": "student",
+           "GIT_COMMITTER_EMAIL": "student@example.org"}
+    for command in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "submit"]):
+        subprocess.run(["git", "-C", str(repo), *command], check=True, env=env)
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory) -> Course:
+    root = tmp_path_factory.mktemp("course")
+    for folder in ("source", "release"):
+        shutil.copytree(ROOT / folder, root / folder)
+    shutil.copy(ROOT / "nbgrader_config.py", root)
+    (root / "course.toml").write_text((ROOT / "course.toml").read_text() + '\n[lms]\ncanvas_match_column = "SIS Login ID"\n')
+    repos = tmp_path_factory.mktemp("repos")
+    submitted = ROOT / "submitted"
+    commit(repos / "classifier-from-scratch-alice", submitted / "alice_complete" / NOTEBOOK / f"{NOTEBOOK}.ipynb",
+           "2026-12-04T20:00:00+00:00")
+    commit(repos / "classifier-from-scratch-erin", submitted / "erin_partial" / NOTEBOOK / f"{NOTEBOOK}.ipynb",
+           "2026-12-06T10:00:00+00:00")  # 2 days started after the due date: 20% off
+    assert main(["--root", str(root), "collect", str(repos)]) == 0
+    results = grade_class(Course(root), jobs=2, require_sandbox=True, progress=False)
+    assert {r.student: r.score for r in results} == {"alice": 80, "erin": 56}
+    return Course(root)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def formgrader(course, tmp_path_factory):
+    """Jupyter server with nbgrader's formgrader extension, on loopback only, for a bounded time."""
+    port, scripts = free_port(), Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}",
+           "JUPYTER_RUNTIME_DIR": str(tmp_path_factory.mktemp("runtime"))}
+    server = subprocess.Popen([str(scripts / "jupyter"), "server", "--allow-root", "--ServerApp.ip=127.0.0.1",
+                               f"--ServerApp.port={port}", "--ServerApp.port_retries=0", "--ServerApp.open_browser=False",
+                               f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={course.root}"],
+                              cwd=course.root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                request(base, "/api/status")
+                break
+            except OSError:
+                time.sleep(1)
+        else:
+            pytest.fail("formgrader's server did not start within 120 s")
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def request(base: str, path: str, body: dict | None = None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(base + path, data=data, method="PUT" if body is not None else "GET",
+                                 headers={"Authorization": f"token {TOKEN}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as response:
+        text = response.read().decode()
+        return json.loads(text) if path.startswith(("/formgrader/api", "/api")) else text
+
+
+def submission_id(course: Course, student: str) -> str:
+    with open_gradebook(course) as gradebook:
+        return gradebook.find_submission_notebook(NOTEBOOK, NOTEBOOK, student).id
+
+
+def test_formgrader_shows_the_autograded_submission(course, formgrader):
+    page = request(formgrader, f"/formgrader/submissions/{submission_id(course, 'erin')}/")
+    assert "erin" in page and "test_logistic" in page and "regression_answer" in page
+    grades = {g["name"]: g for g in request(formgrader, f"/formgrader/api/grades?submission_id={submission_id(course, 'erin')}")}
+    assert grades["test_linear"]["auto_score"] == 8 and grades["test_logistic"]["auto_score"] == 0
+    assert grades["regression_answer"]["needs_manual_grade"]
+
+
+def test_graded_by_hand_then_feedback_and_exports(course, formgrader, tmp_path):
+    for student, scores in MANUAL.items():
+        sid = submission_id(course, student)
+        grades = {g["name"]: g["id"] for g in request(formgrader, f"/formgrader/api/grades?submission_id={sid}")}
+        for grade_id, points in scores.items():
+            request(formgrader, f"/formgrader/api/grade/{grades[grade_id]}", {"manual_score": points})
+        comments = {c["name"]: c["id"] for c in request(formgrader, f"/formgrader/api/comments?submission_id={sid}")}
+        request(formgrader, f"/formgrader/api/comment/{comments['regression_answer']}", {"manual_comment": COMMENT})
+
+    assert main(["--root", str(course.root), "feedback"]) == 0
+    alice = (course.root / "feedback" / "alice" / NOTEBOOK / f"{NOTEBOOK}.html").read_text()
+    assert "7 / 8" in alice and COMMENT in alice and "98 / 100" in alice
+    erin = (course.root / "feedback" / "erin" / NOTEBOOK / f"{NOTEBOOK}.html").read_text()
+    assert "-13.4" in erin and "not graded yet / 6" in erin
+
+    scripts = Path(sys.executable).parent
+    subprocess.run([str(scripts / "nbgrader"), "export", f"--to={tmp_path / 'nbgrader.csv'}", "--log-level=WARN"],
+                   cwd=course.root, check=True, env={**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ['PATH']}"})
+    with open(tmp_path / "nbgrader.csv") as handle:
+        exported = {row["student_id"]: row for row in csv.DictReader(handle)}
+    assert [(exported[s]["raw_score"], exported[s]["late_submission_penalty"], exported[s]["score"]) for s in ("alice", "erin")] \
+        == [("98.0", "0.0", "98.0"), ("67.0", "13.4", "53.6")]
+
+    roster = tmp_path / "roster.csv"
+    roster.write_text('Student,ID,SIS User ID,SIS Login ID,Section\n"Liddell, Alice",11,S1,alice,A\n"Erin, E.",12,S2,erin,B\n')
+    assert main(["--root", str(course.root), "export", "--lms", "canvas", "--roster", str(roster),
+                 "--out", str(tmp_path / "canvas.csv")]) == 0
+    with open(tmp_path / "canvas.csv", newline="") as handle:
+        assert list(csv.reader(handle)) == [["Student", "ID", "SIS User ID", "SIS Login ID", "Section", NOTEBOOK],
+                                            ["Liddell, Alice", "11", "S1", "alice", "A", "98"],
+                                            ["Erin, E.", "12", "S2", "erin", "B", ""]]

@@ -1,0 +1,50 @@
+"""The late policy of course.toml's [late], read against nbgrader's timestamp.txt."""
+from datetime import datetime
+
+import pytest
+
+from coursekit.course.late import LatePolicy, late_status, read_timestamp
+
+DUE = "2026-12-04 23:59:00 UTC"
+
+
+def policy(**late) -> LatePolicy:
+    return LatePolicy.from_config({"late": {"due": DUE, **late}})
+
+
+def test_percent_per_day_counts_started_days_after_the_grace_period():
+    late = policy(policy="percent_per_day", percent_per_day=10, grace_minutes=15)
+    assert late.penalty(80, seconds_late=10 * 60) == 0            # within the grace period
+    assert late.penalty(80, seconds_late=20 * 60) == 8            # first day started
+    assert late.penalty(80, seconds_late=36 * 3600) == 16         # second day started
+    assert late.penalty(80, seconds_late=30 * 86400) == 80        # never more than the score
+
+
+def test_zero_and_none():
+    assert policy(policy="zero").penalty(55.5, seconds_late=1) == 55.5
+    assert policy(policy="none").penalty(55.5, seconds_late=86400 * 9) == 0
+    assert LatePolicy.from_config({}).penalty(55.5, seconds_late=86400 * 9) == 0
+
+
+def test_an_unknown_policy_is_refused():
+    with pytest.raises(ValueError, match="percent_per_day"):
+        policy(policy="half")
+
+
+def test_timestamp_is_read_as_nbgrader_reads_it(tmp_path):
+    (tmp_path / "timestamp.txt").write_text("2026-12-05 11:00:00.000000 CET\n")
+    assert read_timestamp(tmp_path) == datetime(2026, 12, 5, 10, 0)
+    status = late_status(policy(policy="percent_per_day", percent_per_day=25), tmp_path, 40)
+    assert status["days_late"] == 1 and status["penalty"] == 10 and status["seconds_late"] == 36060
+
+
+@pytest.mark.parametrize("content", ["", "yesterday", "x" * 500])
+def test_an_unreadable_timestamp_means_no_time(tmp_path, content):
+    (tmp_path / "timestamp.txt").write_text(content)
+    assert read_timestamp(tmp_path) is None
+
+
+def test_a_symlinked_timestamp_is_not_read(tmp_path):
+    (tmp_path / "elsewhere.txt").write_text(DUE)
+    (tmp_path / "timestamp.txt").symlink_to(tmp_path / "elsewhere.txt")
+    assert read_timestamp(tmp_path) is None

@@ -1,0 +1,74 @@
+"""coursekit export --lms: Canvas's and Moodle's import columns, totals from the gradebook."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from coursekit.course.gradebook import ManualGrade, StudentTotal
+from coursekit.course.lms import export_lms
+from coursekit.grading.pipeline import Course
+
+CANVAS_ROSTER = """Student,ID,SIS User ID,SIS Login ID,Section,Homework 1 (311)
+    Points Possible,,,,,100
+"Doe, Jane",1234,S-01,jdoe,Lab A,
+"Roe, Sam",42,S-02,sroe,Lab B,
+"Poe, Ed",77,S-03,epoe,Lab A,
+"Smith, Jo",88,S-04,jsmith,Lab B,
+"""
+
+
+def graded(student, auto, manual=(), late=0.0) -> StudentTotal:
+    grades = [ManualGrade(grade_id, 6, score) for grade_id, score in manual]
+    score = auto + sum(score or 0 for _, score in manual)
+    return StudentTotal(student, score, 100, late, grades)
+
+
+TOTALS = {"1234": graded("1234", 80, [("regression_answer", 5), ("reflection_answer", 6)]),
+          "42": graded("42", 56, [("regression_answer", 4), ("reflection_answer", 3)], late=6.3),
+          "77": graded("77", 70, [("regression_answer", 6), ("reflection_answer", None)]),
+          "999": graded("999", 10, [("regression_answer", 1), ("reflection_answer", 1)])}
+
+
+def read(path):
+    with open(path, newline="") as handle:
+        return list(csv.reader(handle))
+
+
+@pytest.fixture
+def course(tmp_path) -> Course:
+    (tmp_path / "course.toml").write_text('[lms]\ncanvas_column = "Homework 1 (311)"\n')
+    return Course(tmp_path)
+
+
+def test_canvas_file_has_canvas_columns_and_blank_for_what_is_not_graded(course, tmp_path):
+    roster = tmp_path / "roster.csv"
+    roster.write_text(CANVAS_ROSTER)
+    notes = export_lms(course, "canvas", roster, tmp_path / "out.csv", TOTALS)
+    assert read(tmp_path / "out.csv") == [
+        ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", "Homework 1 (311)"],
+        ["Doe, Jane", "1234", "S-01", "jdoe", "Lab A", "91"],
+        ["Roe, Sam", "42", "S-02", "sroe", "Lab B", "56.7"],
+        ["Poe, Ed", "77", "S-03", "epoe", "Lab A", ""],
+        ["Smith, Jo", "88", "S-04", "jsmith", "Lab B", ""]]
+    assert notes == ["77: manual grading pending: reflection_answer; left blank", "88: no submission; left blank",
+                     "999: graded but not in the roster (column 'ID')"]
+
+
+def test_moodle_file_maps_an_identifier_column_with_feedback(course, tmp_path):
+    roster = tmp_path / "moodle.csv"
+    roster.write_text("First name,Last name,Email address\nJane,Doe,jane@uni.example\nSam,Roe,sam@uni.example\n")
+    (course.root / "course.toml").write_text('[lms]\nmoodle_column = "Classifier"\n')
+    totals = {"jane@uni.example": TOTALS["77"], "sam@uni.example": TOTALS["42"]}
+    export_lms(course, "moodle", roster, tmp_path / "out.csv", totals)
+    assert read(tmp_path / "out.csv") == [
+        ["Email address", "Classifier", "Feedback"],
+        ["jane@uni.example", "", "manual grading pending: reflection_answer"],
+        ["sam@uni.example", "56.7", "includes a late penalty of 6.3 points"]]
+
+
+def test_a_roster_without_the_matching_column_is_refused(course, tmp_path):
+    roster = tmp_path / "roster.csv"
+    roster.write_text("Name,Email\nJane,j@x\n")
+    with pytest.raises(ValueError, match="has no column 'ID'"):
+        export_lms(course, "canvas", roster, tmp_path / "out.csv", TOTALS)
