@@ -236,8 +236,11 @@ class Runner:
     async def run_cells(self, client) -> int | None:
         """Run every code cell; return the index of a cell that left the kernel unusable, if any."""
         self.executions = {}
-        await self.silent(client, module_setup("coursekit_guard", self.args.guard,
-                                               f"__coursekit_guard.install({self.args.no_autograd})"), timeout=60)
+        # The worker imported matplotlib's inline backend before this kernel's shell existed: enabling it
+        # now registers the shell's PNG formatter, so plots reach the executed notebook as pictures.
+        inline = "get_ipython().run_line_magic('matplotlib', 'inline')\n"
+        await self.silent(client, inline + module_setup("coursekit_guard", self.args.guard,
+                                                        f"__coursekit_guard.install({self.args.no_autograd})"), timeout=60)
         for index, cell in enumerate(self.notebook.cells):
             if cell.cell_type != "code" or index in self.fatal_cells:
                 continue
