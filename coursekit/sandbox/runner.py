@@ -53,6 +53,12 @@ def parse_report(text: str | None) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+def records(report: dict, key: str) -> list[dict]:
+    """The report's list under key, dicts only (the kernel that made it is the student's)."""
+    value = report.get(key)
+    return [item for item in value[:100] if isinstance(item, dict)] if isinstance(value, list) else []
+
+
 class ForkedKernel:
     """The part of a Popen that jupyter_client uses, for a kernel forked by the spawner (not our child:
     its exit is watched through a pidfd, and its exit code is not known)."""
@@ -279,11 +285,12 @@ class Runner:
             if self.log["guard_removed_at"] is None:
                 self.log["guard_removed_at"] = index
             return
-        for call in report.get("calls", [])[:100]:
+        for call in records(report, "calls"):
             self.log["forbidden_calls"].append({**self.where(call, index), "rule": str(call.get("rule"))[:40]})
-        for load in report.get("imports", [])[:100]:
+        for load in records(report, "imports"):
             self.log["imported_data"].append(self.where(load, index))
-        new = [str(item)[:300] for item in report.get("autograd", [])[:20] if item not in self.autograd_seen]
+        found = report.get("autograd") if isinstance(report.get("autograd"), list) else []
+        new = [str(item)[:300] for item in found[:20] if str(item)[:300] not in self.autograd_seen]
         if new:  # reported once, at the cell that brought it about
             self.autograd_seen.update(new)
             self.log["runtime_violations"].append({"cell": index, "found": new})
