@@ -208,3 +208,21 @@ def test_loading_tensors_is_recorded_for_review(guard, tmp_path):
     run_as(CELL, f"import torch\nweights = torch.load({str(tmp_path / 'w.pt')!r})")
     report = guard.after_cell()
     assert [(i["execution"], i["line"], i["api"]) for i in report["imports"]] == [(5, 2, "torch.load")]
+
+
+def test_a_train_with_autograd_replays_where_autograd_is_allowed(guard):
+    guard.install(False)
+
+    def autograd_train(model, lr, epochs):
+        torch.set_grad_enabled(True)
+        W = model.layers[0].params["W"].requires_grad_(True)
+        for _ in range(epochs):
+            (W ** 2).sum().backward()
+            with torch.no_grad():
+                W -= lr * W.grad
+            W.grad = None
+
+    model = Model()
+    guard.follow("train", autograd_train)(model, 0.1, 3)
+    meta = export(guard, model=model).meta["model"]
+    assert meta["trained"] and meta["replay_difference"] == 0.0

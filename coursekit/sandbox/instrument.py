@@ -312,8 +312,9 @@ def replay(track):
     try:
         for function, args, kwargs, start, end in track.calls:
             model = copy.deepcopy(track.model)
-            for target, value in zip([layer.params[k] for layer in model.layers for k in sorted(layer.params)], start):
-                target.copy_(value)
+            with torch.no_grad():  # parameters may require grad where autograd is allowed
+                for target, value in zip([layer.params[k] for layer in model.layers for k in sorted(layer.params)], start):
+                    target.copy_(value)
             if args:
                 function(model, *args[1:], **kwargs)
             else:
