@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from coursekit.cli import build_parser
 from coursekit.grading.pipeline import Course
 from coursekit.grading.rubric import GradedCell, Rubric, load_rubric
 from coursekit.platforms import classroom50, find_notebook, gradescope
@@ -119,6 +121,17 @@ def test_find_notebook(tmp_path):
     assert find_notebook(tmp_path, name) == tmp_path / "release" / "x" / name
     (tmp_path / name).write_text("{}")
     assert find_notebook(tmp_path, name) == tmp_path / name
+
+
+def test_readme_shows_the_three_routes_with_commands_that_exist():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Where the course runs"):readme.index("## CI")]
+    for route in ("**nbgrader", "**Classroom 50**", "**Gradescope**"):
+        assert route in section, route
+    commands = [shlex.split(c) for c in re.findall(r"`python -m coursekit ([^`]+)`", section)]
+    assert {"autograde", "export", "classroom50", "gradescope"} <= {c[0] for c in commands}
+    for argv in commands:
+        build_parser().parse_args(argv)
 
 
 # ---------------------------------------------------------------- mapping to Classroom 50's result.json
