@@ -163,6 +163,19 @@ def test_classroom50_identity_from_the_actions_variables_alone():
     assert (result["score"], result["max-score"], result["tests"]) == (0, 0, [])
 
 
+def test_classroom50_never_leaves_a_students_own_result(tmp_path, monkeypatch):
+    for name in ("result.json", "release-body.md", "feedback.html"):
+        (tmp_path / name).write_text("forged by the student")
+
+    def grader_fails(*args, **kwargs):
+        raise RuntimeError("no sandbox")
+
+    monkeypatch.setattr(classroom50, "grade_notebook", grader_fails)
+    with pytest.raises(RuntimeError):  # the runner reports an error instead of publishing a result
+        classroom50.grade_checkout(tmp_path, COURSE, RUNNER_ENV)
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("login, name", [("alice-s", "alice-s"), ("../../etc", "_.._etc"), ("", "student")])
 def test_classroom50_student_folder_name(login, name):
     assert classroom50.student_name({"OWNER": login}) == name

@@ -441,8 +441,19 @@ def zizmor(paths: list[Path]) -> subprocess.CompletedProcess:
     return lint("zizmor", "--offline", "--no-progress", "--persona=auditor", *map(str, paths))
 
 
-def test_actionlint_finds_nothing(shipped_workflows):
-    result = actionlint(shipped_workflows)
+def by_major_version(path: Path, dest: Path) -> Path:
+    """A copy with each pinned action named by its major version (`@v7`): actionlint knows the inputs and
+    the runtime of a version, not of a commit."""
+    copy = dest / path.parent.parent.parent.name / ".github" / "workflows" / path.name
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_text(re.sub(r"@[0-9a-f]{40}\s+#\s*(v\d+)\S*", r"@\1", path.read_text()))
+    return copy
+
+
+def test_actionlint_finds_nothing(shipped_workflows, tmp_path):
+    majors = [by_major_version(path, tmp_path) for path in shipped_workflows]
+    assert all("@v" in copy.read_text() for copy in majors)
+    result = actionlint(shipped_workflows + majors)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -95,6 +95,8 @@ def student_name(env: Mapping[str, str]) -> str:
 
 def grade_checkout(checkout: Path, course: Course, env: Mapping[str, str]) -> dict:
     """Grade the checkout's notebook; write result.json, release-body.md and feedback.html into it."""
+    for name in ("result.json", "release-body.md", FEEDBACK_ASSET):  # never publish a student's own copy
+        (checkout / name).unlink(missing_ok=True)
     student = student_name(env)
     results = grade_notebook(course, find_notebook(checkout, course.notebook_name), student, require_sandbox=True)
     result = result_json(results, env, datetime.now(timezone.utc))
