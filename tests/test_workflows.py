@@ -109,7 +109,8 @@ def coursekit_calls(script: str) -> list[list[str]]:
 
 
 def scripts(workflow: dict, job: str | None = None) -> list[str]:
-    return [step["run"] for step in steps(workflow, job) if "run" in step]
+    """The `run:` scripts, with their step's `env:` values in place."""
+    return [with_step_env(step) for step in steps(workflow, job) if "run" in step]
 
 
 def makefile() -> tuple[set[str], dict[str, str], dict[str, list[str]]]:
