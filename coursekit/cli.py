@@ -138,6 +138,24 @@ def cmd_check(args) -> int:
     return check_notebook(args.notebook.resolve(), Course(args.root.resolve()))
 
 
+def cmd_classroom50(args) -> int:
+    """The Classroom 50 autograder bundle for this assignment."""
+    from coursekit.grading.pipeline import Course
+    from coursekit.platforms.classroom50 import write_bundle
+
+    print(f"Wrote {write_bundle(Course(args.root.resolve()), args.out)} (see its README.md)")
+    return 0
+
+
+def cmd_gradescope(args) -> int:
+    """The Gradescope autograder zip for this assignment."""
+    from coursekit.grading.pipeline import Course
+    from coursekit.platforms.gradescope import write_zip
+
+    print(f"Wrote {write_zip(Course(args.root.resolve()), args.out)}")
+    return 0
+
+
 def shard_spec(text: str) -> str:
     """argparse type for --shard: a usage error, not a traceback, for a malformed K/N."""
     from coursekit.grading.batch import parse_shard
@@ -190,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="a student's local check of one notebook")
     check.add_argument("notebook", type=Path)
     check.set_defaults(run=cmd_check)
+
+    classroom50 = commands.add_parser("classroom50", help="write the Classroom 50 autograder bundle into OUT")
+    classroom50.add_argument("out", type=Path, metavar="OUT")
+    classroom50.set_defaults(run=cmd_classroom50)
+
+    gradescope = commands.add_parser("gradescope", help="build the Gradescope autograder zip OUT.zip")
+    gradescope.add_argument("out", type=Path, metavar="OUT.zip")
+    gradescope.set_defaults(run=cmd_gradescope)
     return parser
 
 

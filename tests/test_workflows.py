@@ -1,15 +1,17 @@
 """The CI workflows only run commands that exist: make targets, `coursekit` subcommands and options,
-repository paths; the instructor workflow shards with the plan job's matrix and merges with `export`."""
+repository paths; the instructor workflow shards with the plan job's matrix and merges with `export`;
+every workflow the project ships (generated bundles included) passes actionlint and zizmor."""
 from __future__ import annotations
 
 import argparse
-import ast
 import fnmatch
 import json
 import os
 import re
 import shlex
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -19,8 +21,8 @@ from coursekit.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTRUCTOR = ROOT / ".github" / "workflows" / "grade-submissions.yml"
-STUDENT = ROOT / "classroom" / ".github" / "workflows" / "student-check.yml"
-WORKFLOWS = {"instructor": INSTRUCTOR, "student": STUDENT}
+WORKFLOWS = {"instructor": INSTRUCTOR}
+TOOLS = Path(sys.executable).parent  # actionlint, shellcheck and zizmor come with requirements.txt
 
 # `${{ ... }}` expressions are replaced by these values (anything else by a plain word) before parsing.
 PLACEHOLDERS = {"matrix.shard": "1", "needs.plan.outputs.count": "2"}
@@ -107,7 +109,8 @@ def coursekit_calls(script: str) -> list[list[str]]:
 
 
 def scripts(workflow: dict, job: str | None = None) -> list[str]:
-    return [step["run"] for step in steps(workflow, job) if "run" in step]
+    """The `run:` scripts, with their step's `env:` values in place."""
+    return [with_step_env(step) for step in steps(workflow, job) if "run" in step]
 
 
 def makefile() -> tuple[set[str], dict[str, str], dict[str, list[str]]]:
@@ -156,6 +159,14 @@ def step_index(workflow: dict, job: str, predicate) -> int:
 
 def needs(job: dict) -> list[str]:
     return [job["needs"]] if isinstance(job.get("needs"), str) else list(job.get("needs", []))
+
+
+def with_step_env(step: dict) -> str:
+    """The step's script with its `env:` values (expressions as placeholders) in place of `$NAME`/`${NAME}`."""
+    script = step["run"]
+    for name, value in step.get("env", {}).items():
+        script = re.sub(rf"\$\{{?{name}\b\}}?", lambda _: substitute(str(value)), script)
+    return script
 
 
 def runs(pattern: str):
@@ -287,13 +298,12 @@ def test_grade_job_shards_with_the_plan_matrix():
     for key, value in plan["outputs"].items():
         assert re.fullmatch(rf"\$\{{\{{\s*steps\.{plan_step()['id']}\.outputs\.{key}\s*\}}\}}", value)
         assert f"echo \"{key}=" in plan_step()["run"]
-    autograde = [s for s in scripts(workflow, "grade") if coursekit_calls(s)]
-    assert len(autograde) == 1
-    (argv,) = coursekit_calls(autograde[0])
+    (autograde,) = [s for s in steps(workflow, "grade") if coursekit_calls(s.get("run", ""))]
+    assert autograde["env"] == {"SHARD": "${{ matrix.shard }}", "SHARDS": "${{ needs.plan.outputs.count }}"}
+    (argv,) = coursekit_calls(with_step_env(autograde))
     args = parse_cli(argv)
     assert args.command == "autograde" and args.require_sandbox and args.students == []
     assert args.shard == "1/2"  # the placeholders of matrix.shard and needs.plan.outputs.count
-    assert re.search(r"--shard \$\{\{ matrix\.shard \}\}/\$\{\{ needs\.plan\.outputs\.count \}\}", autograde[0])
     upload = steps(workflow, "grade")[step_index(workflow, "grade", uses("actions/upload-artifact"))]
     assert upload["if"] == "always()" and upload["with"]["name"] == "graded-${{ matrix.shard }}"
     assert set(upload["with"]["path"].split()) == {"autograded/", "feedback/"}
@@ -378,63 +388,95 @@ def test_export_merges_the_shards_layout(tmp_path):
     assert (tmp_path / "feedback" / "class_summary.png").is_file()
 
 
-# ---------------------------------------------------------------- student workflow
+# ---------------------------------------------------------------- every shipped workflow: pins, credentials, linters
 
-def test_student_workflow_checks_the_release_notebook():
-    workflow = load(STUDENT)
-    _, variables, recipes = makefile()
-    (argv,) = all_coursekit_calls(STUDENT)
-    args = parse_cli(argv)
-    assert args.command == "check"
-    assert str(args.notebook) == variables["NB"] == variables["RELEASE_NB"]  # what `make check` checks
-    assert (ROOT / args.notebook).is_file()
-    assert any("coursekit check $(NB)" in line for line in recipes["check"])
-    check = steps(workflow, "check")[step_index(workflow, "check", runs(r"-m coursekit check"))]
-    lines = [line.strip() for line in check["run"].splitlines() if line.strip()]
-    assert lines[0] == "set -o pipefail" and lines[1].endswith("| tee check.txt")
-    for absent in ("source", "submitted"):  # not in a student's template repository
-        assert not any(path.split("/")[0] == absent for path in referenced_paths(workflow))
+USES = re.compile(r"^\s*(?:-\s+)?uses:\s*([^@\s]+)@(\S+)(?:\s+#\s*(.*))?$")
 
 
-def visible_tests_line(passed: float, total: float) -> str:
-    """The summary line `coursekit check` prints, rendered from check.py's own f-string."""
-    tree = ast.parse((ROOT / "coursekit" / "check.py").read_text())
-    (node,) = [n for n in ast.walk(tree) if isinstance(n, ast.JoinedStr)
-               and any(isinstance(v, ast.Constant) and "Visible tests:" in str(v.value) for v in n.values)]
-    return eval(compile(ast.Expression(node), "check.py", "eval"), {}, {"passed": passed, "total": total})
+@pytest.fixture(scope="module")
+def shipped_workflows(tmp_path_factory) -> list[Path]:
+    """The repository's workflows and any inside the bundles `coursekit classroom50` and `gradescope` write."""
+    from coursekit.grading.pipeline import Course
+    from coursekit.platforms.classroom50 import write_bundle
+    from coursekit.platforms.gradescope import write_zip
+
+    out = tmp_path_factory.mktemp("bundles")
+    write_bundle(Course(ROOT), out / "classroom50")
+    with zipfile.ZipFile(write_zip(Course(ROOT), out / "gradescope.zip")) as archive:
+        archive.extractall(out / "gradescope")
+    found = sorted(ROOT.glob(".github/workflows/*.y*ml")) + sorted(out.glob("**/.github/workflows/*.y*ml"))
+    assert INSTRUCTOR in found
+    return found
 
 
-@pytest.mark.parametrize("passed, total, points", [(7.5, 10.0, "7.5/10"), (0.0, 12.0, "0/12"), (12.0, 12.0, "12/12")])
-def test_student_points_report(tmp_path, passed, total, points):
-    workflow = load(STUDENT)
-    report = steps(workflow, "check")[step_index(workflow, "check", runs(r"(?s)check\.txt.*::notice"))]
-    assert "always()" in report["if"]
-    (tmp_path / "check.txt").write_text(f"Checking x.ipynb the way the grader will...\n\nPart 1\n  ok    q1 (3 points)\n"
-                                        f"{visible_tests_line(passed, total)}\n")
-    summary = tmp_path / "summary.md"
-    result = subprocess.run(["bash", "-e", "-c", report["run"]], cwd=tmp_path, capture_output=True, text=True,
-                            env={**os.environ, "GITHUB_STEP_SUMMARY": str(summary)})
-    assert result.returncode == 0, result.stderr
-    assert f"::notice title=Visible tests::Points {points}" in result.stdout.splitlines()
-    assert f"Points {points}" in summary.read_text()
+def test_actions_are_pinned_to_a_commit_with_their_version(shipped_workflows):
+    pins = {}
+    for path in shipped_workflows:
+        for line in path.read_text().splitlines():
+            if match := USES.match(line):
+                action, ref, comment = match.groups()
+                assert re.fullmatch(r"[0-9a-f]{40}", ref), f"{path.name}: {action} is not pinned to a commit"
+                assert comment and re.fullmatch(r"v\d+\.\d+\.\d+", comment), f"{path.name}: {action} names no version"
+                assert pins.setdefault(action, (ref, comment)) == (ref, comment), f"{action} is pinned twice"
+    assert {"actions/checkout", "actions/setup-python", "actions/upload-artifact"} <= set(pins)
 
 
-def test_student_points_report_without_a_result(tmp_path):
-    workflow = load(STUDENT)
-    report = steps(workflow, "check")[step_index(workflow, "check", runs(r"::notice"))]
-    (tmp_path / "check.txt").write_text("Traceback (most recent call last):\n")
-    result = subprocess.run(["bash", "-e", "-c", report["run"]], cwd=tmp_path, capture_output=True, text=True,
-                            env={**os.environ, "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md")})
-    assert result.returncode == 0 and "::warning" in result.stdout and "::notice" not in result.stdout
+def test_checkouts_keep_no_credentials_and_runs_expand_no_expressions(shipped_workflows):
+    for path in shipped_workflows:
+        for step in steps(load(path)):
+            if uses("actions/checkout")(step):
+                assert step.get("with", {}).get("persist-credentials") is False, f"{path.name}: {step}"
+            assert "${{" not in step.get("run", ""), f"{path.name}: pass values to `run:` through `env:`: {step}"
 
 
-def test_classroom_readme_lists_the_template_files():
-    readme = (ROOT / "classroom" / "README.md").read_text()
-    assert len(readme.splitlines()) <= 40
-    for name in ("Makefile", "requirements.txt", "constraints.txt", "course.toml", "coursekit", "fundamentals",
-                 "release/classifier_from_scratch", "classroom/.github"):
-        assert name in readme, name
-        assert (ROOT / name).exists(), name
+def lint(tool: str, *args: str) -> subprocess.CompletedProcess:
+    assert (TOOLS / tool).is_file(), f"{tool} is missing: install requirements.txt"
+    return subprocess.run([str(TOOLS / tool), *args], capture_output=True, text=True)
+
+
+def actionlint(paths: list[Path]) -> subprocess.CompletedProcess:
+    return lint("actionlint", "-no-color", "-shellcheck", str(TOOLS / "shellcheck"), *map(str, paths))
+
+
+def zizmor(paths: list[Path]) -> subprocess.CompletedProcess:
+    return lint("zizmor", "--offline", "--no-progress", "--persona=auditor", *map(str, paths))
+
+
+def by_major_version(path: Path, dest: Path) -> Path:
+    """A copy with each pinned action named by its major version (`@v7`): actionlint knows the inputs and
+    the runtime of a version, not of a commit."""
+    copy = dest / path.parent.parent.parent.name / ".github" / "workflows" / path.name
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_text(re.sub(r"@[0-9a-f]{40}\s+#\s*(v\d+)\S*", r"@\1", path.read_text()))
+    return copy
+
+
+def test_actionlint_finds_nothing(shipped_workflows, tmp_path):
+    majors = [by_major_version(path, tmp_path) for path in shipped_workflows]
+    assert all("@v" in copy.read_text() for copy in majors)
+    result = actionlint(shipped_workflows + majors)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_zizmor_finds_nothing(shipped_workflows):
+    result = zizmor(shipped_workflows)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "No findings to report" in result.stdout + result.stderr
+
+
+def test_the_linters_catch_what_the_issue_reported(tmp_path):
+    """Node 20 actions, unpinned actions, persisted credentials, an expression inside `run:`."""
+    bad = tmp_path / ".github" / "workflows" / "bad.yml"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("name: bad\non: push\npermissions: {}\njobs:\n  job:\n    name: job\n    runs-on: ubuntu-latest\n"
+                   "    steps:\n      - uses: actions/checkout@v4\n"
+                   "      - run: echo \"${{ github.event.head_commit.message }}\"\n")
+    found = actionlint([bad])
+    assert found.returncode != 0 and 'runtime "node20" is deprecated' in found.stdout
+    found = zizmor([bad])
+    assert found.returncode != 0
+    for audit in ("unpinned-uses", "artipacked", "template-injection"):
+        assert audit in found.stdout, audit
 
 
 # ---------------------------------------------------------------- CI entry point
