@@ -304,6 +304,23 @@ def track_of(model):
     return next((t for t in TRACKS.values() if same(current, t.last_end)), None)
 
 
+def replica(model, start):
+    """A copy of model whose parameters are `start`: a deep copy, or where the model holds tensors that
+    cannot be deep-copied (a graph, where autograd is allowed), a copy of each layer with new params."""
+    try:
+        copied = copy.deepcopy(model)
+    except RuntimeError:
+        copied = copy.copy(model)
+        copied.layers = [copy.copy(layer) for layer in model.layers]
+        for layer in copied.layers:
+            layer.params = dict(layer.params)
+    values = iter(start)
+    for layer in copied.layers:
+        for key in sorted(layer.params):
+            layer.params[key] = next(values).clone()
+    return copied
+
+
 def replay(track):
     """Each recorded `train` call again, from its recorded start: the largest difference from the
     parameters it left, and the largest parameter (for a relative tolerance)."""
@@ -311,10 +328,7 @@ def replay(track):
     TRAINING[0] += 1
     try:
         for function, args, kwargs, start, end in track.calls:
-            model = copy.deepcopy(track.model)
-            with torch.no_grad():  # parameters may require grad where autograd is allowed
-                for target, value in zip([layer.params[k] for layer in model.layers for k in sorted(layer.params)], start):
-                    target.copy_(value)
+            model = replica(track.model, start)
             if args:
                 function(model, *args[1:], **kwargs)
             else:
@@ -335,9 +349,10 @@ def export_training(namespace, names, rec):
         if track is None:
             rec.meta[name] = {"trained": False, "own_object_trained": id(model) in TRACKS}
             continue
+        changed_after = not same(snapshot(model), track.last_end)
         difference, scale = replay(track) if track.calls else (0.0, 0.0)
         rec.meta[name] = {"trained": True, "events": track.events, "train_calls": len(track.calls),
-                          "changed_after": not same(snapshot(model), track.last_end),
+                          "changed_after": changed_after,
                           "began_in": CELLS.get(track.began_in), "replaced_in": CELLS.get(track.replaced_in),
                           "replay_difference": difference if math.isfinite(difference) else 1e30,
                           "replay_scale": scale}
