@@ -78,8 +78,9 @@ def test_code_made_at_run_time_is_dynamic(guard):
 
 def test_autograd_follows_the_course_switch(guard):
     guard.install(False)
-    run_as(CELL, "w = torch.zeros(2).requires_grad_(True)\n(w * 2).sum().backward()\nw.grad\n"
-                 "torch.optim.SGD([w], lr=0.1).step()")
+    with torch.enable_grad():  # whatever grad mode an earlier test left
+        run_as(CELL, "w = torch.zeros(2).requires_grad_(True)\n(w * 2).sum().backward()\nw.grad\n"
+                     "torch.optim.SGD([w], lr=0.1).step()")
     assert calls(guard) == [(5, False, 4, 7, "torch.optim", "torch-optim")]
     guard.GUARD.uninstall()
     guard.install(True)
