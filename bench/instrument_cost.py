@@ -19,7 +19,7 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "submitted" / "alice_complete" / "classifier_from_scratch" / "classifier_from_scratch.ipynb"
-GUARD = ROOT / "coursekit" / "sandbox" / "instrument.py"
+GUARD = ROOT / "coursekit" / "in_sandbox" / "instrument.py"
 
 
 def install_guard_cell() -> nbformat.NotebookNode:

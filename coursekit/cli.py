@@ -37,7 +37,7 @@ def cmd_autograde(args) -> int:
     from coursekit.grading.batch import grade_class, shard
     from coursekit.grading.pipeline import Course
     from coursekit.grading.report import table
-    from coursekit.grading.sandbox import SandboxUnavailable
+    from coursekit.grading.bubblewrap import SandboxUnavailable
 
     course = Course(args.root.resolve())
     students = shard(args.students or course.students(), args.shard)

@@ -8,7 +8,7 @@ import pytest
 
 from coursekit.grading.batch import shard
 from coursekit.grading.pipeline import Course
-from coursekit.grading.sandbox import Limits
+from coursekit.grading.bubblewrap import Limits
 
 
 def test_course_config_switches_the_policy_and_sets_limits(tmp_path):

@@ -1,4 +1,4 @@
-"""The in-kernel instrumentation (coursekit/sandbox/instrument.py), loaded as the kernel loads it, without
+"""The in-kernel instrumentation (coursekit/in_sandbox/instrument.py), loaded as the kernel loads it, without
 a kernel: what the guard records and where it says a call came from, imported data, and training provenance."""
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def guard(monkeypatch):
     shell = FakeShell()
     monkeypatch.setattr(builtins, "get_ipython", lambda: shell, raising=False)
     module = types.ModuleType("coursekit_guard")
-    exec(compile((ROOT / "coursekit/sandbox/instrument.py").read_text(), "coursekit_guard", "exec"), module.__dict__)
+    exec(compile((ROOT / "coursekit/in_sandbox/instrument.py").read_text(), "coursekit_guard", "exec"), module.__dict__)
     for name in module.LOADERS:  # install() wraps them: put the originals back afterwards
         owner, _, attribute = name.rpartition(".")
         target = __import__(owner, fromlist=[attribute])

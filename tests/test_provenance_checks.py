@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from coursekit.grading.checks import Context, Outcome, check_provenance
-from coursekit.grading.probe import ProbeOutput
+from coursekit.grading.probe_data import ProbeOutput
 
 G = torch.Generator().manual_seed(0)
 Y = torch.randint(0, 10, (200,), generator=G)

@@ -6,7 +6,7 @@ import pytest
 
 from coursekit.data import mnist_path
 from coursekit.grading.execute import execute, new_worker
-from coursekit.grading.sandbox import Limits, Sandbox, bubblewrap_works, python_read_only_paths
+from coursekit.grading.bubblewrap import Limits, Sandbox, bubblewrap_works, python_read_only_paths
 
 from conftest import ROOT
 
@@ -164,7 +164,7 @@ def test_a_submission_that_kills_the_worker_costs_only_itself(worker, successor)
 
 
 def test_require_sandbox_refuses_without_bubblewrap(monkeypatch):
-    from coursekit.grading import sandbox
+    from coursekit.grading import bubblewrap as sandbox
 
     monkeypatch.setattr(sandbox, "bubblewrap_works", lambda: False)
     with pytest.raises(sandbox.SandboxUnavailable):

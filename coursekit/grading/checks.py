@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from coursekit.grading.probe import ProbeOutput
+from coursekit.grading.probe_data import ProbeOutput
 
 MSE_CEILING = 4.0
 LOGISTIC_FLOOR = 0.87

@@ -12,10 +12,10 @@ from typing import Callable
 
 import nbformat
 
-from coursekit.grading.probe import PROBE_NAMES, ProbeOutput, make_inputs, read_outputs, write_inputs
-from coursekit.grading.sandbox import GRADER_CODE, SCRATCH, Completed, Limits, Sandbox, Worker
+from coursekit.grading.probe_data import PROBE_NAMES, ProbeOutput, make_inputs, read_outputs, write_inputs
+from coursekit.grading.bubblewrap import GRADER_CODE, SCRATCH, Completed, Limits, Sandbox, Worker
 
-SANDBOX_CODE = Path(__file__).resolve().parent.parent / "sandbox"
+SANDBOX_CODE = Path(__file__).resolve().parent.parent / "in_sandbox"
 MAX_REPORT_CHARS = 64 * 2**20
 MAX_COPIED_BYTES = 50 * 2**20
 
@@ -99,7 +99,7 @@ def execute(notebook: nbformat.NotebookNode, submission_dir: Path, notebook_name
         (scratch / folder).mkdir()
     inputs = make_inputs(seed)
     write_inputs(inputs, scratch / "probe")
-    argv = [f"{SCRATCH}/notebook/{notebook_name}", "--probe", f"{GRADER_CODE}/probe.py", "--guard", f"{GRADER_CODE}/instrument.py",
+    argv = [f"{SCRATCH}/notebook/{notebook_name}", "--probe", f"{GRADER_CODE}/probes.py", "--guard", f"{GRADER_CODE}/instrument.py",
             *([] if no_autograd else ["--allow-autograd"]),
             "--probe-dir", f"{SCRATCH}/probe", "--probe-names", ",".join(probes),
             "--cell-timeout", str(limits.cell_seconds), "--notebook-timeout", str(limits.notebook_seconds),

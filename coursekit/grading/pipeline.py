@@ -22,9 +22,9 @@ from coursekit import ASSIGNMENT
 from coursekit.data import load_subset, provision
 from coursekit.grading.checks import CHECKS, Context
 from coursekit.grading.execute import Execution, execute, new_worker, walk_files
-from coursekit.grading.probe import PROBE_NAMES
+from coursekit.grading.probe_data import PROBE_NAMES
 from coursekit.grading.rubric import load_rubric, nbgrader_meta
-from coursekit.grading.sandbox import Limits, Sandbox, Worker, WorkerFailed, python_read_only_paths
+from coursekit.grading.bubblewrap import Limits, Sandbox, Worker, WorkerFailed, python_read_only_paths
 from coursekit.grading.sanitize import RefusedLink, Sanitized, UnreadableSubmission, read_submission, sanitize
 from coursekit.grading.scan import Finding, ScanPolicy, scan_cells
 from coursekit.grading.score import TestResult, Violation, guard_violations, score, violations_from

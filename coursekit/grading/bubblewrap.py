@@ -191,7 +191,7 @@ class WorkerFailed(RuntimeError):
 
 
 class Worker:
-    """One sandbox that runs submissions one after another (see coursekit/sandbox/worker.py).
+    """One sandbox that runs submissions one after another (see coursekit/in_sandbox/worker.py).
 
     The libraries are imported once, when the worker starts; each submission then runs in a fresh
     fork, in a scratch folder that is emptied before it (`fresh_scratch`); the worker empties /tmp
