@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from coursekit.grading.batch import grade_class  # noqa: E402
-from coursekit.grading.pipeline import Course  # noqa: E402
+from coursekit.config import Course  # noqa: E402
 
 # Examples that a plain nbgrader run can grade in comparable time (carol's endless loop would cost
 # nbgrader its whole cell timeout, frank's broken file nothing at all).
@@ -62,7 +62,7 @@ def run_nbgrader(course: Course) -> float:
 
 
 def scores(results) -> dict:
-    return {r.student: [(t.grade_id, t.score) for t in r.tests] for r in results}
+    return {r.student: [(t.grade_id, t.score) for t in r.parts] for r in results}
 
 
 def main() -> None:

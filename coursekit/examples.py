@@ -11,7 +11,7 @@ from typing import Callable
 
 import nbformat
 
-from coursekit.grading.pipeline import Course
+from coursekit.config import Course
 from coursekit.grading.rubric import nbgrader_meta
 
 MARKER = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n?", re.MULTILINE)

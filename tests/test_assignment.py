@@ -19,7 +19,7 @@ import torch
 from conftest import RELEASE, ROOT, SOURCE, cell_by_id
 from coursekit.examples import MALFORMED, write_examples
 from coursekit.grading.checks import CHECKS
-from coursekit.grading.pipeline import Course
+from coursekit.config import Course
 from coursekit.grading.rubric import load_rubric, nbgrader_meta
 
 CONTRACT_TESTS = {"Linear": "test_linear", "ReLU": "test_relu", "Sequential": "test_sequential",

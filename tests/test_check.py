@@ -8,7 +8,7 @@ import pytest
 
 from conftest import PYTHON, RELEASE, ROOT
 from coursekit.examples import build, rewrite
-from coursekit.grading.pipeline import Course
+from coursekit.config import Course
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("check")]
 

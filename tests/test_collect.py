@@ -12,7 +12,7 @@ import pytest
 
 from coursekit.course.collect import from_lms_zip, from_repositories
 from coursekit.course.late import read_timestamp
-from coursekit.grading.pipeline import Course
+from coursekit.config import Course
 
 NOTEBOOK = "classifier_from_scratch.ipynb"
 

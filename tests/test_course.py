@@ -6,21 +6,56 @@ import json
 
 import pytest
 
+from conftest import ROOT
+from coursekit.config import ConfigError, Course, Floors, Limits
 from coursekit.grading.batch import shard
-from coursekit.grading.pipeline import Course
-from coursekit.grading.bubblewrap import Limits
+from coursekit.in_sandbox.protocol import RunLog
 
 
-def test_course_config_switches_the_policy_and_sets_limits(tmp_path):
-    (tmp_path / "course.toml").write_text("[policy]\nno_autograd = false\n[limits]\nmemory_gib = 2\ncell_seconds = 7\n")
-    course = Course(tmp_path)
-    assert course.policy().no_autograd is False
-    limits = course.limits()
+def test_course_config_switches_the_policy_and_sets_limits_and_floors(tmp_path):
+    (tmp_path / "course.toml").write_text("[policy]\nno_autograd = false\n[limits]\nmemory_gib = 2\ncell_seconds = 7\n"
+                                          "[floors]\nmlp_accuracy = 0.95\n")
+    settings = Course(tmp_path).settings
+    assert settings.no_autograd is False
+    limits = settings.limits
     assert (limits.memory_bytes, limits.cell_seconds, limits.notebook_seconds) == (2 * 2**30, 7, Limits().notebook_seconds)
+    assert settings.floors == Floors(mlp_accuracy=0.95) and Floors().mlp_accuracy == 0.90
 
 
 def test_defaults_without_a_config(tmp_path):
-    assert Course(tmp_path).policy().no_autograd is True and Course(tmp_path).limits() == Limits()
+    settings = Course(tmp_path).settings
+    assert settings.no_autograd is True and settings.limits == Limits() and settings.floors == Floors()
+
+
+def test_the_repositorys_config_is_valid_and_read_once(tmp_path):
+    course = Course(ROOT)
+    assert course.settings is course.settings and course.settings.sections["late"]["policy"] == "percent_per_day"
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[limits]\nmemry_gib = 2\n", "[limits] memry_gib is not a setting"),
+    ("[limit]\nmemory_gib = 2\n", "unknown section [limit]"),
+    ("[limits]\ncell_seconds = '60'\n", "[limits] cell_seconds = '60': expected a whole number"),
+    ("[limits]\ncell_seconds = 1.5\n", "expected a whole number"),
+    ("[limits]\ncell_seconds = 0\n", "expected a number above 0"),
+    ("[policy]\nno_autograd = 1\n", "[policy] no_autograd = 1: expected true or false"),
+    ("[limits]\nprocesses = true\n", "expected a whole number"),
+    ("[late]\npolicy = 'halve'\n", "expected one of 'none', 'zero', 'percent_per_day'"),
+    ("policy = 3\n", "policy must be a section"),
+    ("[limits\n", "not valid TOML"),
+])
+def test_a_wrong_setting_is_a_clear_error(tmp_path, text, words):
+    (tmp_path / "course.toml").write_text(text)
+    with pytest.raises(ConfigError, match=".*".join(map(__import__("re").escape, [words]))):
+        Course(tmp_path).settings
+
+
+def test_the_command_line_stops_at_a_wrong_setting(tmp_path, caplog):
+    from coursekit.cli import main
+
+    (tmp_path / "course.toml").write_text("[limits]\nmemry_gib = 2\n")
+    assert main(["--root", str(tmp_path), "export"]) == 2
+    assert "memry_gib is not a setting" in caplog.text
 
 
 def test_students_skip_hidden_folders(tmp_path):
@@ -43,10 +78,25 @@ def test_a_forged_run_log_cannot_crash_the_grader():
     from coursekit.grading.pipeline import run_problems
     from coursekit.grading.score import violations_from
 
-    completed = SimpleNamespace(out_of_memory=False, timed_out=False, returncode=0)
-    assert run_problems({"cells": ["not", "a", "dict"]}, completed) == []
-    assert run_problems({"cells": {"x": "y", "10": {"status": "error: E"}, "9": {"status": "ok"}}}, completed) == ["cell 10: error: E"]
-    assert [v.cell for v in violations_from([], ["junk", {"cell": 3, "found": ["a"]}], [])] == [3]
+    def problems(log):
+        return run_problems(SimpleNamespace(log=RunLog.parse(log), completed=SimpleNamespace(
+            out_of_memory=False, timed_out=False, returncode=0, report="{}")))
+
+    assert problems({"cells": ["not", "a", "dict"]}) == [] and problems("junk") == []
+    assert problems({"cells": {"x": "y", "10": "error: E", "9": "ok", "11": {"status": "error"}}}) == ["cell 10: error: E"]
+    assert problems({"notebook_timed_out": "yes", "aborted": 3, "replays": "2"}) == []
+    log = RunLog.parse({"runtime_violations": ["junk", {"cell": 3, "found": ["a"]}], "guard_removed_at": True})
+    assert [v.cell for v in violations_from([], log.runtime_violations, [])] == [3] and log.guard_removed_at is None
+
+
+def test_the_run_log_reads_back_what_the_runner_wrote():
+    log = RunLog(cells={3: "ok", 10: "timeout: stopped after 5 s"}, notebook_timed_out=True, probes={"linear": "ok"},
+                 aborted="the kernel stopped answering", replays=1, forbidden_calls=[{"cell": 3, "rule": "autograd"}],
+                 guard_removed_at=10)
+    assert RunLog.parse(json.loads(json.dumps(log.to_json()))) == log
+    assert log.problems() == [(10, "timeout: stopped after 5 s"),
+                              (None, "the notebook reached its time limit; the remaining cells were skipped"),
+                              (None, "grading stopped early: the kernel stopped answering")]
 
 
 @pytest.mark.parametrize("spec", ["2", "a/b", "1/2/3", "0/3", "4/3", ""])
@@ -61,7 +111,8 @@ def test_a_malformed_shard_is_a_usage_error(spec, capsys):
 def write_results(root, student, score, review):
     folder = root / "autograded" / student / "classifier_from_scratch"
     folder.mkdir(parents=True)
-    tests = [{"name": "Part 1: test_linear", "score": score, "max_score": 8}]
+    tests = [{"name": "Part 1: test_linear", "score": score, "max_score": 8,
+              "extra_data": {"grade_id": "test_linear", "part": "Part 1"}}]
     (folder / "results.json").write_text(json.dumps({"score": score, "tests": tests,
                                                      "extra_data": {"pending_manual": {}, "review": review}}))
 
@@ -109,7 +160,7 @@ def test_guard_records_become_violations_of_the_students_cells_only():
                                {**call, "cell": 4, "dynamic": True, "line": 1},  # exec'd code run by cell 4
                                {**call, "line": 5}, {**call, "rule": "made-up"}, "junk", {"cell": "3"}],
            "guard_removed_at": 9}
-    found = guard_violations(log, editable, [Violation("log_softmax", 3, 5, "static", "ready-made")])
+    found = guard_violations(RunLog.parse(log), editable, [Violation("log_softmax", 3, 5, "static", "ready-made")])
     assert [(v.owner, v.cell, v.line, v.rule) for v in found] == [
         ("log_softmax", 3, 2, "runtime-ready-made"), ("log_softmax", 4, None, "runtime-ready-made"),
         ("train", 9, None, "runtime-guard-removed")]

@@ -19,7 +19,7 @@ import pytest
 from coursekit.cli import main
 from coursekit.course.gradebook import open_gradebook
 from coursekit.grading.batch import grade_class
-from coursekit.grading.pipeline import Course
+from coursekit.config import Course
 
 from conftest import ROOT
 

@@ -7,9 +7,13 @@ import nbformat
 import pytest
 
 from coursekit.course.gradebook import ensure_assignment, open_gradebook, record_submission, student_totals
-from coursekit.grading.pipeline import Course, SubmissionResult
+from coursekit.config import Course
+from coursekit.grading.bubblewrap import Completed
+from coursekit.grading.execute import Execution
+from coursekit.grading.pipeline import Submission
 from coursekit.grading.rubric import load_rubric
 from coursekit.grading import score
+from coursekit.in_sandbox.protocol import RunLog
 
 from conftest import RELEASE, ROOT
 
@@ -35,12 +39,15 @@ def course(empty_gradebook, tmp_path) -> Course:
     return Course(tmp_path / "course")
 
 
-def result(course: Course, student: str, fraction: float, executed=None) -> SubmissionResult:
+def result(course: Course, student: str, fraction: float, executed=None) -> Submission:
     rubric = load_rubric(course.source_notebook)
-    tests = [score.TestResult(c.grade_id, c.part, 0.0, c.points, pending=True) if not c.autograded
-             else score.TestResult(c.grade_id, c.part, round(c.points * fraction, 2), c.points) for c in rubric.cells]
+    parts = [score.PartResult(c.grade_id, c.part, 0.0, c.points, pending=True) if not c.autograded
+             else score.PartResult(c.grade_id, c.part, round(c.points * fraction, 2), c.points) for c in rubric.cells]
     course.submission(student).mkdir(parents=True, exist_ok=True)
-    return SubmissionResult(student, tests, executed=executed)
+    submission = Submission(student, course.submission(student) / course.notebook_name, parts=parts)
+    if executed is not None:
+        submission.execution = Execution(Completed(0, 0.0, False, None, False, ""), RunLog(), executed, {}, {})
+    return submission
 
 
 def grade_by_hand(course: Course, student: str, grade_id: str, score: float, comment: str = "") -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from coursekit.course.gradebook import ManualGrade, StudentTotal
 from coursekit.course.lms import export_lms
-from coursekit.grading.pipeline import Course
+from coursekit.config import Course
 
 CANVAS_ROSTER = """Student,ID,SIS User ID,SIS Login ID,Section,Homework 1 (311)
     Points Possible,,,,,100

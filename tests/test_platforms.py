@@ -17,7 +17,7 @@ import nbformat
 import pytest
 
 from coursekit.cli import build_parser
-from coursekit.grading.pipeline import Course
+from coursekit.config import Course
 from coursekit.grading.rubric import GradedCell, Rubric, load_rubric
 from coursekit.platforms import classroom50, find_notebook, gradescope
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import ROOT
 from coursekit.examples import build
 from coursekit.grading.batch import grade_class
-from coursekit.grading.pipeline import Course
+from coursekit.config import Course
 from test_grading import EXPECTED, FULL
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading")]
@@ -29,7 +29,7 @@ def graded(tmp_path_factory):
         shutil.copytree(ROOT / folder, root / folder)
     (root / "course.toml").write_text((ROOT / "course.toml").read_text().replace("no_autograd = true", "no_autograd = false"))
     course = Course(root)
-    assert course.policy().no_autograd is False
+    assert course.settings.no_autograd is False
     shutil.copytree(ROOT / "submitted" / "bob_uses_autograd", root / "submitted" / "bob_uses_autograd")
     for name in WITH_AUTOGRAD_ALLOWED:
         if EXPECTED[name].edits:

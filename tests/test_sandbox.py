@@ -6,7 +6,8 @@ import pytest
 
 from coursekit.data import mnist_path
 from coursekit.grading.execute import execute, new_worker
-from coursekit.grading.bubblewrap import Limits, Sandbox, bubblewrap_works, python_read_only_paths
+from coursekit.config import Limits
+from coursekit.grading.bubblewrap import Sandbox, bubblewrap_works, python_read_only_paths
 
 from conftest import ROOT
 
@@ -181,7 +182,8 @@ def test_no_sandbox_process_survives_a_failed_start(tmp_path, monkeypatch):
 
     import psutil
 
-    from coursekit.grading.pipeline import Course, Grader
+    from coursekit.config import Course
+    from coursekit.grading.pipeline import Grader
 
     shutil.copytree(ROOT / "release", tmp_path / "release")
     monkeypatch.setattr(tempfile, "tempdir", str((tmp_path / "tmp").resolve()))

@@ -369,7 +369,8 @@ def test_merge_job_exports_after_downloading_every_shard():
 def test_export_merges_the_shards_layout(tmp_path):
     """What `merge` uploads and `export` reads agree with what the grader writes (autograded/<student>/<assignment>/)."""
     from coursekit.cli import main
-    from coursekit.grading.pipeline import ASSIGNMENT, Course
+    from coursekit import ASSIGNMENT
+    from coursekit.config import Course
 
     for student, score in [("alice", 3), ("bob", 1)]:  # as downloaded from two shards' artifacts
         folder = tmp_path / "autograded" / student / ASSIGNMENT
@@ -396,7 +397,7 @@ USES = re.compile(r"^\s*(?:-\s+)?uses:\s*([^@\s]+)@(\S+)(?:\s+#\s*(.*))?$")
 @pytest.fixture(scope="module")
 def shipped_workflows(tmp_path_factory) -> list[Path]:
     """The repository's workflows and any inside the bundles `coursekit classroom50` and `gradescope` write."""
-    from coursekit.grading.pipeline import Course
+    from coursekit.config import Course
     from coursekit.platforms.classroom50 import write_bundle
     from coursekit.platforms.gradescope import write_zip
 

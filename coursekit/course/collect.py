@@ -19,11 +19,10 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from coursekit.course.late import read_timestamp
-from coursekit.grading.pipeline import Course
+from coursekit.config import Course
 
 MAX_NOTEBOOK_BYTES = 50 * 2**20
 SAFE_STUDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
-CANVAS_PATTERN = r"^(?P<name>[^_]+)(?:_[Ll][Aa][Tt][Ee])?_(?P<student>\d+)_(?P<submission>\d+)_(?P<filename>.+)$"
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f UTC"  # what nbgrader's own collect writes
 
 
@@ -83,10 +82,8 @@ def collect(course: Course, candidates: list[Candidate | Outcome]) -> list[Outco
 
 
 def collect_settings(course: Course) -> dict:
-    section = course.config().get("collect", {})
-    return {"repo_prefix": section.get("repo_prefix", course.assignment.replace("_", "-")),
-            "lms_pattern": section.get("lms_pattern", CANVAS_PATTERN),
-            "lms_timezone": section.get("lms_timezone", "UTC")}
+    section = course.settings.sections["collect"]
+    return {**section, "repo_prefix": section["repo_prefix"] or course.assignment.replace("_", "-")}
 
 
 def find_notebook(repo: Path, name: str) -> Path | Outcome:

@@ -3,6 +3,7 @@
 manually graded cells flagged as needing a grade, "No response." comments, the late penalty."""
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -16,8 +17,11 @@ from traitlets.config.loader import PyFileConfigLoader
 
 from coursekit.course.late import LatePolicy, read_timestamp
 from coursekit.grading.feedback import write_feedback
-from coursekit.grading.pipeline import Course, SubmissionResult
+from coursekit.config import Course
+from coursekit.grading.pipeline import Submission
 from coursekit.grading.rubric import load_rubric
+
+logger = logging.getLogger(__name__)
 
 
 def nbgrader_settings(course: Course) -> tuple[str, str]:
@@ -67,13 +71,13 @@ def record_assignment_from_source(course: Course) -> None:
                         "--log-level=WARN"], cwd=course.root, check=True)
 
 
-def record_graded(course: Course, result: SubmissionResult) -> None:
+def record_graded(course: Course, result: Submission) -> None:
     """Record a graded submission, then rewrite its feedback page with what the gradebook holds (manual
     grades from an earlier round, the late penalty). A gradebook problem is reported, grading goes on."""
     try:
         total = record_submission(course, result)
     except Exception as error:
-        print(f"gradebook: {result.student} was not recorded: {error}", file=sys.stderr)
+        logger.warning("gradebook: %s was not recorded: %s", result.student, error)
         return
     write_feedback(course.root, course.assignment, result.student, total)
 
@@ -82,10 +86,10 @@ def manual_grade_ids(course: Course) -> set[str]:
     return {cell.grade_id for cell in load_rubric(course.source_notebook).manual}
 
 
-def record_submission(course: Course, result: SubmissionResult) -> StudentTotal:
+def record_submission(course: Course, result: Submission) -> StudentTotal:
     """Record one graded submission; re-grading updates it (manual grades and comments are kept).
     Returns the student's total as the gradebook now has it."""
-    policy = LatePolicy.from_config(course.config())
+    policy = LatePolicy.from_config(course.settings.sections)
     ensure_assignment(course)
     with open_gradebook(course) as gradebook:
         gradebook.update_or_create_assignment(course.assignment, duedate=policy.due)
@@ -99,12 +103,12 @@ def record_submission(course: Course, result: SubmissionResult) -> StudentTotal:
         return student_total(gradebook, course, result.student, manual_grade_ids(course))
 
 
-def save_auto_grades(gradebook: Gradebook, course: Course, result: SubmissionResult) -> None:
+def save_auto_grades(gradebook: Gradebook, course: Course, result: Submission) -> None:
     """nbgrader's SaveAutoGrades with our trusted scores: a manual score already given is kept, and
     flagged for review as nbgrader flags it; a cell with no automatic score needs a manual grade."""
-    for test in result.tests:
-        grade = gradebook.find_grade(test.grade_id, notebook_id(course), course.assignment, result.student)
-        grade.auto_score = None if test.pending else test.score
+    for part in result.parts:
+        grade = gradebook.find_grade(part.grade_id, notebook_id(course), course.assignment, result.student)
+        grade.auto_score = None if part.pending else part.score
         grade.needs_manual_grade = grade.manual_score is not None or grade.auto_score is None
     gradebook.db.commit()
 
@@ -161,7 +165,7 @@ class StudentTotal:
 
 def student_totals(course: Course) -> dict[str, StudentTotal]:
     """Every submission's total from the gradebook (late penalties recomputed on the current scores)."""
-    policy = LatePolicy.from_config(course.config())
+    policy = LatePolicy.from_config(course.settings.sections)
     manual_ids = manual_grade_ids(course)
     totals = {}
     with open_gradebook(course) as gradebook:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from nbgrader.utils import parse_utc
 
-METHODS = ("none", "zero", "percent_per_day")
+from coursekit.config import LATE_METHODS
+
 DAY_SECONDS = 24 * 3600
 MAX_TIMESTAMP_BYTES = 100
 
@@ -25,8 +26,8 @@ class LatePolicy:
     def from_config(cls, config: dict) -> LatePolicy:
         section = config.get("late", {})
         method = section.get("policy", "none")
-        if method not in METHODS:
-            raise ValueError(f"course.toml [late] policy = {method!r}: expected one of {', '.join(METHODS)}")
+        if method not in LATE_METHODS:
+            raise ValueError(f"course.toml [late] policy = {method!r}: expected one of {', '.join(LATE_METHODS)}")
         due = section.get("due")
         return cls(due=parse_utc(str(due)) if due else None, method=method,
                    percent_per_day=float(section.get("percent_per_day", 0)),

@@ -12,18 +12,16 @@ import csv
 from pathlib import Path
 
 from coursekit.course.gradebook import StudentTotal
-from coursekit.grading.pipeline import Course
+from coursekit.config import Course
 
 CANVAS_IDENTITY = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
-MATCH_COLUMN = {"canvas": "ID", "moodle": "Email address"}
 
 
 def lms_settings(course: Course, lms: str) -> dict:
     """course.toml's [lms]: which roster column holds our student ids, Moodle's identifier, the grade column."""
-    section = course.config().get("lms", {})
-    return {"match_column": section.get(f"{lms}_match_column", MATCH_COLUMN[lms]),
-            "identifier": section.get("moodle_identifier", "Email address"),
-            "column": section.get(f"{lms}_column", course.assignment)}
+    section = course.settings.sections["lms"]
+    return {"match_column": section[f"{lms}_match_column"], "identifier": section["moodle_identifier"],
+            "column": section[f"{lms}_column"] or course.assignment}
 
 
 def read_roster(path: Path, match_column: str) -> list[dict[str, str]]:

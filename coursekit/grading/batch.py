@@ -1,6 +1,8 @@
-"""Grade a class: submissions in parallel (each in its own sandbox), reports as they finish."""
+"""Grade a class: submissions through the pipeline in parallel (each in its own sandbox), each one's
+report written by its last step, the gradebook and the class's files as they finish."""
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -11,8 +13,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from coursekit.course.gradebook import record_graded
-from coursekit.grading.pipeline import Course, Grader, SubmissionResult
-from coursekit.grading.report import export_class, write_submission_report
+from coursekit.config import Course
+from coursekit.grading.pipeline import Grader, Submission
+from coursekit.grading.report import export_class
+
+logger = logging.getLogger(__name__)
 
 
 def matplotlib_cache(course: Course) -> Path:
@@ -25,15 +30,15 @@ def matplotlib_cache(course: Course) -> Path:
     return cache
 
 
-def grade_safely(grader: Grader, student: str) -> SubmissionResult:
+def grade_safely(grader: Grader, student: str) -> Submission:
     """A grader bug on one submission is reported on that submission; the batch goes on."""
     try:
         return grader.grade(student)
     except Exception:
         detail = traceback.format_exc(limit=3)
-        print(f"internal grader error on {student}:\n{detail}", file=sys.stderr)
+        logger.error("internal grader error on %s:\n%s", student, detail)
         return grader.failed(student, "internal grader error; the course staff has been told "
-                                      f"({detail.strip().splitlines()[-1][:200]})", review="grader-error")
+                                      f"({detail.strip().splitlines()[-1][:200]})", rule="grader-error")
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -56,7 +61,7 @@ def shard(students: list[str], spec: str | None) -> list[str]:
 
 
 def grade_class(course: Course, students: list[str] | None = None, jobs: int | None = None,
-                require_sandbox: bool = False, progress: bool = True) -> list[SubmissionResult]:
+                require_sandbox: bool = False, progress: bool = True) -> list[Submission]:
     students = students if students is not None else course.students()
     jobs = max(1, jobs or os.cpu_count() or 1)
     results = []
@@ -68,7 +73,6 @@ def grade_class(course: Course, students: list[str] | None = None, jobs: int | N
         try:
             for future in as_completed(futures):
                 result = future.result()
-                write_submission_report(result, course)
                 record_graded(course, result)
                 results.append(result)
                 bar.set_postfix_str(f"{result.student}: {result.score:g}")

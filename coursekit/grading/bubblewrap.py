@@ -21,22 +21,12 @@ import threading
 import time
 import uuid
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-SCRATCH = "/submission"
-GRADER_CODE = "/grader"
-
-
-@dataclass(frozen=True)
-class Limits:
-    memory_bytes: int = 4 * 2**30
-    notebook_seconds: int = 600
-    cell_seconds: int = 120
-    processes: int = 256
-    file_bytes: int = 512 * 2**20
-    output_bytes: int = 200_000
+from coursekit.config import Limits
+from coursekit.in_sandbox.protocol import CODE_MOUNT, RUNNER_LOG, SCRATCH_MOUNT, WORKER_SCRIPT, RunRequest
 
 
 @dataclass
@@ -172,7 +162,7 @@ class Sandbox:
             wrap += ["--ro-bind", str(path), str(path)]
         for inside, outside in binds.items():
             wrap += ["--bind", str(outside), inside]
-        wrap += ["--ro-bind", str(code_dir), GRADER_CODE, "--chdir", SCRATCH]
+        wrap += ["--ro-bind", str(code_dir), CODE_MOUNT, "--chdir", SCRATCH_MOUNT]
         for key, value in env.items():
             wrap += ["--setenv", key, value]
         return wrap + ["--"] + argv
@@ -214,7 +204,7 @@ class Worker:
         """A sandbox path as this worker's processes see it (the same path when isolated)."""
         if self.sandbox.isolated:
             return path
-        for sandboxed, real in ((SCRATCH, self.scratch), (GRADER_CODE, self.code_dir), ("/tmp", self.tmp)):
+        for sandboxed, real in ((SCRATCH_MOUNT, self.scratch), (CODE_MOUNT, self.code_dir), ("/tmp", self.tmp)):
             if path == sandboxed or path.startswith(sandboxed + "/"):
                 return str(real) + path[len(sandboxed):]
         return path
@@ -257,10 +247,10 @@ class Worker:
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
         env = {key: self.inside(value) for key, value in self.env.items()}
-        argv = [str(Path(sys.prefix).resolve() / "bin" / "python"), self.inside(f"{GRADER_CODE}/worker.py")]
+        argv = [str(Path(sys.prefix).resolve() / "bin" / "python"), self.inside(f"{CODE_MOUNT}/{WORKER_SCRIPT}")]
         if self.sandbox.isolated:
             argv.append("--isolated")
-        binds = {SCRATCH: self.scratch}
+        binds = {SCRATCH_MOUNT: self.scratch}
         with open(self.folder / "worker.log", "wb") as log:
             self.process = subprocess.Popen(self.sandbox.command(binds, self.code_dir, argv, env),
                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
@@ -287,17 +277,18 @@ class Worker:
         except ValueError:
             return None
 
-    def run(self, argv: list[str], timeout: float) -> Completed:
-        """Run the sandboxed runner with argv on what is in the scratch folder now."""
+    def run(self, request: RunRequest, timeout: float) -> Completed:
+        """Run the sandboxed runner on what is in the scratch folder now."""
         if self.cgroup:
             self.cgroup.reset_peak()
         hits = self.cgroup.memory_limit_hits() if self.cgroup else 0
-        request = {"argv": [self.inside(a) for a in argv], "env": {k: self.inside(v) for k, v in self.env.items()},
-                   "threads": self.threads, "log": self.inside(f"{SCRATCH}/out/runner.log")}
+        argv = replace(request, scratch=self.inside(SCRATCH_MOUNT)).to_argv()
+        message = {"argv": argv, "env": {k: self.inside(v) for k, v in self.env.items()},
+                   "threads": self.threads, "log": self.inside(f"{SCRATCH_MOUNT}/{RUNNER_LOG}")}
         start = time.monotonic()
         try:
             assert self.process and self.process.stdin, "the worker was not started (fresh_scratch starts it)"
-            self.process.stdin.write(json.dumps(request).encode() + b"\n")
+            self.process.stdin.write(json.dumps(message).encode() + b"\n")
             self.process.stdin.flush()
             answer = self.answer(timeout)
         except OSError:
@@ -307,7 +298,7 @@ class Worker:
         out_of_memory = bool(self.cgroup) and self.cgroup.memory_limit_hits() > hits
         if answer is None:  # too slow, or the worker itself died: start a fresh one next time
             self.stop()
-        log_path = self.scratch / "out" / "runner.log"
+        log_path = self.scratch / RUNNER_LOG
         log = log_path.read_bytes()[:20_000].decode("utf-8", "replace") if log_path.is_file() else ""
         answer = answer if isinstance(answer, dict) else {}
         report = answer.get("report") if isinstance(answer.get("report"), str) else ""

@@ -9,11 +9,9 @@ from typing import Callable
 
 import torch
 
+from coursekit.config import Floors
 from coursekit.grading.probe_data import ProbeOutput
 
-MSE_CEILING = 4.0
-LOGISTIC_FLOOR = 0.87
-MLP_FLOOR = 0.90
 # Provenance: an untrained classifier's training cross-entropy is within CHANCE_MARGIN of ln 10 (He
 # initialisation gives about 2.47; a trained one is below 0.5). An untrained regression does no better
 # than UNTRAINED_MSE_SHARE of the targets' variance (a fresh one is near their mean square, about 28;
@@ -23,18 +21,27 @@ UNTRAINED_MSE_SHARE = 0.75
 REPLAY_RTOL, REPLAY_ATOL = 1e-5, 1e-6
 
 
+@dataclass(frozen=True)
+class CheckLine:
+    """One sub-check's result: what was checked (and why it failed), and the value it measured."""
+
+    passed: bool
+    sentence: str
+    measured: float | None = None
+    condition: bool = False  # earns nothing, but its failure costs the whole part
+
+
 @dataclass
 class Outcome:
-    """The sub-checks of one graded part: (passed, sentence) in the order they ran."""
+    """The sub-checks of one graded part, in the order they ran."""
 
-    lines: list[tuple[bool, str]] = field(default_factory=list)
-    conditions: set[int] = field(default_factory=set)  # lines that earn nothing but cost all if failed
+    lines: list[CheckLine] = field(default_factory=list)
 
     @property
     def fraction(self) -> float:
-        if any(not self.lines[i][0] for i in self.conditions):
+        if any(not line.passed for line in self.lines if line.condition):
             return 0.0
-        scored = [ok for i, (ok, _) in enumerate(self.lines) if i not in self.conditions]
+        scored = [line.passed for line in self.lines if not line.condition]
         return sum(scored) / len(scored) if scored else 0.0
 
 
@@ -44,8 +51,10 @@ class Checker:
     def __init__(self, output: ProbeOutput, outcome: Outcome):
         self.output, self.outcome = output, outcome
 
-    def expect(self, ok: bool, sentence: str, why: str = "") -> bool:
-        self.outcome.lines.append((bool(ok), sentence if ok or not why else f"{sentence}: {why}"))
+    def expect(self, ok: bool, sentence: str, why: str = "", measured: float | None = None,
+               condition: bool = False) -> bool:
+        self.outcome.lines.append(CheckLine(bool(ok), sentence if ok or not why else f"{sentence}: {why}",
+                                            measured, condition))
         return bool(ok)
 
     def problem(self, key: str) -> str | None:
@@ -92,8 +101,7 @@ class Checker:
 
     def require(self, ok: bool, sentence: str, why: str = "") -> bool:
         """A condition of the whole part: it earns nothing, and its failure costs all of it."""
-        self.outcome.conditions.add(len(self.outcome.lines))
-        return self.expect(ok, sentence, why)
+        return self.expect(ok, sentence, why, condition=True)
 
 
 @dataclass
@@ -104,6 +112,7 @@ class Context:
     y_test: torch.Tensor
     x_train: torch.Tensor
     y_train: torch.Tensor
+    floors: Floors = Floors()
 
     def checker(self, probe: str, outcome: Outcome) -> Checker:
         return Checker(self.outputs.get(probe) or ProbeOutput(error="the probe did not run"), outcome)
@@ -264,7 +273,7 @@ def model_forward(c: Checker, name: str, architecture: list[tuple]) -> Callable 
     return forward
 
 
-def test_accuracy_of(ctx, forward) -> float:
+def accuracy_on_test(ctx, forward) -> float:
     return float((forward(ctx.x_test).argmax(1) == ctx.y_test).float().mean())
 
 
@@ -320,8 +329,8 @@ def check_regression(ctx, outcome):
     c = ctx.checker("models", outcome)
     forward = model_forward(c, "regression_model", [("Linear", (784, 1), (1,))])
     if forward:
-        value = float((forward(ctx.x_test).reshape(-1) - ctx.y_test.float()).pow(2).mean())
-        c.expect(value <= MSE_CEILING, f"test MSE recomputed by the grader is {value:.3f} (at most {MSE_CEILING})")
+        value, ceiling = float((forward(ctx.x_test).reshape(-1) - ctx.y_test.float()).pow(2).mean()), ctx.floors.regression_mse
+        c.expect(value <= ceiling, f"test MSE recomputed by the grader is {value:.3f} (at most {ceiling})", measured=value)
         check_provenance(ctx, outcome, "regression_model", classifier=False)
 
 
@@ -329,8 +338,8 @@ def check_logistic(ctx, outcome):
     c = ctx.checker("models", outcome)
     forward = model_forward(c, "logistic_model", [("Linear", (784, 10), (10,))])
     if forward:
-        value = test_accuracy_of(ctx, forward)
-        c.expect(value >= LOGISTIC_FLOOR, f"test accuracy recomputed by the grader is {value:.4f} (at least {LOGISTIC_FLOOR})")
+        value, floor = accuracy_on_test(ctx, forward), ctx.floors.logistic_accuracy
+        c.expect(value >= floor, f"test accuracy recomputed by the grader is {value:.4f} (at least {floor})", measured=value)
         check_provenance(ctx, outcome, "logistic_model", classifier=True)
 
 
@@ -342,40 +351,42 @@ def check_mlp(ctx, outcome):
     forward = model_forward(c, "mlp_model", MLP)
     if not forward:
         return
-    value = test_accuracy_of(ctx, forward)
-    c.expect(value >= MLP_FLOOR, f"test accuracy recomputed by the grader is {value:.4f} (at least {MLP_FLOOR})")
+    value, floor = accuracy_on_test(ctx, forward), ctx.floors.mlp_accuracy
+    c.expect(value >= floor, f"test accuracy recomputed by the grader is {value:.4f} (at least {floor})", measured=value)
     logistic = model_forward(Checker(c.output, Outcome()), "logistic_model", [("Linear", (784, 10), (10,))])
-    baseline = test_accuracy_of(ctx, logistic) if logistic else 0.0
+    baseline = accuracy_on_test(ctx, logistic) if logistic else 0.0
     c.expect(value > baseline, f"it beats logistic_model ({baseline:.4f})")
     check_provenance(ctx, outcome, "mlp_model", classifier=True)
 
 
 @dataclass(frozen=True)
-class Check:
+class PartCheck:
+    """The trusted check of one autograded part."""
+
     run: Callable[[Context, Outcome], None]
     names: tuple[str, ...]       # contract names that must be the notebook's own
     solutions: frozenset[str]    # solution cells whose code it exercises (for policy violations)
 
 
-def check(run, names, *solutions) -> Check:
-    return Check(run, tuple(names), frozenset(solutions))
+def part(run, names, *solutions) -> PartCheck:
+    return PartCheck(run, tuple(names), frozenset(solutions))
 
 
 TRAINING = ("linear", "sequential", "sgd_step", "train")
 CLASSIFIER = (*TRAINING, "log_softmax", "cross_entropy_loss")
-CHECKS: dict[str, Check] = {
-    "test_linear": check(check_linear, ["Linear"], "linear"),
-    "test_relu": check(check_relu, ["ReLU"], "relu"),
-    "test_sequential": check(check_sequential, ["Linear", "ReLU", "Sequential"], "linear", "relu", "sequential"),
-    "test_log_softmax": check(check_log_softmax, ["log_softmax"], "log_softmax"),
-    "test_mse_loss": check(check_mse_loss, ["MSELoss"], "mse_loss"),
-    "test_cross_entropy_loss": check(check_cross_entropy_loss, ["CrossEntropyLoss"], "cross_entropy_loss", "log_softmax"),
-    "test_sgd_step": check(check_sgd_step, ["sgd_step"], "sgd_step"),
-    "test_train": check(check_train, ["train"], "train", "sgd_step"),
-    "test_accuracy": check(check_accuracy, ["accuracy"], "accuracy"),
-    "test_regression": check(check_regression, ["regression_model"], "regression", "mse_loss", *TRAINING),
-    "test_logistic": check(check_logistic, ["logistic_model"], "logistic", *CLASSIFIER),
-    "test_mlp": check(check_mlp, ["mlp_model"], "mlp", "logistic", "relu", *CLASSIFIER),
+CHECKS: dict[str, PartCheck] = {  # grade_id -> its check; a new check is a function and a line here
+    "test_linear": part(check_linear, ["Linear"], "linear"),
+    "test_relu": part(check_relu, ["ReLU"], "relu"),
+    "test_sequential": part(check_sequential, ["Linear", "ReLU", "Sequential"], "linear", "relu", "sequential"),
+    "test_log_softmax": part(check_log_softmax, ["log_softmax"], "log_softmax"),
+    "test_mse_loss": part(check_mse_loss, ["MSELoss"], "mse_loss"),
+    "test_cross_entropy_loss": part(check_cross_entropy_loss, ["CrossEntropyLoss"], "cross_entropy_loss", "log_softmax"),
+    "test_sgd_step": part(check_sgd_step, ["sgd_step"], "sgd_step"),
+    "test_train": part(check_train, ["train"], "train", "sgd_step"),
+    "test_accuracy": part(check_accuracy, ["accuracy"], "accuracy"),
+    "test_regression": part(check_regression, ["regression_model"], "regression", "mse_loss", *TRAINING),
+    "test_logistic": part(check_logistic, ["logistic_model"], "logistic", *CLASSIFIER),
+    "test_mlp": part(check_mlp, ["mlp_model"], "mlp", "logistic", "relu", *CLASSIFIER),
 }
 
 

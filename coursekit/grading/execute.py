@@ -1,8 +1,9 @@
 """Execute step: run a sanitized notebook in a sandboxed worker, in a scratch copy of the submission,
-then collect the run log, the executed notebook and the probes' exports."""
+then collect the run log, the executed notebook and the probes' exports (see in_sandbox/protocol.py)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sys
@@ -12,10 +13,15 @@ from typing import Callable
 
 import nbformat
 
-from coursekit.grading.probe_data import PROBE_NAMES, ProbeOutput, make_inputs, read_outputs, write_inputs
-from coursekit.grading.bubblewrap import GRADER_CODE, SCRATCH, Completed, Limits, Sandbox, Worker
+from coursekit.config import Limits
+from coursekit.grading.bubblewrap import Completed, Sandbox, Worker
+from coursekit.grading.probe_data import ProbeOutput, make_inputs, read_outputs, write_inputs
+from coursekit.in_sandbox import protocol
+from coursekit.in_sandbox.protocol import HOME_DIR, NOTEBOOK_DIR, PROBE_DIR, PROBE_NAMES, RunLog, RunRequest
 
-SANDBOX_CODE = Path(__file__).resolve().parent.parent / "in_sandbox"
+IN_SANDBOX = Path(protocol.__file__).resolve().parent
+HOME = f"{protocol.SCRATCH_MOUNT}/{HOME_DIR}"
+logger = logging.getLogger(__name__)
 MAX_REPORT_CHARS = 64 * 2**20
 MAX_COPIED_BYTES = 50 * 2**20
 
@@ -23,7 +29,7 @@ MAX_COPIED_BYTES = 50 * 2**20
 @dataclass
 class Execution:
     completed: Completed
-    log: dict
+    log: RunLog
     executed: nbformat.NotebookNode | None
     outputs: dict[str, ProbeOutput]
     inputs: dict
@@ -62,18 +68,18 @@ def home_folder(mnist: Path, mpl_cache: Path | None) -> Callable[[Path], None]:
     """What every run's home folder holds: a fastai config whose data folder is the read-only MNIST
     parent, and matplotlib's font cache (built once, not in every sandbox)."""
     def prepare(scratch: Path) -> None:
-        config = scratch / "home" / ".fastai"
+        config = scratch / HOME_DIR / ".fastai"
         (config / "archive").mkdir(parents=True)
         (config / "config.ini").write_text(
-            f"[DEFAULT]\ndata = {mnist.parent}\narchive = {SCRATCH}/home/.fastai/archive\n"
-            f"storage = {SCRATCH}/home/.fastai/tmp\nmodel = {SCRATCH}/home/.fastai/models\nversion = 2\n")
+            f"[DEFAULT]\ndata = {mnist.parent}\narchive = {HOME}/.fastai/archive\n"
+            f"storage = {HOME}/.fastai/tmp\nmodel = {HOME}/.fastai/models\nversion = 2\n")
         if mpl_cache and mpl_cache.is_dir():
-            shutil.copytree(mpl_cache, scratch / "home" / ".matplotlib")
+            shutil.copytree(mpl_cache, scratch / HOME_DIR / ".matplotlib")
     return prepare
 
 
 def sandbox_env(threads: int) -> dict[str, str]:
-    home = f"{SCRATCH}/home"
+    home = HOME
     return {
         "PATH": f"{Path(sys.prefix).resolve() / 'bin'}:/usr/bin:/bin",
         "HOME": home, "FASTAI_HOME": f"{home}/.fastai", "MPLCONFIGDIR": f"{home}/.matplotlib",
@@ -86,40 +92,38 @@ def sandbox_env(threads: int) -> dict[str, str]:
 
 def new_worker(sandbox: Sandbox, limits: Limits, mnist: Path, threads: int = 1,
                mpl_cache: Path | None = None) -> Worker:
-    return Worker(sandbox, SANDBOX_CODE, sandbox_env(threads), limits, threads, home_folder(mnist, mpl_cache))
+    return Worker(sandbox, IN_SANDBOX, sandbox_env(threads), limits, threads, home_folder(mnist, mpl_cache))
 
 
 def execute(notebook: nbformat.NotebookNode, submission_dir: Path, notebook_name: str, worker: Worker,
             seed: int, probes: tuple[str, ...] = PROBE_NAMES, no_autograd: bool = True) -> Execution:
     limits = worker.limits
     scratch = worker.fresh_scratch()
-    notes = copy_submission(submission_dir, scratch / "notebook")
-    nbformat.write(notebook, scratch / "notebook" / notebook_name)
-    for folder in ("probe", "out"):
-        (scratch / folder).mkdir()
+    notes = copy_submission(submission_dir, scratch / NOTEBOOK_DIR)
+    nbformat.write(notebook, scratch / NOTEBOOK_DIR / notebook_name)
+    (scratch / PROBE_DIR).mkdir()
     inputs = make_inputs(seed)
-    write_inputs(inputs, scratch / "probe")
-    argv = [f"{SCRATCH}/notebook/{notebook_name}", "--probe", f"{GRADER_CODE}/probes.py", "--guard", f"{GRADER_CODE}/instrument.py",
-            *([] if no_autograd else ["--allow-autograd"]),
-            "--probe-dir", f"{SCRATCH}/probe", "--probe-names", ",".join(probes),
-            "--cell-timeout", str(limits.cell_seconds), "--notebook-timeout", str(limits.notebook_seconds),
-            "--max-output-bytes", str(limits.output_bytes)]
-    completed = worker.run(argv, timeout=limits.notebook_seconds + 120)
+    write_inputs(inputs, scratch / PROBE_DIR)
+    request = RunRequest(notebook_name, probes=probes, no_autograd=no_autograd, cell_seconds=limits.cell_seconds,
+                         notebook_seconds=limits.notebook_seconds, output_bytes=limits.output_bytes)
+    completed = worker.run(request, timeout=limits.notebook_seconds + 120)
     log, executed = read_report(completed.report)
-    statuses = log.get("probes") if isinstance(log.get("probes"), dict) else {}
-    outputs = read_outputs(scratch / "probe", statuses) if probes else {}
+    if not completed.report or completed.returncode:
+        logger.warning("the runner ended with status %s%s; its output ends with:\n%s", completed.returncode,
+                       "" if completed.report else " and no report", completed.log[-2000:])
+    outputs = read_outputs(scratch / PROBE_DIR, log.probes) if probes else {}
     return Execution(completed, log, executed, outputs, inputs, notes)
 
 
-def read_report(report: str) -> tuple[dict, nbformat.NotebookNode | None]:
+def read_report(report: str) -> tuple[RunLog, nbformat.NotebookNode | None]:
     """The run log and the executed notebook from the runner's report (the worker's trusted channel;
     empty when the runner was stopped before it reported). Its contents still came through the
     student's kernel, so each part is checked like any other untrusted data."""
     try:
         data = json.loads(report) if report and len(report) <= MAX_REPORT_CHARS else {}
     except ValueError:
-        return {}, None
-    log = data.get("log") if isinstance(data, dict) and isinstance(data.get("log"), dict) else {}
+        return RunLog(), None
+    log = RunLog.parse(data.get("log") if isinstance(data, dict) else None)
     try:
         executed = nbformat.reads(data["executed"], as_version=4)
     except Exception:  # missing or malformed: feedback without the notebook

@@ -158,7 +158,8 @@ pre.error{background:#fdecea;padding:.3em} img.plot{max-width:100%} .markdown ta
 def test_rows(results: dict) -> list[str]:
     rows = []
     for test in results.get("tests", []):
-        part, _, grade_id = str(test.get("name", "")).rpartition(": ")
+        extra = test.get("extra_data") if isinstance(test.get("extra_data"), dict) else {}
+        part, grade_id = str(extra.get("part", "")), str(extra.get("grade_id", ""))
         status = "pass" if test.get("status") == "passed" else "fail"
         rows.append(f"<tr class='{status}'><td>{html.escape(part)}</td><td>{html.escape(grade_id)}</td>"
                     f"<td>{test.get('score', 0):g} / {test.get('max_score', 0):g}</td>"
@@ -200,10 +201,9 @@ def total_rows(results: dict, grades) -> list[str]:
 def render_page(assignment: str, student: str, results: dict, notebook: nbformat.NotebookNode | None,
                 grades=None) -> str:
     """`grades`: the student's totals from nbgrader's gradebook (coursekit.course.gradebook), if any."""
-    lines = str(results.get("output", "")).splitlines()[1:]
-    if grades is not None:  # the table says what is still to grade
-        lines = [line for line in lines if not line.startswith("Pending manual grading")]
-    notes = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+    told = results.get("extra_data", {}).get("messages", [])
+    shown = [m for m in told if isinstance(m, dict) and not (grades is not None and m.get("kind") == "pending")]
+    notes = "".join(f"<li>{html.escape(str(m.get('text', '')))}</li>" for m in shown)  # the table says what is pending
     rows = "".join(test_rows(results) + manual_rows(results, grades) + total_rows(results, grades))
     body = notebook_html(notebook) if notebook is not None else "<p>The grader could not run your notebook.</p>"
     return f"""<!DOCTYPE html><html><head><meta charset="utf-8">

@@ -1,74 +1,42 @@
-"""The grading pipeline: sanitize -> execute (sandboxed) -> scan -> probe -> score -> report.
+"""The grading pipeline. One `Submission` record per submission goes through the steps listed in
+GRADING_STEPS; each step reads what the steps before it left on the record and adds its own part:
 
-`Grader` holds what every submission shares (rubric, release skeleton, the grader's test data,
-the sandbox); `Grader.grade` runs one submission and never raises for a bad submission.
+    fingerprint -> sanitize -> scan -> execute (sandboxed, probes included) -> apply_policy
+    -> score -> list_review -> verify_untouched -> write_report
+
+A step never raises for a bad submission: it records a note, or a `failure` that zeroes what could
+not be graded, and the later steps go on with what there is. `Grader.grade` runs the steps;
+`NotebookRunner` is what any run of a notebook needs (the student's local check uses it with
+CHECK_STEPS).
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import queue
 import secrets
-import sys
 import threading
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import nbformat
 
-from coursekit import ASSIGNMENT
+from coursekit.config import Course
 from coursekit.data import load_subset, provision
+from coursekit.grading.bubblewrap import Sandbox, Worker, WorkerFailed, python_read_only_paths
 from coursekit.grading.checks import CHECKS, Context
 from coursekit.grading.execute import Execution, execute, new_worker, walk_files
-from coursekit.grading.probe_data import PROBE_NAMES
+from coursekit.grading.report import write_submission_report
 from coursekit.grading.rubric import load_rubric, nbgrader_meta
-from coursekit.grading.bubblewrap import Limits, Sandbox, Worker, WorkerFailed, python_read_only_paths
 from coursekit.grading.sanitize import RefusedLink, Sanitized, UnreadableSubmission, read_submission, sanitize
 from coursekit.grading.scan import Finding, ScanPolicy, scan_cells
-from coursekit.grading.score import TestResult, Violation, guard_violations, score, violations_from
+from coursekit.grading.score import PartResult, Violation, guard_violations, score, violations_from
+from coursekit.in_sandbox.protocol import PROBE_NAMES
 
-
-@dataclass(frozen=True)
-class Course:
-    root: Path
-    assignment: str = ASSIGNMENT
-
-    @property
-    def notebook_name(self) -> str:
-        return f"{self.assignment}.ipynb"
-
-    @property
-    def source_notebook(self) -> Path:
-        return self.root / "source" / self.assignment / self.notebook_name
-
-    @property
-    def release_notebook(self) -> Path:
-        return self.root / "release" / self.assignment / self.notebook_name
-
-    def submission(self, student: str) -> Path:
-        return self.root / "submitted" / student / self.assignment
-
-    def students(self) -> list[str]:
-        folder = self.root / "submitted"
-        return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
-
-    def config(self) -> dict:
-        path = self.root / "course.toml"
-        return tomllib.loads(path.read_text()) if path.is_file() else {}
-
-    def limits(self) -> Limits:
-        section = self.config().get("limits", {})
-        defaults = Limits()
-        return Limits(memory_bytes=int(section.get("memory_gib", defaults.memory_bytes / 2**30) * 2**30),
-                      notebook_seconds=int(section.get("notebook_seconds", defaults.notebook_seconds)),
-                      cell_seconds=int(section.get("cell_seconds", defaults.cell_seconds)),
-                      processes=int(section.get("processes", defaults.processes)),
-                      output_bytes=int(section.get("output_bytes", defaults.output_bytes)))
-
-    def policy(self) -> ScanPolicy:
-        return ScanPolicy(no_autograd=bool(self.config().get("policy", {}).get("no_autograd", True)))
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -82,47 +50,49 @@ class ReviewItem:
     message: str
 
 
-def review_items(violations: list[Violation], findings: list[Finding], editable: list,
-                 imported: list | None = None) -> list[ReviewItem]:
-    """Violations, scan flags, and data the student's code deserialised (the run log's `imported_data`)."""
-    sources = {c.index: c.source.splitlines() for c in editable}
-
-    def code(cell, line):
-        lines = sources.get(cell, [])
-        return lines[line - 1].strip()[:200] if isinstance(line, int) and 0 < line <= len(lines) else ""
-
-    items = [ReviewItem("violation", v.rule, v.cell, v.line, code(v.cell, v.line), v.message) for v in violations]
-    items += [ReviewItem("review", f.rule, f.cell, f.line, code(f.cell, f.line), f.message)
-              for f in findings if f.severity != "violation"]
-    for load in (entry for entry in imported or [] if isinstance(entry, dict) and isinstance(entry.get("cell"), int)):
-        if load.get("dynamic") or load["cell"] in sources:
-            line = None if load.get("dynamic") else load.get("line")
-            items.append(ReviewItem("review", "imported-data", load["cell"], line, code(load["cell"], line),
-                                    f"`{str(load.get('api'))[:80]}` loaded data while your code ran: "
-                                    "a person checks where it came from"))
-    return items
-
-
 @dataclass
-class SubmissionResult:
+class Submission:
+    """One submission on its way through the pipeline."""
     student: str
-    tests: list[TestResult]
-    notes: list[str] = field(default_factory=list)          # sanitize/execute remarks and run problems
-    findings: list[Finding] = field(default_factory=list)   # static scan
-    violations: list[Violation] = field(default_factory=list)
-    review: list[ReviewItem] = field(default_factory=list)
-    executed: nbformat.NotebookNode | None = None
+    notebook: Path                                          # in the student's folder: read, never changed
+    digest: str = ""                                        # of the folder, before grading
+    clean: Sanitized | None = None                          # sanitize: rebuilt on the release's skeleton
+    findings: list[Finding] = field(default_factory=list)   # scan
+    execution: Execution | None = None                      # execute
+    violations: list[Violation] = field(default_factory=list)  # apply_policy
+    parts: list[PartResult] = field(default_factory=list)   # score
+    review: list[ReviewItem] = field(default_factory=list)  # list_review
+    notes: list[str] = field(default_factory=list)          # remarks of every step, for the student
+    failure: str | None = None                              # why nothing could be graded
+    failure_rule: str | None = None                         # and the rule, when a person should look
     seconds: float = 0.0
-    sandbox_seconds: float = 0.0
-    peak_memory_bytes: int | None = None
+
+    @property
+    def folder(self) -> Path:
+        return self.notebook.parent
+
+    @property
+    def executed(self) -> nbformat.NotebookNode | None:
+        return self.execution.executed if self.execution else None
+
+    @property
+    def sandbox_seconds(self) -> float:
+        return self.execution.completed.seconds if self.execution else 0.0
+
+    @property
+    def peak_memory_bytes(self) -> int | None:
+        return self.execution.completed.peak_memory_bytes if self.execution else None
 
     @property
     def score(self) -> float:
-        return round(sum(t.score for t in self.tests if not t.pending), 2)
+        return round(sum(p.score for p in self.parts if not p.pending), 2)
 
     @property
     def max_autograded(self) -> float:
-        return sum(t.max_score for t in self.tests if not t.pending)
+        return sum(p.max_score for p in self.parts if not p.pending)
+
+
+Step = Callable[["NotebookRunner", Submission], None]
 
 
 def tree_digest(folder: Path) -> str:
@@ -137,31 +107,130 @@ def tree_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def run_problems(log: dict, completed) -> list[str]:
+def fingerprint(runner: NotebookRunner, submission: Submission) -> None:
+    submission.digest = tree_digest(submission.folder)
+
+
+def sanitize_step(runner: NotebookRunner, submission: Submission) -> None:
+    """Read the notebook (never through a link, when grading) and rebuild it on the release."""
+    try:
+        submission.clean = sanitize(read_submission(submission.notebook, runner.link_guard(submission)), runner.release)
+    except UnreadableSubmission as error:
+        submission.failure = f"Your notebook could not be read: {error}"
+        submission.failure_rule = "link" if isinstance(error, RefusedLink) else None
+        submission.notes.append(submission.failure)
+        return
+    submission.notes += submission.clean.notes
+
+
+def scan(runner: NotebookRunner, submission: Submission) -> None:
+    if submission.clean:
+        cells = [(c.index, c.source) for c in submission.clean.editable]
+        submission.findings = scan_cells(cells, runner.policy, runner.preamble)
+
+
+def execute_step(runner: NotebookRunner, submission: Submission) -> None:
+    """Run the notebook and its probes in the next idle sandboxed worker."""
+    if not submission.clean:
+        return
+    worker = runner.idle_workers.get()
+    try:
+        submission.execution = execute(submission.clean.notebook, submission.folder, runner.course.notebook_name,
+                                       worker, seed=secrets.randbits(31), probes=runner.probes,
+                                       no_autograd=runner.policy.no_autograd)
+    finally:
+        runner.idle_workers.put(worker)
+    submission.notes += submission.execution.notes + run_problems(submission.execution)
+
+
+def run_problems(execution: Execution) -> list[str]:
     """What went wrong while running, in words for the student."""
-    problems = []
-    cells = log.get("cells") if isinstance(log.get("cells"), dict) else {}  # run.json is untrusted data
-    for index, record in sorted(cells.items(), key=lambda item: str(item[0]).zfill(9)):
-        status = str(record.get("status", "")) if isinstance(record, dict) else ""
-        if status and status != "ok":
-            problems.append(f"cell {index}: {status}")
-    if log.get("notebook_timed_out"):
-        problems.append("the notebook reached its time limit; the remaining cells were skipped")
-    if isinstance(log.get("probes"), dict) and log["probes"].get("aborted"):
-        problems.append(f"grading stopped early: {log['probes']['aborted']}")
+    problems = [f"cell {cell}: {what}" if cell is not None else what for cell, what in execution.log.problems()]
+    completed = execution.completed
     if completed.out_of_memory:
         problems.append("the notebook ran out of memory (the sandbox's limit) and was stopped")
     if completed.timed_out:
         problems.append("the run exceeded the grader's hard time limit and was stopped")
-    elif completed.returncode != 0 and not log:
+    elif completed.returncode != 0 and not completed.report:
         problems.append(f"the notebook's process was stopped (exit status {completed.returncode}) before it reported anything")
     return problems
 
 
+def apply_policy(runner: NotebookRunner, submission: Submission) -> None:
+    """Violations: the scan's, autograd found in use after a cell, and the run-time guard's records."""
+    if not submission.clean:
+        return
+    editable, log = submission.clean.editable, submission.execution.log if submission.execution else None
+    runtime = log.runtime_violations if log and runner.policy.no_autograd else []
+    submission.violations = violations_from(submission.findings, runtime, editable)
+    if log:
+        submission.violations += guard_violations(log, editable, submission.violations)
+
+
+def score_step(grader: Grader, submission: Submission) -> None:
+    execution = submission.execution
+    ctx = Context(execution.outputs, execution.inputs, grader.x_test, grader.y_test, grader.x_train, grader.y_train,
+                  grader.course.settings.floors) if execution and not submission.failure else None
+    submission.parts = score(grader.rubric, ctx, submission.violations, failure=submission.failure)
+
+
+def list_review(runner: NotebookRunner, submission: Submission) -> None:
+    """Violations, scan flags, data the student's code deserialised, and a refused submission."""
+    if submission.failure_rule:
+        submission.review.append(ReviewItem("review", submission.failure_rule, None, None, "", submission.failure or ""))
+    if submission.clean:
+        imported = submission.execution.log.imported_data if submission.execution else []
+        submission.review += review_items(submission.violations, submission.findings, submission.clean.editable, imported)
+
+
+def review_items(violations: list[Violation], findings: list[Finding], editable: list,
+                 imported: list[dict] = ()) -> list[ReviewItem]:
+    sources = {c.index: c.source.splitlines() for c in editable}
+
+    def code(cell, line):
+        lines = sources.get(cell, [])
+        return lines[line - 1].strip()[:200] if isinstance(line, int) and 0 < line <= len(lines) else ""
+
+    items = [ReviewItem("violation", v.rule, v.cell, v.line, code(v.cell, v.line), v.message) for v in violations]
+    items += [ReviewItem("review", f.rule, f.cell, f.line, code(f.cell, f.line), f.message)
+              for f in findings if f.severity != "violation"]
+    for load in (entry for entry in imported if isinstance(entry.get("cell"), int)):
+        if load.get("dynamic") or load["cell"] in sources:
+            line = None if load.get("dynamic") else load.get("line")
+            items.append(ReviewItem("review", "imported-data", load["cell"], line, code(load["cell"], line),
+                                    f"`{str(load.get('api'))[:80]}` loaded data while your code ran: "
+                                    "a person checks where it came from"))
+    return items
+
+
+def verify_untouched(runner: NotebookRunner, submission: Submission) -> None:
+    if tree_digest(submission.folder) != submission.digest:
+        submission.notes.append("GRADER ERROR: the submission folder changed during grading")
+
+
+def write_report(grader: Grader, submission: Submission) -> None:
+    write_submission_report(submission, grader.course)
+
+
+GRADING_STEPS: tuple[Step, ...] = (fingerprint, sanitize_step, scan, execute_step, apply_policy, score_step,
+                                   list_review, verify_untouched, write_report)
+CHECK_STEPS: tuple[Step, ...] = (sanitize_step, scan, execute_step, apply_policy)
+
+
+def run_steps(runner: NotebookRunner, submission: Submission, steps: tuple[Step, ...]) -> Submission:
+    start = time.monotonic()
+    for step in steps:
+        step(runner, submission)
+    submission.seconds = time.monotonic() - start
+    return submission
+
+
 class NotebookRunner:
-    """What checking any notebook needs: the release skeleton, the policy, limits, and `workers` warm
+    """What running any notebook needs: the release skeleton, the policy, limits, and `workers` warm
     sandboxed workers (started at once, in the background). Use it as a context manager: its workers
     and their folders are gone when the block ends, however it ends."""
+
+    probes: tuple[str, ...] = ()  # the local check runs only the notebook's own (visible) tests
 
     def __init__(self, course: Course, require_sandbox: bool = False, threads: int = 1, mpl_cache: Path | None = None,
                  workers: int = 1):
@@ -169,8 +238,8 @@ class NotebookRunner:
         self.release = nbformat.read(course.release_notebook, as_version=4)
         self.preamble = "\n".join(cell.source for cell in self.release.cells if cell.cell_type == "code"
                                   and nbgrader_meta(cell).get("locked") and not nbgrader_meta(cell).get("grade"))
-        self.policy = course.policy()
-        self.limits = course.limits()
+        self.policy = ScanPolicy(no_autograd=course.settings.no_autograd)
+        self.limits = course.settings.limits
         self.mnist = provision(online=False, progress=False)
         self.sandbox = Sandbox([*python_read_only_paths(), self.mnist], require=require_sandbox)
         self.closing = False
@@ -192,24 +261,17 @@ class NotebookRunner:
             worker.wait_until_ready()
         except WorkerFailed as error:  # retried by the first run that gets this worker, and reported there
             if not self.closing:
-                print(error, file=sys.stderr)
+                logger.warning("%s", error)
         finally:
             self.idle_workers.put(worker)
 
-    def prepare(self, notebook: Path, top: Path | None = None) -> tuple[Sanitized, list[Finding]]:
-        """Sanitize and scan; raises UnreadableSubmission. With `top` (the student's folder), nothing
-        is read through a link."""
-        clean = sanitize(read_submission(notebook, top), self.release)
-        return clean, scan_cells([(c.index, c.source) for c in clean.editable], self.policy, self.preamble)
+    def link_guard(self, submission: Submission) -> Path | None:
+        """The folder below which no link is followed (none for a notebook a student checks locally)."""
+        return None
 
-    def run(self, clean: Sanitized, folder: Path, probes: tuple[str, ...] = PROBE_NAMES) -> Execution:
-        """Run in the next idle worker."""
-        worker = self.idle_workers.get()
-        try:
-            return execute(clean.notebook, folder, self.course.notebook_name, worker, seed=secrets.randbits(31),
-                           probes=probes, no_autograd=self.policy.no_autograd)
-        finally:
-            self.idle_workers.put(worker)
+    def check(self, notebook: Path) -> Submission:
+        """The local check: CHECK_STEPS on one notebook, in place."""
+        return run_steps(self, Submission(notebook.parent.name, notebook), CHECK_STEPS)
 
     def close(self) -> None:
         """Stop the workers (those still starting too) and remove their folders."""
@@ -229,6 +291,8 @@ class NotebookRunner:
 class Grader(NotebookRunner):
     """The instructor's grader: adds the rubric (from source/), the trusted checks and their test data."""
 
+    probes = PROBE_NAMES
+
     def __init__(self, course: Course, **options):
         super().__init__(course, **options)
         try:
@@ -241,35 +305,16 @@ class Grader(NotebookRunner):
             self.close()
             raise
 
-    def grade(self, student: str) -> SubmissionResult:
-        start = time.monotonic()
-        folder = self.course.submission(student)
-        before = tree_digest(folder)
-        result = self.grade_folder(student, folder)
-        if tree_digest(folder) != before:
-            result.notes.append("GRADER ERROR: the submission folder changed during grading")
-        result.seconds = time.monotonic() - start
-        return result
+    def link_guard(self, submission: Submission) -> Path | None:
+        return submission.folder.parent
 
-    def grade_folder(self, student: str, folder: Path) -> SubmissionResult:
-        try:
-            clean, findings = self.prepare(folder / self.course.notebook_name, top=folder.parent)
-        except UnreadableSubmission as error:
-            review = "link" if isinstance(error, RefusedLink) else None
-            return self.failed(student, f"Your notebook could not be read: {error}", review)
-        execution = self.run(clean, folder)
-        runtime = execution.log.get("runtime_violations", []) if self.policy.no_autograd else []
-        violations = violations_from(findings, runtime if isinstance(runtime, list) else [], clean.editable)
-        violations += guard_violations(execution.log, clean.editable, violations)
-        imported = execution.log.get("imported_data") if isinstance(execution.log.get("imported_data"), list) else []
-        ctx = Context(execution.outputs, execution.inputs, self.x_test, self.y_test, self.x_train, self.y_train)
-        return SubmissionResult(student, score(self.rubric, ctx, violations),
-                                clean.notes + execution.notes + run_problems(execution.log, execution.completed),
-                                findings, violations, review_items(violations, findings, clean.editable, imported),
-                                execution.executed, sandbox_seconds=execution.completed.seconds,
-                                peak_memory_bytes=execution.completed.peak_memory_bytes)
+    def grade(self, student: str, steps: tuple[Step, ...] = GRADING_STEPS) -> Submission:
+        return run_steps(self, Submission(student, self.notebook_of(student)), steps)
 
-    def failed(self, student: str, why: str, review: str | None = None) -> SubmissionResult:
-        """Nothing could be graded; `review` names the rule when a person should look (a refused link)."""
-        items = [ReviewItem("review", review, None, None, "", why)] if review else []
-        return SubmissionResult(student, score(self.rubric, None, [], failure=why), [why], review=items)
+    def notebook_of(self, student: str) -> Path:
+        return self.course.submission(student) / self.course.notebook_name
+
+    def failed(self, student: str, why: str, rule: str | None = None) -> Submission:
+        """A submission the grader itself could not grade: nothing scores, a person looks when `rule`."""
+        submission = Submission(student, self.notebook_of(student), failure=why, failure_rule=rule, notes=[why])
+        return run_steps(self, submission, (score_step, list_review, write_report))

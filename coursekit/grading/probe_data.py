@@ -1,5 +1,6 @@
-"""Probe step, grader side: choose the inputs the sandbox feeds to the student's code, and read
-back what it exported (safetensors and JSON only; never pickles)."""
+"""The probes' data, on the host: the inputs the sandbox feeds to the student's code, and what the
+probes exported (safetensors and JSON only; never pickles). The probes themselves run in the
+student's kernel: coursekit/in_sandbox/probes.py."""
 from __future__ import annotations
 
 import json
@@ -9,8 +10,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-PROBE_NAMES = ("names", "linear", "relu", "sequential", "log_softmax", "mse_loss",
-               "cross_entropy_loss", "sgd_step", "train", "accuracy", "models", "provenance")
+from coursekit.in_sandbox.protocol import INPUTS_FILE, PROBE_NAMES
+
 MAX_EXPORT_BYTES = 64 * 2**20
 
 
@@ -44,7 +45,7 @@ def make_inputs(seed: int) -> dict[str, torch.Tensor]:
 
 
 def write_inputs(inputs: dict[str, torch.Tensor], directory: Path) -> None:
-    save_file({k: v.contiguous() for k, v in inputs.items()}, directory / "inputs.safetensors")
+    save_file({k: v.contiguous() for k, v in inputs.items()}, directory / INPUTS_FILE)
 
 
 def regular_file(path: Path, root: Path) -> bool:

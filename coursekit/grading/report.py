@@ -1,65 +1,84 @@
 """Report step: results.json (Gradescope's schema), the executed notebook, an HTML feedback page,
-and for the class grades.csv and a printed table."""
+and for the class grades.csv, review.csv and a printed table.
+
+results.json carries the results as data (each part's grade_id and sub-checks with the values they
+measured, the notes, violations and review items in `extra_data`); its `output` texts are formatted
+from that data for people, and nothing reads them back."""
 from __future__ import annotations
 
 import csv
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nbformat
 
+from coursekit.config import Course
 from coursekit.course.late import LatePolicy, late_status
 from coursekit.grading.feedback import keep_safe_outputs, render_page
-from coursekit.grading.pipeline import Course, SubmissionResult
+from coursekit.grading.score import PartResult
+
+if TYPE_CHECKING:
+    from coursekit.grading.pipeline import Submission
 
 MAX_KEPT_NOTEBOOK_BYTES = 10 * 2**20
 
 
-def summary_lines(result: SubmissionResult) -> list[str]:
-    lines = [f"Autograded score: {result.score:g} / {result.max_autograded:g}"]
-    pending = [t for t in result.tests if t.pending]
+def part_output(part: PartResult) -> str:
+    if part.pending:
+        return "Pending: graded by hand by the course staff."
+    return "\n".join(("PASS  " if line.passed else "FAIL  ") + line.sentence for line in part.lines)
+
+
+def messages(result: Submission, late: dict | None) -> list[dict]:
+    """What the student is told besides the parts' checks: {"kind", "text"}, kind one of pending,
+    note, violation, review, late."""
+    found = []
+    pending = [t for t in result.parts if t.pending]
     if pending:
-        lines.append("Pending manual grading: " + ", ".join(f"{t.grade_id} ({t.max_score:g})" for t in pending))
-    lines += [f"Note: {note}" for note in result.notes]
-    lines += [f"Policy violation (cell {v.cell}" + (f", line {v.line}" if v.line else "") + f"): {v.message}"
+        found.append(("pending", "Pending manual grading: " + ", ".join(f"{t.grade_id} ({t.max_score:g})" for t in pending)))
+    found += [("note", f"Note: {note}") for note in result.notes]
+    found += [("violation", f"Policy violation (cell {v.cell}" + (f", line {v.line}" if v.line else "") + f"): {v.message}")
               for v in result.violations]
-    lines += [f"For review ({item.rule}" + (f", cell {item.cell}" if item.cell is not None else "")
-              + (f", line {item.line}" if item.line else "") + f"): {item.message}"
+    found += [("review", f"For review ({item.rule}" + (f", cell {item.cell}" if item.cell is not None else "")
+               + (f", line {item.line}" if item.line else "") + f"): {item.message}")
               for item in result.review if item.severity == "review"]
-    return lines
+    if late and late["days_late"]:
+        found.append(("late", f"Late by {late['days_late']} day(s) ({late['policy']}): -{late['penalty']:g} points"))
+    return [{"kind": kind, "text": text} for kind, text in found]
 
 
-def results_json(result: SubmissionResult, course: Course | None = None) -> dict:
-    late = late_status(LatePolicy.from_config(course.config()), course.submission(result.student), result.score) \
+def results_json(result: Submission, course: Course | None = None) -> dict:
+    late = late_status(LatePolicy.from_config(course.settings.sections), course.submission(result.student), result.score) \
         if course is not None else None
+    told = messages(result, late)
     return {
         "score": result.score,
         "execution_time": round(result.seconds, 1),
-        "output": "\n".join(summary_lines(result) + late_lines(late)),
+        "output": "\n".join([f"Autograded score: {result.score:g} / {result.max_autograded:g}"]
+                            + [message["text"] for message in told]),
         "visibility": "visible",
         "stdout_visibility": "hidden",
         "tests": [{"name": f"{t.part}: {t.grade_id}", "score": t.score, "max_score": t.max_score,
-                   "status": "passed" if t.passed else "failed", "output": t.output, "visibility": "visible",
-                   "tags": [t.part]} for t in result.tests if not t.pending],
-        "extra_data": {"pending_manual": {t.grade_id: t.max_score for t in result.tests if t.pending},
+                   "status": "passed" if t.passed else "failed", "output": part_output(t), "visibility": "visible",
+                   "tags": [t.part], "extra_data": {"grade_id": t.grade_id, "part": t.part,
+                                                    "checks": [asdict(line) for line in t.lines]}}
+                  for t in result.parts if not t.pending],
+        "extra_data": {"pending_manual": {t.grade_id: t.max_score for t in result.parts if t.pending},
+                       "messages": told,
+                       "violations": [asdict(v) for v in result.violations],
                        "findings": [vars(f) for f in result.findings],
                        "review": [asdict(item) for item in result.review],
                        "peak_memory_bytes": result.peak_memory_bytes, "late": late},
     }
 
 
-def late_lines(late: dict | None) -> list[str]:
-    if not late or not late["days_late"]:
-        return []
-    return [f"Late by {late['days_late']} day(s) ({late['policy']}): -{late['penalty']:g} points"]
-
-
-def feedback_html(result: SubmissionResult, course: Course) -> str:
+def feedback_html(result: Submission, course: Course) -> str:
     return render_page(course.assignment, result.student, results_json(result, course), result.executed)
 
 
-def write_submission_report(result: SubmissionResult, course: Course) -> None:
+def write_submission_report(result: Submission, course: Course) -> None:
     autograded = course.root / "autograded" / result.student / course.assignment
     feedback = course.root / "feedback" / result.student / course.assignment
     autograded.mkdir(parents=True, exist_ok=True)
@@ -88,27 +107,39 @@ def load_results(course: Course) -> dict[str, dict]:
     return results
 
 
-def export_class(course: Course) -> Path:
-    """grades.csv (one row per student, one column per graded cell, the total) and a class summary picture."""
-    results = load_results(course)
-    columns = []
+def grade_id_of(test: dict) -> str:
+    return str((test.get("extra_data") or {}).get("grade_id", ""))
+
+
+def grade_columns(results: dict[str, dict]) -> list[str]:
+    """Every graded cell's grade_id, in the order the results list them (autograded, then by hand)."""
+    columns: dict[str, None] = {}
     for data in results.values():
-        for name in [t["name"].split(": ", 1)[-1] for t in data.get("tests", [])] + list(data.get("extra_data", {}).get("pending_manual", {})):
-            if name not in columns:
-                columns.append(name)
+        columns.update(dict.fromkeys(grade_id_of(t) for t in data.get("tests", [])))
+        columns.update(dict.fromkeys(data.get("extra_data", {}).get("pending_manual", {})))
+    return list(columns)
+
+
+def grades_row(student: str, data: dict, columns: list[str]) -> list:
+    scores = {grade_id_of(t): f"{t['score']:g}" for t in data.get("tests", [])}
+    extra, items = data.get("extra_data", {}), review_of(data)
+    return [student, *(scores.get(c, "") for c in columns), f"{data.get('score', 0):g}",
+            f"{sum(t['max_score'] for t in data.get('tests', [])):g}", f"{sum(extra.get('pending_manual', {}).values()):g}",
+            f"{(extra.get('late') or {}).get('penalty', 0):g}",
+            sum(item.get("severity") == "violation" for item in items), "yes" if items else "no"]
+
+
+def export_class(course: Course) -> Path:
+    """grades.csv (one row per student, one column per graded cell, the total), review.csv and a
+    class summary picture."""
+    results = load_results(course)
+    columns = grade_columns(results)
     path = course.root / "grades.csv"
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["student", *columns, "autograded_total", "max_autograded", "manual_pending_points",
                          "late_penalty", "violations", "needs_review"])
-        for student, data in results.items():
-            scores = {t["name"].split(": ", 1)[-1]: f"{t['score']:g}" for t in data.get("tests", [])}
-            pending = data.get("extra_data", {}).get("pending_manual", {})
-            items = review_of(data)
-            writer.writerow([student, *(scores.get(c, "") for c in columns), f"{data.get('score', 0):g}",
-                             f"{sum(t['max_score'] for t in data.get('tests', [])):g}", f"{sum(pending.values()):g}",
-                             f"{(data.get('extra_data', {}).get('late') or {}).get('penalty', 0):g}",
-                             sum(item.get("severity") == "violation" for item in items), "yes" if items else "no"])
+        writer.writerows(grades_row(student, data, columns) for student, data in results.items())
     write_review_list(results, course.root / "autograded" / "review.csv")
     if results:
         class_summary_picture(results, course.root / "feedback" / "class_summary.png")
@@ -160,7 +191,7 @@ def class_summary_picture(results: dict[str, dict], path: Path) -> None:
     plt.close(figure)
 
 
-def table(results: list[SubmissionResult]) -> str:
+def table(results: list[Submission]) -> str:
     width = max([len(r.student) for r in results] + [7])
     lines = [f"{'student':<{width}}  {'score':>12}  {'seconds':>7}  problems"]
     for r in results:

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from coursekit.grading.checks import CHECKS, Context, run_check
+from coursekit.grading.checks import CHECKS, CheckLine, Context, run_check
 from coursekit.grading.rubric import Rubric
 from coursekit.grading.sanitize import EditableCell
 from coursekit.grading.scan import Finding
+from coursekit.in_sandbox.protocol import RunLog
 
 
 @dataclass
@@ -19,23 +20,18 @@ class Violation:
 
 
 @dataclass
-class TestResult:
+class PartResult:
+    """The points of one graded cell and the sub-checks that decided them."""
     grade_id: str
     part: str
     score: float
     max_score: float
-    lines: list[tuple[bool, str]] = field(default_factory=list)
+    lines: list[CheckLine] = field(default_factory=list)
     pending: bool = False  # manually graded
 
     @property
     def passed(self) -> bool:
         return not self.pending and self.score >= self.max_score
-
-    @property
-    def output(self) -> str:
-        if self.pending:
-            return "Pending: graded by hand by the course staff."
-        return "\n".join(("PASS  " if ok else "FAIL  ") + text for ok, text in self.lines)
 
 
 def owner_of_cell(editable: list[EditableCell], cell: int) -> str | None:
@@ -58,13 +54,12 @@ GUARD_RULES = {"torch-nn": "torch.nn is not allowed", "ready-made": "ready-made 
                "autograd": "autograd is not allowed", "torch-optim": "torch.optim is not allowed"}
 
 
-def guard_violations(log: dict, editable: list[EditableCell], static: list[Violation]) -> list[Violation]:
+def guard_violations(log: RunLog, editable: list[EditableCell], static: list[Violation]) -> list[Violation]:
     """The run-time guard's records: forbidden calls made by the student's code (in an editable cell,
     or by code created at run time), except where the static scan already reported that line."""
     cells, reported = {c.index for c in editable}, {(v.cell, v.line) for v in static}
-    calls = log.get("forbidden_calls") if isinstance(log.get("forbidden_calls"), list) else []
     found = []
-    for call in (c for c in calls if isinstance(c, dict) and isinstance(c.get("cell"), int)):
+    for call in (c for c in log.forbidden_calls if isinstance(c.get("cell"), int)):
         cell, line, rule, dynamic = call["cell"], call.get("line"), call.get("rule"), bool(call.get("dynamic"))
         if rule not in GUARD_RULES or not (dynamic or cell in cells) or (cell, line) in reported:
             continue
@@ -72,14 +67,14 @@ def guard_violations(log: dict, editable: list[EditableCell], static: list[Viola
         found.append(Violation(owner_of_cell(editable, cell), cell, None if dynamic else line,
                                f"`{str(call.get('api'))[:100]}` was called {how}while your code ran: {GUARD_RULES[rule]}",
                                f"runtime-{rule}"))
-    removed = log.get("guard_removed_at")
-    if isinstance(removed, int):
+    removed = log.guard_removed_at
+    if removed is not None:
         found.append(Violation(owner_of_cell(editable, removed), removed, None,
                                "the grader's run-time guard was removed or disabled by your code", "runtime-guard-removed"))
     return found
 
 
-def describe(violations: list[Violation]) -> list[str]:
+def describe(violations: list[Violation]) -> list[CheckLine]:
     """One line per cell: where, and the first thing found there."""
     by_cell: dict[int, list[Violation]] = {}
     for violation in violations:
@@ -88,27 +83,26 @@ def describe(violations: list[Violation]) -> list[str]:
     for cell, found in sorted(by_cell.items()):
         where = sorted({v.line for v in found if v.line})
         more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
-        lines.append(f"policy violation in cell {cell}" + (f", line {', '.join(map(str, where))}" if where else "")
-                     + f": {found[0].message}{more}")
+        lines.append(CheckLine(False, f"policy violation in cell {cell}" + (f", line {', '.join(map(str, where))}" if where else "")
+                               + f": {found[0].message}{more}"))
     return lines
 
 
-def score(rubric: Rubric, ctx: Context | None, violations: list[Violation], failure: str | None = None) -> list[TestResult]:
-    """One TestResult per graded cell. `failure` (nothing could run) zeroes every autograded part."""
+def score(rubric: Rubric, ctx: Context | None, violations: list[Violation], failure: str | None = None) -> list[PartResult]:
+    """One PartResult per graded cell. `failure` (nothing could run) zeroes every autograded part."""
     results = []
     for cell in rubric.cells:
         if not cell.autograded:
-            results.append(TestResult(cell.grade_id, cell.part, 0.0, cell.points, pending=True))
+            results.append(PartResult(cell.grade_id, cell.part, 0.0, cell.points, pending=True))
             continue
         if failure or ctx is None:
-            results.append(TestResult(cell.grade_id, cell.part, 0.0, cell.points, [(False, failure or "not run")]))
+            results.append(PartResult(cell.grade_id, cell.part, 0.0, cell.points, [CheckLine(False, failure or "not run")]))
             continue
         outcome = run_check(cell.grade_id, ctx)
         touched = [v for v in violations if v.owner in CHECKS[cell.grade_id].solutions]
         if touched:
-            lines = [(False, line) for line in describe(touched)] + outcome.lines
-            results.append(TestResult(cell.grade_id, cell.part, 0.0, cell.points, lines))
+            results.append(PartResult(cell.grade_id, cell.part, 0.0, cell.points, describe(touched) + outcome.lines))
         else:
-            results.append(TestResult(cell.grade_id, cell.part, round(cell.points * outcome.fraction, 2), cell.points,
+            results.append(PartResult(cell.grade_id, cell.part, round(cell.points * outcome.fraction, 2), cell.points,
                                       outcome.lines))
     return results

@@ -3,7 +3,8 @@ inputs and export what they return as plain tensors (safetensors) plus a JSON de
 
 Nothing here judges: the grader compares the exported values with its own reference outside the
 sandbox. Under the no-autograd policy each probe runs under `torch.inference_mode()`, so student code
-that relies on autograd fails here. This module is executed as source inside the kernel; it imports nothing from `coursekit`.
+that relies on autograd fails here. This module is executed as source inside the kernel; it imports nothing from `coursekit` (the
+runner passes it what it needs of `protocol`).
 """
 import json
 import traceback
@@ -214,9 +215,9 @@ PROBES = {name[len("probe_"):]: function for name, function in dict(globals()).i
           if name.startswith("probe_") and callable(function)}
 
 
-def run(name, directory, no_autograd=True):
+def run(name, directory, inputs_file, no_autograd=True):
     """Run one probe; under the no-autograd policy, in inference mode (code that needs autograd fails)."""
-    inputs = load_file(f"{directory}/inputs.safetensors")
+    inputs = load_file(f"{directory}/{inputs_file}")
     rec = Recorder()
     try:
         with torch.inference_mode(no_autograd):

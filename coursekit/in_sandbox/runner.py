@@ -1,6 +1,7 @@
 """Runs one sanitized notebook inside the sandbox, then probes the student's contract names.
 
-This file is copied alone into the sandbox: it imports nothing from `coursekit`. Its report (the run
+It runs inside the sandbox and imports nothing from `coursekit` but `protocol`, its contract with
+the host (both are in this folder, which is mounted into the sandbox). Its report (the run
 log and the executed notebook) goes to the worker through a pipe that no kernel inherits, so nothing
 the student's code starts can rewrite it; what the kernel told it, and the probes' exports, are still
 the student's data, which the grader checks.
@@ -14,7 +15,6 @@ the worker's libraries already imported and no state left by a previous kernel.
 """
 from __future__ import annotations
 
-import argparse
 import ast
 import asyncio
 import json
@@ -30,10 +30,12 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning import LocalProvisioner
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from protocol import GUARD_FILE, INPUTS_FILE, NOTEBOOK_DIR, PROBE_DIR, PROBES_FILE, REPORT_FD, RunLog, RunRequest
 
 MAX_REPLAYS = 3
 MAX_EXECUTED_CHARS = 20 * 2**20
 GUARD_RESULT = "__coursekit_guard_result"
+HERE = Path(__file__).resolve().parent
 
 
 def module_setup(name: str, path: str, then: str = "") -> str:
@@ -192,23 +194,22 @@ class CappedClient(NotebookClient):
 
 
 class Runner:
-    def __init__(self, args):
-        self.args = args
-        self.notebook = nbformat.read(args.notebook, as_version=4)
-        self.deadline = time.monotonic() + args.notebook_timeout
+    def __init__(self, request: RunRequest):
+        self.request = request
+        self.notebook_path = request.path(NOTEBOOK_DIR, request.notebook)
+        self.notebook = nbformat.read(self.notebook_path, as_version=4)
+        self.deadline = time.monotonic() + request.notebook_seconds
         self.fatal_cells: set[int] = set()
         self.autograd_seen: set[str] = set()
         self.executions: dict[int, int] = {}  # the kernel's execution count -> cell index
-        self.log: dict = {"cells": {}, "runtime_violations": [], "forbidden_calls": [], "imported_data": [],
-                          "guard_removed_at": None,
-                          "probes": {}, "replays": 0, "notebook_timed_out": False}
+        self.log = RunLog()
 
     def new_client(self) -> CappedClient:
-        client = CappedClient(self.notebook, kernel_name="python3", timeout=self.args.cell_timeout,
+        client = CappedClient(self.notebook, kernel_name="python3", timeout=self.request.cell_seconds,
                               kernel_manager_class=ForkedKernelManager,
                               allow_errors=True, interrupt_on_timeout=False,
-                              resources={"metadata": {"path": str(Path(self.args.notebook).parent)}})
-        client.max_output_bytes = self.args.max_output_bytes
+                              resources={"metadata": {"path": str(Path(self.notebook_path).parent)}})
+        client.max_output_bytes = self.request.output_bytes
         client.truncated = set()
         return client
 
@@ -245,29 +246,28 @@ class Runner:
         # The worker imported matplotlib's inline backend before this kernel's shell existed: enabling it
         # now registers the shell's PNG formatter, so plots reach the executed notebook as pictures.
         inline = "get_ipython().run_line_magic('matplotlib', 'inline')\n"
-        await self.silent(client, inline + module_setup("coursekit_guard", self.args.guard,
-                                                        f"__coursekit_guard.install({self.args.no_autograd})"), timeout=60)
+        await self.silent(client, inline + module_setup("coursekit_guard", HERE / GUARD_FILE,
+                                                        f"__coursekit_guard.install({self.request.no_autograd})"), timeout=60)
         for index, cell in enumerate(self.notebook.cells):
             if cell.cell_type != "code" or index in self.fatal_cells:
                 continue
-            record = self.log["cells"].setdefault(str(index), {})
             if time.monotonic() > self.deadline:
-                record["status"] = "skipped: notebook time limit reached"
-                self.log["notebook_timed_out"] = True
+                self.log.cells[index] = "skipped: notebook time limit reached"
+                self.log.notebook_timed_out = True
                 continue
-            client.timeout = max(1, min(self.args.cell_timeout, int(self.deadline - time.monotonic())))
+            client.timeout = max(1, min(self.request.cell_seconds, int(self.deadline - time.monotonic())))
             try:
                 await client.async_execute_cell(cell, index)
             except CellTimeoutError:
-                record["status"] = f"timeout: stopped after {client.timeout} s"
+                self.log.cells[index] = f"timeout: stopped after {client.timeout} s"
                 if not await self.recover(client):
                     return index
                 continue
             except DeadKernelError:
-                record["status"] = "kernel died while running this cell"
+                self.log.cells[index] = "kernel died while running this cell"
                 return index
             errors = [out for out in cell.outputs if out.get("output_type") == "error"]
-            record["status"] = f"error: {errors[0]['ename']}: {errors[0]['evalue']}"[:500] if errors else "ok"
+            self.log.cells[index] = f"error: {errors[0]['ename']}: {errors[0]['evalue']}"[:500] if errors else "ok"
             execution = cell.get("execution_count") if isinstance(cell.get("execution_count"), int) else None
             if execution is not None:
                 self.executions[execution] = index
@@ -282,18 +282,18 @@ class Runner:
             return
         report = parse_report(text) if status == "ok" else None
         if report is None or report.get("guard_active") is not True:
-            if self.log["guard_removed_at"] is None:
-                self.log["guard_removed_at"] = index
+            if self.log.guard_removed_at is None:
+                self.log.guard_removed_at = index
             return
         for call in records(report, "calls"):
-            self.log["forbidden_calls"].append({**self.where(call, index), "rule": str(call.get("rule"))[:40]})
+            self.log.forbidden_calls.append({**self.where(call, index), "rule": str(call.get("rule"))[:40]})
         for load in records(report, "imports"):
-            self.log["imported_data"].append(self.where(load, index))
+            self.log.imported_data.append(self.where(load, index))
         found = report.get("autograd") if isinstance(report.get("autograd"), list) else []
         new = [str(item)[:300] for item in found[:20] if str(item)[:300] not in self.autograd_seen]
         if new:  # reported once, at the cell that brought it about
             self.autograd_seen.update(new)
-            self.log["runtime_violations"].append({"cell": index, "found": new})
+            self.log.runtime_violations.append({"cell": index, "found": new})
 
     def where(self, record: dict, index: int) -> dict:
         """A record's cell index (code made at run time: the cell that was running), line and API."""
@@ -302,19 +302,20 @@ class Runner:
                 "api": str(record.get("api"))[:100], "dynamic": bool(record.get("dynamic"))}
 
     async def run_probes(self, client) -> None:
-        for stale in Path(self.args.probe_dir).glob("*"):
-            if stale.name != "inputs.safetensors" and (stale.is_file() or stale.is_symlink()):
+        probe_dir = self.request.path(PROBE_DIR)
+        for stale in Path(probe_dir).glob("*"):
+            if stale.name != INPUTS_FILE and (stale.is_file() or stale.is_symlink()):
                 stale.unlink()
-        status, detail = await self.silent(client, module_setup("coursekit_probe", self.args.probe), timeout=60)
+        status, detail = await self.silent(client, module_setup("coursekit_probe", HERE / PROBES_FILE), timeout=60)
         if status != "ok":
-            self.log["probes"]["setup"] = f"{status}: {detail}"
+            self.log.probes["setup"] = f"{status}: {detail}"
             return
-        for name in filter(None, self.args.probe_names.split(",")):
-            code = f"__coursekit_probe.run({name!r}, {self.args.probe_dir!r}, {self.args.no_autograd})"
-            status, detail = await self.silent(client, code, timeout=self.args.probe_timeout)
-            self.log["probes"][name] = status if status == "ok" else f"{status}: {detail}"
+        for name in self.request.probes:
+            code = f"__coursekit_probe.run({name!r}, {probe_dir!r}, {INPUTS_FILE!r}, {self.request.no_autograd})"
+            status, detail = await self.silent(client, code, timeout=self.request.probe_seconds)
+            self.log.probes[name] = status if status == "ok" else f"{status}: {detail}"
             if status == "timeout" and not await self.recover(client):
-                self.log["probes"]["aborted"] = f"the kernel stopped answering during probe {name}"
+                self.log.aborted = f"the kernel stopped answering during probe {name}"
                 return
 
     async def run(self) -> None:
@@ -327,10 +328,10 @@ class Runner:
                     await self.collect_guard(client, max(self.executions.values(), default=0))
                     return
             self.fatal_cells.add(fatal)
-            self.log["replays"] = attempt + 1
+            self.log.replays = attempt + 1
             if time.monotonic() > self.deadline:
                 break
-        self.log["probes"]["aborted"] = "the notebook left its kernel unusable too often"
+        self.log.aborted = "the notebook left its kernel unusable too often"
 
     def report(self) -> bytes:
         """The run log and the executed notebook (without outputs if it is too big to keep)."""
@@ -340,7 +341,7 @@ class Runner:
                 if cell.cell_type == "code":
                     cell.outputs = []
             executed = nbformat.writes(self.notebook)
-        return json.dumps({"log": self.log, "executed": executed}).encode()
+        return json.dumps({"log": self.log.to_json(), "executed": executed}).encode()
 
     def send_report(self, fd: int) -> None:
         data = memoryview(self.report())
@@ -350,23 +351,12 @@ class Runner:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("notebook")
-    parser.add_argument("--report-fd", type=int, required=True)
-    parser.add_argument("--probe", required=True)
-    parser.add_argument("--guard", required=True)
-    parser.add_argument("--allow-autograd", dest="no_autograd", action="store_false")
-    parser.add_argument("--probe-dir", required=True)
-    parser.add_argument("--probe-names", required=True)
-    parser.add_argument("--cell-timeout", type=int, default=120)
-    parser.add_argument("--notebook-timeout", type=int, default=600)
-    parser.add_argument("--probe-timeout", type=int, default=60)
-    parser.add_argument("--max-output-bytes", type=int, default=200_000)
-    args = parser.parse_args(argv)
-    ForkedProvisioner.spawner = KernelSpawner(private_fds=(args.report_fd,))
-    runner = Runner(args)
+    """Run the request in argv (`RunRequest.to_argv`); report on REPORT_FD, which the worker opened."""
+    request = RunRequest.from_argv(argv)
+    ForkedProvisioner.spawner = KernelSpawner(private_fds=(REPORT_FD,))
+    runner = Runner(request)
     try:
         asyncio.run(runner.run())
     finally:
-        runner.send_report(args.report_fd)
+        runner.send_report(REPORT_FD)
 

@@ -10,7 +10,7 @@ what a submission does to its process cannot reach the next one, and after each 
 it left behind is killed and /tmp emptied. This process is made non-dumpable: a submission runs as the same user but
 cannot ptrace it or read its memory.
 
-Like runner.py, this file imports nothing from `coursekit`.
+Like runner.py, it imports nothing from `coursekit` but `protocol`.
 """
 from __future__ import annotations
 
@@ -23,10 +23,11 @@ import sys
 import time
 import traceback
 
+from protocol import REPORT_FD
+
 PRELOAD = ("torch", "fastai.vision.all", "matplotlib.pyplot", "matplotlib_inline.backend_inline",
            "ipykernel.kernelapp", "ipykernel.ipkernel", "nbclient", "nbformat", "safetensors.torch")
 PR_SET_DUMPABLE = 4
-REPORT_FD = 3  # the runner's end of the report pipe
 MAX_REPORT_BYTES = 64 * 2**20
 
 
@@ -57,7 +58,7 @@ def run_submission(request: dict, report: int) -> None:
         import torch
         torch.set_num_threads(int(request["threads"]))
         import runner
-        runner.main([*request["argv"], "--report-fd", str(REPORT_FD)])
+        runner.main(request["argv"])
         code = 0
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else 1

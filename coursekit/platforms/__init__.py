@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 import coursekit
-from coursekit.grading.pipeline import Course
+from coursekit.config import Course
 
 TEMPLATES = Path(__file__).parent / "templates"
 PACKAGE = Path(coursekit.__file__).parent

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import quote
 
-from coursekit.grading.pipeline import Course
+from coursekit.config import Course
 from coursekit.grading.rubric import load_rubric
 from coursekit.platforms import TEMPLATES, feedback_page, find_notebook, grade_notebook, write_course
 

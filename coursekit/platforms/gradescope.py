@@ -19,7 +19,7 @@ from pathlib import Path
 
 import nbformat
 
-from coursekit.grading.pipeline import Course
+from coursekit.config import Course
 from coursekit.platforms import TEMPLATES, find_notebook, grade_notebook, graded_file, write_course
 
 SCRIPTS = ("setup.sh", "run_autograder")
