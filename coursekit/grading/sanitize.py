@@ -107,56 +107,69 @@ def grade_id(cell) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def sanitize(submission: nbformat.NotebookNode, release: nbformat.NotebookNode) -> Sanitized:
-    skeleton = [(grade_id(cell), cell) for cell in release.cells if grade_id(cell)]
-    known = {gid for gid, _ in skeleton}
-    theirs: dict[str, nbformat.NotebookNode] = {}
-    added: dict[str | None, list] = {}  # cells the student added, by the known cell above them
-    order, above, notes = [], None, []
+@dataclass
+class Matched:
+    """The submission's cells against the release's graded cells."""
+    theirs: dict[str, nbformat.NotebookNode] = field(default_factory=dict)  # grade_id -> the first copy
+    added: dict[str | None, list] = field(default_factory=dict)  # cells the student added, by the graded cell above
+    notes: list[str] = field(default_factory=list)
+
+
+def match_cells(submission: nbformat.NotebookNode, skeleton: list[tuple[str, nbformat.NotebookNode]]) -> Matched:
+    known, found, order, above = {gid for gid, _ in skeleton}, Matched(), [], None
     for cell in submission.cells:
         gid = grade_id(cell)
-        if gid in known and gid not in theirs:
-            theirs[gid], above = cell, gid
+        if gid in known and gid not in found.theirs:
+            found.theirs[gid], above = cell, gid
             order.append(gid)
         else:
             if gid in known:
-                notes.append(f"cell '{gid}' appears more than once; only the first copy was used")
-            added.setdefault(above, []).append(cell)
-    if order != [gid for gid, _ in skeleton if gid in theirs]:
-        notes.append("graded cells were moved; they were put back in the assignment's order")
+                found.notes.append(f"cell '{gid}' appears more than once; only the first copy was used")
+            found.added.setdefault(above, []).append(cell)
+    if order != [gid for gid, _ in skeleton if gid in found.theirs]:
+        found.notes.append("graded cells were moved; they were put back in the assignment's order")
+    return found
 
-    result = Sanitized(nbformat.v4.new_notebook(metadata=release.metadata))
 
-    def append_added(cells, owner):
-        for extra in cells:
-            result.notebook.cells.append(copy_added(extra, len(result.notebook.cells)))
-            if extra.cell_type == "code":
-                result.editable.append(EditableCell(len(result.notebook.cells) - 1, extra.source, owner))
+def graded_cell(gid: str, template, student, notes: list[str]) -> nbformat.NotebookNode:
+    """The release's cell; for an answer cell, with the student's source."""
+    cell = nbformat.from_dict(json.loads(json.dumps(template)))
+    if nbgrader_meta(template).get("solution"):
+        if student is None:
+            notes.append(f"answer cell '{gid}' was deleted; the empty template was used")
+        else:
+            cell.source = student.source
+    elif student is None:
+        notes.append(f"provided cell '{gid}' was deleted; it was restored")
+    elif not same_code(student.source, template.source):
+        notes.append(f"provided cell '{gid}' was edited; the original was restored and your changes were ignored")
+    return cell
+
+
+def sanitize(submission: nbformat.NotebookNode, release: nbformat.NotebookNode) -> Sanitized:
+    skeleton = [(grade_id(cell), cell) for cell in release.cells if grade_id(cell)]
+    matched = match_cells(submission, skeleton)
+    result = Sanitized(nbformat.v4.new_notebook(metadata=release.metadata), notes=matched.notes)
+
+    def append(cell, owner, editable: bool) -> None:
+        result.notebook.cells.append(cell)
+        if editable and cell.cell_type == "code":
+            result.editable.append(EditableCell(len(result.notebook.cells) - 1, cell.source, owner))
+
+    def append_added(above, owner) -> None:
+        for extra in matched.added.get(above, []):
+            append(copy_added(extra, len(result.notebook.cells)), owner, editable=True)
 
     owner = None
-    append_added(added.get(None, []), None)
+    append_added(None, None)
     for gid, template in skeleton:
-        meta = nbgrader_meta(template)
-        cell = nbformat.from_dict(json.loads(json.dumps(template)))
-        student = theirs.get(gid)
-        if meta.get("solution"):
-            owner = gid
-            if student is None:
-                notes.append(f"answer cell '{gid}' was deleted; the empty template was used")
-            else:
-                cell.source = student.source
-        elif student is None:
-            notes.append(f"provided cell '{gid}' was deleted; it was restored")
-        elif not same_code(student.source, template.source):
-            notes.append(f"provided cell '{gid}' was edited; the original was restored and your changes were ignored")
-        result.notebook.cells.append(cell)
-        if meta.get("solution") and cell.cell_type == "code":
-            result.editable.append(EditableCell(len(result.notebook.cells) - 1, cell.source, gid))
-        append_added(added.get(gid, []), owner)
+        owner = gid if nbgrader_meta(template).get("solution") else owner
+        cell = graded_cell(gid, template, matched.theirs.get(gid), result.notes)
+        append(cell, gid, editable=bool(nbgrader_meta(template).get("solution")))
+        append_added(gid, owner)
     first_solution = next((c.owner for c in result.editable if c.owner), None)
     for cell in result.editable:
         cell.owner = cell.owner or first_solution
-    result.notes = notes
     return result
 
 

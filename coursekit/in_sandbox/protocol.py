@@ -35,13 +35,13 @@ class RunRequest:
     """What the host asks the runner to do with the notebook in the scratch folder."""
 
     notebook: str                         # its file name in NOTEBOOK_DIR
-    scratch: str = SCRATCH_MOUNT          # where the runner finds the scratch folder
+    cell_seconds: int                     # the course's limits (config.py)
+    notebook_seconds: int
+    output_bytes: int                     # kept output per cell
     probes: tuple[str, ...] = PROBE_NAMES
     no_autograd: bool = True
-    cell_seconds: int = 120
-    notebook_seconds: int = 600
     probe_seconds: int = 60
-    output_bytes: int = 200_000           # kept output per cell
+    scratch: str = SCRATCH_MOUNT          # where the runner finds the scratch folder
 
     def path(self, *parts: str) -> str:
         """A path in the scratch folder, as the runner sees it."""
@@ -59,15 +59,16 @@ class RunRequest:
         parser.add_argument("--scratch", default=SCRATCH_MOUNT)
         parser.add_argument("--probes", default=",".join(PROBE_NAMES))
         parser.add_argument("--allow-autograd", dest="no_autograd", action="store_false")
-        for option in ("cell-seconds", "notebook-seconds", "probe-seconds", "output-bytes"):
-            parser.add_argument(f"--{option}", type=int, default=getattr(cls, option.replace("-", "_")))
+        for option in ("cell-seconds", "notebook-seconds", "output-bytes"):
+            parser.add_argument(f"--{option}", type=int, required=True)
+        parser.add_argument("--probe-seconds", type=int, default=cls.probe_seconds)
         args = parser.parse_args(argv)
         probes = tuple(name for name in args.probes.split(",") if name)
         unknown = set(probes) - set(PROBE_NAMES)
         if unknown:
             parser.error(f"unknown probes: {sorted(unknown)}")
-        return cls(args.notebook, args.scratch, probes, args.no_autograd, args.cell_seconds, args.notebook_seconds,
-                   args.probe_seconds, args.output_bytes)
+        return cls(args.notebook, args.cell_seconds, args.notebook_seconds, args.output_bytes, probes,
+                   args.no_autograd, args.probe_seconds, args.scratch)
 
 
 @dataclass
