@@ -58,7 +58,7 @@ def check_locally(notebook: Path, course: Course) -> int:
     with NotebookRunner(course) as runner:
         print(f"Checking {notebook} the way the grader will"
               f"{'' if runner.sandbox.isolated else ' (without a sandbox: bubblewrap is not installed)'}...")
-        submission = runner.check(notebook)
+        submission = runner.check_locally(notebook)
     if submission.failure:
         print(f"\n{submission.failure}.\nFix that first: nothing else can be graded.")
         return 1

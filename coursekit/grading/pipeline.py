@@ -269,7 +269,7 @@ class NotebookRunner:
         """The folder below which no link is followed (none for a notebook a student checks locally)."""
         return None
 
-    def check(self, notebook: Path) -> Submission:
+    def check_locally(self, notebook: Path) -> Submission:
         """The local check: CHECK_STEPS on one notebook, in place."""
         return run_steps(self, Submission(notebook.parent.name, notebook), CHECK_STEPS)
 
