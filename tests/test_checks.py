@@ -432,3 +432,12 @@ def test_log_softmax_of_large_logits_has_a_looser_absolute_tolerance():
     assert fractions(ctx)["test_log_softmax"] == 1.0
     ctx.outputs["log_softmax"].tensors["large"][0, top] += 0.02
     assert fractions(ctx)["test_log_softmax"] == 1 / 2
+
+
+def test_the_course_bars_are_inclusive():
+    ctx = context(0)
+    ctx.outputs["models"].tensors["regression_model.0.params.b"] = torch.tensor([2.0])  # MSE exactly 4
+    outcome = run_check("test_regression", ctx)
+    assert outcome.fraction == 1.0 and "test MSE recomputed by the grader is 4.000 (at most 4.0)" in outcome.lines[0][1]
+    ctx.outputs["models"].tensors["regression_model.0.params.b"] = torch.tensor([2.001])
+    assert run_check("test_regression", ctx).fraction == 0.0
