@@ -1,7 +1,7 @@
 """The trusted checks that decide the points, on probe exports made without a sandbox.
 
 A reference solution (plain torch, written here) is run through the real in-sandbox probes
-(coursekit/sandbox/probe.py) on `make_inputs(seed)`, and their exports go through safetensors and
+(coursekit/in_sandbox/probes.py) on `make_inputs(seed)`, and their exports go through safetensors and
 JSON as in a grading run. A perfect set earns every part; each single corruption costs exactly one
 part, by an exact fraction, with the sentence the student reads."""
 from __future__ import annotations
@@ -17,12 +17,15 @@ import torch
 from safetensors.torch import load, save
 
 from conftest import ROOT
-from coursekit.grading.checks import CHECKS, LOGISTIC_FLOOR, MLP_FLOOR, Context, run_check
-from coursekit.grading.probe import PROBE_NAMES, ProbeOutput, make_inputs
+from coursekit.config import Floors
+from coursekit.grading.checks import CHECKS, Context, run_check
+from coursekit.grading.probe_data import PROBE_NAMES, ProbeOutput, make_inputs
+
+LOGISTIC_FLOOR, MLP_FLOOR = Floors().logistic_accuracy, Floors().mlp_accuracy
 
 
 def load_sandbox_probe():
-    spec = importlib.util.spec_from_file_location("sandbox_probe_under_test", ROOT / "coursekit" / "sandbox" / "probe.py")
+    spec = importlib.util.spec_from_file_location("sandbox_probe_under_test", ROOT / "coursekit" / "in_sandbox" / "probes.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -211,7 +214,7 @@ def fractions(ctx: Context) -> dict[str, float]:
 
 
 def failures(ctx: Context, grade_id: str) -> list[str]:
-    return [text for ok, text in run_check(grade_id, ctx).lines if not ok]
+    return [line.sentence for line in run_check(grade_id, ctx).lines if not line.passed]
 
 
 def test_the_probes_cover_every_contract_name_and_the_checks_every_probe():
@@ -234,8 +237,8 @@ def test_a_perfect_submission_earns_every_part(seed):
     ctx = context(seed)
     for grade_id in CHECKS:
         outcome = run_check(grade_id, ctx)
-        assert outcome.fraction == 1.0, (grade_id, [text for ok, text in outcome.lines if not ok])
-        assert outcome.lines and all(ok for ok, _ in outcome.lines), grade_id
+        assert outcome.fraction == 1.0, (grade_id, [line.sentence for line in outcome.lines if not line.passed])
+        assert outcome.lines and all(line.passed for line in outcome.lines), grade_id
 
 
 # Each corruption: (what it does to the exports, the part it costs, that part's fraction, a sentence
@@ -396,7 +399,7 @@ def test_one_corruption_costs_one_part(name):
     outcomes = {g: run_check(g, ctx) for g in CHECKS}
     assert outcomes[grade_id].fraction == pytest.approx(fraction, abs=1e-12)
     assert {g: o.fraction for g, o in outcomes.items() if g != grade_id} == {g: 1.0 for g in CHECKS if g != grade_id}
-    failed = [text for ok, text in outcomes[grade_id].lines if not ok]
+    failed = [line.sentence for line in outcomes[grade_id].lines if not line.passed]
     assert any(sentence in line for line in failed), failed
 
 
@@ -438,6 +441,6 @@ def test_the_course_bars_are_inclusive():
     ctx = context(0)
     ctx.outputs["models"].tensors["regression_model.0.params.b"] = torch.tensor([2.0])  # MSE exactly 4
     outcome = run_check("test_regression", ctx)
-    assert outcome.fraction == 1.0 and "test MSE recomputed by the grader is 4.000 (at most 4.0)" in outcome.lines[0][1]
+    assert outcome.fraction == 1.0 and "test MSE recomputed by the grader is 4.000 (at most 4.0)" in outcome.lines[0].sentence
     ctx.outputs["models"].tensors["regression_model.0.params.b"] = torch.tensor([2.001])
     assert run_check("test_regression", ctx).fraction == 0.0

@@ -5,21 +5,33 @@ from __future__ import annotations
 import csv
 import json
 
+from pathlib import Path
+
 from coursekit import ASSIGNMENT
-from coursekit.grading import score as scoring
-from coursekit.grading.pipeline import Course, ReviewItem, SubmissionResult
-from coursekit.grading.report import export_class, results_json, summary_lines, table
+from coursekit.config import Course
+from coursekit.grading.bubblewrap import Completed
+from coursekit.grading.checks import CheckLine
+from coursekit.grading.execute import Execution
+from coursekit.grading.pipeline import ReviewItem, Submission
+from coursekit.grading.report import export_class, messages, results_json, table
 from coursekit.grading.scan import Finding
-from coursekit.grading.score import Violation
+from coursekit.grading.score import PartResult, Violation
+from coursekit.in_sandbox.protocol import RunLog
 
 
-def hand_made() -> SubmissionResult:
-    tests = [scoring.TestResult("test_linear", "Part 1", 8.0, 8.0, [(True, "forward(x) returns x @ W + b")]),
-             scoring.TestResult("test_relu", "Part 1", 3.33, 5.0, [(True, "a"), (False, "b: shape (3,)"), (True, "c")]),
-             scoring.TestResult("regression_answer", "Part 2", 0.0, 6.0, pending=True),
-             scoring.TestResult("test_mlp", "Part 3", 0.0, 12.0, [(False, "policy violation in cell 9: x")])]
-    return SubmissionResult(
-        "zoë", tests, notes=["cell 12: error: ValueError"],
+def submission(student: str, parts: list[PartResult], **fields) -> Submission:
+    return Submission(student, Path("/nowhere") / student / "classifier_from_scratch.ipynb", parts=parts, **fields)
+
+
+def hand_made() -> Submission:
+    parts = [PartResult("test_linear", "Part 1", 8.0, 8.0, [CheckLine(True, "forward(x) returns x @ W + b")]),
+             PartResult("test_relu", "Part 1", 3.33, 5.0, [CheckLine(True, "a"), CheckLine(False, "b: shape (3,)"),
+                                                           CheckLine(True, "c")]),
+             PartResult("regression_answer", "Part 2", 0.0, 6.0, pending=True),
+             PartResult("test_mlp", "Part 3", 0.0, 12.0, [CheckLine(False, "policy violation in cell 9: x")])]
+    return submission(
+        "zoë", parts, notes=["cell 12: error: ValueError"],
+        execution=Execution(Completed(0, 10.0, False, 123_456_789, False, ""), RunLog(), None, {}, {}),
         findings=[Finding("violation", "torch-nn", 9, 2, "torch.nn is not allowed"),
                   Finding("suspicious", "dynamic-code", 7, 1, "eval hides code")],
         violations=[Violation("mlp", 9, 2, "torch.nn is not allowed", "torch-nn"),
@@ -27,7 +39,7 @@ def hand_made() -> SubmissionResult:
         review=[ReviewItem("violation", "torch-nn", 9, 2, "nn.Linear(3, 4)", "torch.nn is not allowed"),
                 ReviewItem("review", "dynamic-code", 7, 1, "eval(s)", "eval hides code"),
                 ReviewItem("review", "link", None, None, "", "a link was refused")],
-        seconds=12.345, peak_memory_bytes=123_456_789)
+        seconds=12.345)
 
 
 def test_results_json_follows_gradescope_schema_and_adds_up():
@@ -39,6 +51,10 @@ def test_results_json_follows_gradescope_schema_and_adds_up():
         ("Part 1: test_linear", 8.0, 8.0, "passed", ["Part 1"]), ("Part 1: test_relu", 3.33, 5.0, "failed", ["Part 1"]),
         ("Part 3: test_mlp", 0.0, 12.0, "failed", ["Part 3"])]
     assert report["tests"][1]["output"] == "PASS  a\nFAIL  b: shape (3,)\nPASS  c"
+    assert report["tests"][1]["extra_data"] == {"grade_id": "test_relu", "part": "Part 1", "checks": [
+        {"passed": True, "sentence": "a", "measured": None, "condition": False},
+        {"passed": False, "sentence": "b: shape (3,)", "measured": None, "condition": False},
+        {"passed": True, "sentence": "c", "measured": None, "condition": False}]}
     assert all(t["visibility"] == "visible" for t in report["tests"])
     extra = report["extra_data"]
     assert extra["pending_manual"] == {"regression_answer": 6.0}
@@ -53,7 +69,9 @@ def test_results_json_follows_gradescope_schema_and_adds_up():
 
 def test_the_summary_tells_the_student_everything_that_was_found():
     result = hand_made()
-    assert summary_lines(result) == [
+    told = messages(result, late=None)
+    assert [m["kind"] for m in told] == ["pending", "note", "violation", "violation", "review", "review"]
+    assert results_json(result)["output"].splitlines() == [
         "Autograded score: 11.33 / 25",
         "Pending manual grading: regression_answer (6)",
         "Note: cell 12: error: ValueError",
@@ -61,13 +79,15 @@ def test_the_summary_tells_the_student_everything_that_was_found():
         "Policy violation (cell 10): after this cell ran, autograd was in use: ['w']",
         "For review (dynamic-code, cell 7, line 1): eval hides code",
         "For review (link): a link was refused"]
-    assert results_json(result)["output"] == "\n".join(summary_lines(result))
-    clean = SubmissionResult("ann", [scoring.TestResult("test_linear", "Part 1", 8.0, 8.0)])
-    assert summary_lines(clean) == ["Autograded score: 8 / 8"]
+    assert results_json(result)["extra_data"]["messages"] == told
+    clean = submission("ann", [PartResult("test_linear", "Part 1", 8.0, 8.0)])
+    assert results_json(clean)["output"] == "Autograded score: 8 / 8" and messages(clean, late=None) == []
+    late = {"days_late": 2, "policy": "percent_per_day", "penalty": 1.6}
+    assert messages(clean, late) == [{"kind": "late", "text": "Late by 2 day(s) (percent_per_day): -1.6 points"}]
 
 
 def test_the_printed_table_marks_who_needs_a_person():
-    clean = SubmissionResult("ann", [scoring.TestResult("test_linear", "Part 1", 8.0, 8.0)], seconds=3.0)
+    clean = submission("ann", [PartResult("test_linear", "Part 1", 8.0, 8.0)], seconds=3.0)
     lines = table([clean, hand_made()]).splitlines()
     assert lines[0].split() == ["student", "score", "seconds", "problems"]
     assert lines[1].split() == ["ann", "8", "/", "8", "3.0"]
@@ -84,8 +104,10 @@ def write(root, student, report):
 
 def test_grades_csv_has_a_column_per_part_of_any_student_and_the_totals(tmp_path):
     write(tmp_path, "zoë", results_json(hand_made()))
-    write(tmp_path, "ann", {"score": 7.5, "tests": [{"name": "Part 1: test_linear", "score": 6, "max_score": 8},
-                                                    {"name": "Part 2: test_train", "score": 1.5, "max_score": 7}],
+    write(tmp_path, "ann", {"score": 7.5, "tests": [{"name": "Part 1: test_linear", "score": 6, "max_score": 8,
+                                                     "extra_data": {"grade_id": "test_linear"}},
+                                                    {"name": "whatever the platform shows", "score": 1.5, "max_score": 7,
+                                                     "extra_data": {"grade_id": "test_train"}}],
                             "extra_data": {"pending_manual": {"regression_answer": 6, "reflection_answer": 4},
                                            "late": {"penalty": 0.75}, "review": "not a list"}})
     write(tmp_path, "broken", "{not json")

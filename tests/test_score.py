@@ -8,8 +8,11 @@ from coursekit.grading import score as scoring
 from coursekit.grading.rubric import GradedCell, Rubric
 from coursekit.grading.sanitize import EditableCell
 from coursekit.grading.scan import Finding
+from coursekit.grading.checks import CheckLine
+from coursekit.grading.report import part_output
 from coursekit.grading.score import Violation, describe, guard_violations, owner_of_cell, violations_from
 
+from coursekit.in_sandbox.protocol import RunLog
 from test_checks import context
 
 POINTS = {"test_linear": 8, "test_relu": 5, "test_sequential": 6, "test_log_softmax": 6, "test_mse_loss": 4,
@@ -29,10 +32,10 @@ def test_a_perfect_run_earns_every_autograded_point_and_leaves_the_written_answe
     for r in results:
         if r.grade_id in POINTS:
             assert (r.score, r.max_score, r.pending, r.passed) == (POINTS[r.grade_id], POINTS[r.grade_id], False, True)
-            assert r.output.startswith("PASS  ") and "FAIL" not in r.output
+            assert part_output(r).startswith("PASS  ") and "FAIL" not in part_output(r)
         else:
             assert (r.score, r.pending, r.passed, r.lines) == (0.0, True, False, [])
-            assert r.output == "Pending: graded by hand by the course staff."
+            assert part_output(r) == "Pending: graded by hand by the course staff."
     assert by_id(results)["regression_answer"].max_score == 6 and by_id(results)["test_train"].part == "Part 2"
 
 
@@ -43,7 +46,7 @@ def test_a_part_earns_its_fraction_of_the_points_rounded_to_hundredths():
     results = by_id(scoring.score(RUBRIC, ctx, []))
     assert results["test_relu"].score == 3.33 and not results["test_relu"].passed
     assert results["test_linear"].score == 6.0
-    assert "FAIL  backward(grad_out) returns the gradient with respect to x: differs" in results["test_linear"].output
+    assert "FAIL  backward(grad_out) returns the gradient with respect to x: differs" in part_output(results["test_linear"])
     assert sum(r.score for r in results.values()) == sum(POINTS.values()) - 8 - 5 + 6 + 3.33
 
 
@@ -53,11 +56,11 @@ def test_a_failure_zeroes_every_autograded_part_and_says_why(ctx_given):
     results = scoring.score(RUBRIC, context(0) if ctx_given else None, [], failure=why)
     for r in results:
         if r.grade_id in POINTS:
-            assert (r.score, r.lines, r.pending) == (0.0, [(False, why)], False)
-            assert r.output == f"FAIL  {why}"
+            assert (r.score, r.lines, r.pending) == (0.0, [CheckLine(False, why)], False)
+            assert part_output(r) == f"FAIL  {why}"
         else:
             assert r.pending
-    assert [r.lines for r in scoring.score(RUBRIC, None, [])][0] == [(False, "not run")]
+    assert [r.lines for r in scoring.score(RUBRIC, None, [])][0] == [CheckLine(False, "not run")]
 
 
 # The parts whose points depend on each solution cell's code (the spec of CHECKS[...].solutions).
@@ -84,8 +87,8 @@ def test_a_violation_costs_exactly_the_parts_that_run_its_cell(owner):
     assert zeroed == COSTS[owner]
     for grade_id in zeroed:
         lines = by_id(results)[grade_id].lines
-        assert lines[0] == (False, "policy violation in cell 12, line 3: torch.nn is not allowed")
-        assert all(ok for ok, _ in lines[1:]) and len(lines) > 1  # the checks' own lines follow, as they ran
+        assert lines[0] == CheckLine(False, "policy violation in cell 12, line 3: torch.nn is not allowed")
+        assert all(line.passed for line in lines[1:]) and len(lines) > 1  # the checks' own lines follow, as they ran
     assert all(r.score == r.max_score for r in results if r.grade_id in POINTS.keys() - zeroed)
 
 
@@ -93,7 +96,7 @@ def test_describe_gives_one_line_per_cell_in_order():
     found = [Violation("train", 9, 4, "autograd is not allowed"), Violation("linear", 3, None, "grad mode was on"),
              Violation("train", 9, 2, "torch.optim is not allowed"), Violation("train", 9, 4, "again"),
              Violation("train", 9, None, "at run time")]
-    assert describe(found) == ["policy violation in cell 3: grad mode was on",
+    assert [line.sentence for line in describe(found)] == ["policy violation in cell 3: grad mode was on",
                                "policy violation in cell 9, line 2, 4: autograd is not allowed (and 3 more)"]
     assert describe([]) == []
 
@@ -124,12 +127,12 @@ def test_only_scan_violations_and_run_time_autograd_become_violations():
 
 
 def test_guard_records_that_are_not_a_list_or_not_well_formed_are_ignored():
-    assert guard_violations({"forbidden_calls": "junk", "guard_removed_at": "9"}, EDITABLE, []) == []
-    assert guard_violations({}, EDITABLE, []) == []
+    assert guard_violations(RunLog.parse({"forbidden_calls": "junk", "guard_removed_at": "9"}), EDITABLE, []) == []
+    assert guard_violations(RunLog.parse({}), EDITABLE, []) == []
     calls = [{"cell": 9, "line": 1, "api": name, "rule": rule} for name, rule in
              (("torch.nn.Linear", "torch-nn"), ("F.cross_entropy", "ready-made"), ("loss.backward", "autograd"),
               ("torch.optim.SGD", "torch-optim"))]
-    found = guard_violations({"forbidden_calls": calls, "guard_removed_at": 0}, EDITABLE, [])
+    found = guard_violations(RunLog.parse({"forbidden_calls": calls, "guard_removed_at": 0}), EDITABLE, [])
     assert [v.message for v in found] == [
         "`torch.nn.Linear` was called while your code ran: torch.nn is not allowed",
         "`F.cross_entropy` was called while your code ran: ready-made softmax and losses are not allowed",
@@ -141,8 +144,8 @@ def test_guard_records_that_are_not_a_list_or_not_well_formed_are_ignored():
 
 def test_a_guard_violation_costs_the_parts_of_its_cell_in_score():
     log = {"forbidden_calls": [{"cell": 4, "line": 1, "api": "torch.log_softmax", "rule": "ready-made"}]}
-    results = by_id(scoring.score(RUBRIC, context(0), guard_violations(log, EDITABLE, [])))
+    results = by_id(scoring.score(RUBRIC, context(0), guard_violations(RunLog.parse(log), EDITABLE, [])))
     assert {g for g, r in results.items() if g in POINTS and r.score == 0} == COSTS["log_softmax"]
-    assert results["test_log_softmax"].lines[0] == (
+    assert results["test_log_softmax"].lines[0] == CheckLine(
         False, "policy violation in cell 4, line 1: `torch.log_softmax` was called while your code ran: "
                "ready-made softmax and losses are not allowed")
