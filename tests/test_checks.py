@@ -364,6 +364,21 @@ CORRUPTIONS = {
         "test_train", 5 / 6, "training the model's parameters halves the loss on the training data"),
     "train returns 3 losses for 4 epochs": (
         meta("train", "first.losses", length=3), "test_train", 0.0, "one loss per epoch: got builtins.list of length 3"),
+    "train leaves params of another shape": (
+        lambda outputs, inputs: outputs["train"].tensors.update({"first.W": torch.zeros(1, 5)}), "test_train", 5 / 6,
+        "halves the loss on the training data: after train, params['W'] has shape (1, 5) and params['b'] (1,), "
+        "expected (5, 1) and (1,)"),
+    "train's losses forged as a matrix": (
+        losses("first", lambda t: t.reshape(2, 2)), "test_train", 2 / 3, "the losses are finite numbers"),
+    "a forged description that is not an object": (
+        lambda outputs, inputs: outputs["linear"].meta.update(forward=[1]), "test_linear", 3 / 4,
+        "forward(x) returns x @ W + b: its description in the probe's export is malformed"),
+    "a forged replay difference": (
+        lambda outputs, inputs: outputs["provenance"].meta["mlp_model"].update(replay_difference="0"), "test_mlp", 0.0,
+        "training it again from the same start with the same settings gave other parameters (off by up to inf)"),
+    "a forged provenance start of another shape": (
+        lambda outputs, inputs: outputs["provenance"].tensors.update({"logistic_model.start.0": torch.zeros(3, 3)}),
+        "test_logistic", 0.0, "the grader could not check this part: what your code returned could not be read"),
     "regression predicts 2 more than the digit": (
         lambda outputs, inputs: outputs["models"].tensors.update({"regression_model.0.params.b": torch.tensor([2.01])}),
         "test_regression", 0.0, "(at most 4.0)"),

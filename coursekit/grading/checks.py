@@ -3,6 +3,7 @@ compared with what the student's code returned on the grader's inputs, and metri
 from the exported parameters on the grader's own copy of the test subset."""
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -11,6 +12,8 @@ import torch
 
 from coursekit.config import Floors
 from coursekit.grading.probe_data import ProbeOutput
+
+logger = logging.getLogger(__name__)
 
 # Provenance: an untrained classifier's training cross-entropy is within CHANCE_MARGIN of ln 10 (He
 # initialisation gives about 2.47; a trained one is below 0.5). An untrained regression does no better
@@ -62,6 +65,8 @@ class Checker:
         entry = self.output.meta.get(key)
         if entry is None:
             return self.output.error or "this step did not run"
+        if not isinstance(entry, dict):
+            return "its description in the probe's export is malformed"
         if "error" in entry:
             return f"raised {entry['error']}" + (f" ({entry['where']})" if entry.get("where") else "")
         if entry.get("type") != "torch.Tensor":
@@ -206,6 +211,11 @@ def check_sgd_step(ctx, outcome):
         c.close(key, expected, f"sgd_step(model, lr) updates params['{key}'] -= lr * grads['{key}'] in place")
 
 
+def number(value, default: float) -> float:
+    """A number from the student's export, or default."""
+    return float(value) if type(value) in (int, float) else default
+
+
 def mse(x, y, W, b):
     return float(((x @ W + b).reshape(-1) - y).pow(2).mean())
 
@@ -222,7 +232,7 @@ def check_train(ctx, outcome):
     first = c.output.tensors.get("first.losses")
     again = c.output.tensors.get("again.losses")
     other = c.output.tensors.get("other_seed.losses")
-    if first is None or not torch.isfinite(first).all():
+    if first is None or tuple(first.shape) != (4,) or not torch.isfinite(first).all():
         c.expect(False, "the losses are finite numbers")
         return
     c.expect(first[-1] < first[0], "the loss goes down over the epochs", f"losses {first.tolist()}")
@@ -230,8 +240,12 @@ def check_train(ctx, outcome):
     c.expect(other is not None and not torch.equal(first, other), "another seed shuffles differently")
     W0, b0 = ctx.inputs["train.W"].double(), ctx.inputs["train.b"].double()
     W, b = c.output.tensors.get("first.W"), c.output.tensors.get("first.b")
-    trained = W is not None and b is not None and mse(x, y, W.double(), b.double()) < 0.5 * mse(x, y, W0, b0)
-    c.expect(trained, "training the model's parameters halves the loss on the training data")
+    shapes_kept = W is not None and b is not None and (W.shape, b.shape) == (W0.shape, b0.shape)
+    trained = shapes_kept and mse(x, y, W.double(), b.double()) < 0.5 * mse(x, y, W0, b0)
+    c.expect(trained, "training the model's parameters halves the loss on the training data",
+             "" if shapes_kept or W is None or b is None else
+             f"after train, params['W'] has shape {tuple(W.shape)} and params['b'] {tuple(b.shape)}, "
+             f"expected {tuple(W0.shape)} and {tuple(b0.shape)}")
 
 
 def check_accuracy(ctx, outcome):
@@ -312,14 +326,14 @@ def check_provenance(ctx, outcome, name: str, classifier: bool) -> None:
         return
     start = [c.output.tensors.get(f"{name}.start.{i}") for i in range(4 if name == "mlp_model" else 2)]
     loss, bar = untrained_loss(ctx, start, classifier) if all(t is not None for t in start) else (math.nan, 0.0)
-    replay_ok = p.get("replay_difference", 1e30) <= REPLAY_ATOL + REPLAY_RTOL * p.get("replay_scale", 0.0)
+    replay_ok = number(p.get("replay_difference"), math.inf) <= REPLAY_ATOL + REPLAY_RTOL * number(p.get("replay_scale"), 0.0)
     problems = [
         (p.get("changed_after"), "its parameters were changed after your training left them"),
         (p.get("replaced_in") is not None, f"its parameters were replaced between two training calls (cell {p.get('replaced_in')})"),
         (not loss >= bar, f"when its training began (cell {p.get('began_in')}) it already had the loss of a trained "
                           f"model: {loss:.3f} on the training images, where an untrained one has at least {bar:.2f}"),
         (not replay_ok, "training it again from the same start with the same settings gave other parameters (off by "
-                        f"up to {p.get('replay_difference', 0):.3g}): `train` must depend only on its arguments"),
+                        f"up to {number(p.get('replay_difference'), math.inf):.3g}): `train` must depend only on its arguments"),
     ]
     failed = [why for bad, why in problems if bad]
     c.require(not failed, claim, "; ".join(failed))
@@ -391,8 +405,14 @@ CHECKS: dict[str, PartCheck] = {  # grade_id -> its check; a new check is a func
 
 
 def run_check(grade_id: str, ctx: Context) -> Outcome:
+    """The part's check; exports it cannot use (the student's data) cost this part, never the others."""
     outcome = Outcome()
     spec = CHECKS[grade_id]
-    if names_defined(ctx, outcome, *spec.names):
-        spec.run(ctx, outcome)
+    try:
+        if names_defined(ctx, outcome, *spec.names):
+            spec.run(ctx, outcome)
+    except Exception as error:
+        logger.warning("%s: malformed probe export (%s: %s)", grade_id, type(error).__name__, error)
+        outcome.lines.append(CheckLine(False, "the grader could not check this part: what your code returned "
+                                       f"could not be read ({type(error).__name__}: {str(error)[:200]})", condition=True))
     return outcome
