@@ -16,7 +16,7 @@ demo: $(STAMP) sandbox data $(RELEASE_NB)
 
 ## test: set up, then run every test (slow ones included), as CI does
 test: $(STAMP) sandbox browser data
-	$(PY) -m pytest -m "" -n 2 --dist loadgroup -q
+	$(PY) -m pytest -m "" -n 2 --dist loadgroup -q --durations=15
 
 ## test-fast: only the fast tests (no notebook execution)
 test-fast: $(STAMP)
