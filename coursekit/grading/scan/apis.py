@@ -12,6 +12,7 @@ the rules in :mod:`.rules` (attribute names, builtins, magics).
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Optional
 
 # --------------------------------------------------------------------------
@@ -256,6 +257,7 @@ def compile_pattern(pattern: str) -> re.Pattern:
 _COMPILED = [(compile_pattern(p), rule, detail) for p, rule, detail in API_RULES]
 
 
+@lru_cache(maxsize=4096)
 def classify(path: Optional[str]) -> Optional[tuple[str, str]]:
     """(rule, detail) for a fully qualified dotted name, or None."""
     if not path:
