@@ -98,7 +98,7 @@ def output_of(run, name, cells=CELLS):
 
 
 def status_of(run, name):
-    return run.log["cells"][str(list(CELLS).index(name))]["status"]
+    return run.log.cells[list(CELLS).index(name)]
 
 
 def test_no_network(run):
