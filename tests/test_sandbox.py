@@ -8,6 +8,7 @@ from coursekit.data import mnist_path
 from coursekit.grading.execute import execute, new_worker
 from coursekit.config import Limits
 from coursekit.grading.bubblewrap import Sandbox, bubblewrap_works, python_read_only_paths
+from coursekit.in_sandbox import protocol
 
 from conftest import ROOT
 
@@ -161,7 +162,8 @@ def test_peak_memory_is_measured(run):
 
 def test_nothing_carries_over_to_the_next_submission_in_a_worker(successor):
     first_line, sleepers = output_of(successor, "look", LOOK).splitlines()
-    assert "planted" not in first_line and first_line.startswith("['home', 'notebook', 'out', 'probe'] [")
+    layout = sorted([protocol.HOME_DIR, protocol.NOTEBOOK_DIR, protocol.PROBE_DIR, protocol.RUNNER_LOG])
+    assert "planted" not in first_line and first_line.startswith(f"{layout} [")
     assert first_line.endswith("] False False None")
     assert sleepers == "SLEEPERS 0"
 
