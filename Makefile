@@ -14,9 +14,10 @@ RELEASE_NB := release/classifier_from_scratch/classifier_from_scratch.ipynb
 demo: $(STAMP) sandbox data $(RELEASE_NB)
 	$(PY) -m coursekit autograde $(if $(JOBS),-j $(JOBS))
 
-## test: set up, then run every test (slow ones included), as CI does
+## test: set up, then run every test (slow ones included), as CI does. One worker per test file, so a
+## module's fixture (the graded attack catalogue) is built once (pytest 9 ignores xdist_group marks).
 test: $(STAMP) sandbox browser data
-	$(PY) -m pytest -m "" -n 2 --dist loadgroup -q --durations=15
+	$(PY) -m pytest -m "" -n 2 --dist loadfile -q --durations=15
 
 ## test-fast: only the fast tests (no notebook execution)
 test-fast: $(STAMP)

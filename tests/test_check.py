@@ -10,7 +10,7 @@ from conftest import PYTHON, RELEASE, ROOT
 from coursekit.examples import build, rewrite
 from coursekit.config import Course
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("check")]
+pytestmark = pytest.mark.slow
 
 
 def check(notebook) -> subprocess.CompletedProcess:

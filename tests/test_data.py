@@ -32,7 +32,6 @@ def offline_tree(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("mnist")
 def test_offline_tree_has_official_counts(offline_tree):
     for split, counts in (("training", OFFICIAL_TRAINING_COUNTS), ("testing", OFFICIAL_TESTING_COUNTS)):
         found = [len(list((offline_tree / split / str(digit)).iterdir())) for digit in range(10)]
@@ -41,7 +40,6 @@ def test_offline_tree_has_official_counts(offline_tree):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("mnist")
 def test_offline_tree_pixels_equal_idx_bytes(offline_tree, idx_dir):
     images = data.read_idx(idx_dir / "train-images.idx3-ubyte")
     labels = data.read_idx(idx_dir / "train-labels.idx1-ubyte")

@@ -22,7 +22,7 @@ from coursekit.grading.batch import grade_class
 from coursekit.config import Course
 from coursekit.grading.pipeline import tree_digest
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading")]
+pytestmark = pytest.mark.slow
 
 FULL = 80
 

@@ -13,7 +13,7 @@ from coursekit.grading.batch import grade_class
 from coursekit.config import Course
 from test_grading import EXPECTED, FULL
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading")]
+pytestmark = pytest.mark.slow
 
 WITH_AUTOGRAD_ALLOWED = {
     "bob_uses_autograd": FULL,

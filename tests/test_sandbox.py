@@ -12,7 +12,7 @@ from coursekit.in_sandbox import protocol
 
 from conftest import ROOT
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("sandbox")]
+pytestmark = pytest.mark.slow
 
 CELLS = {
     "network": "import urllib.request\ntry:\n    urllib.request.urlopen('https://pypi.org', timeout=5)\n    print('REACHED')\n"
