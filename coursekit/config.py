@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 
@@ -38,7 +39,8 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     "floors": {"regression_mse": Setting(4.0, NUMBER, positive=True),  # test MSE at most this
                "logistic_accuracy": Setting(0.87, NUMBER, positive=True),
                "mlp_accuracy": Setting(0.90, NUMBER, positive=True)},
-    "late": {"due": Setting("", str), "policy": Setting("none", str, LATE_METHODS),
+    "late": {"due": Setting("", (str, datetime)),  # a TOML date-time, or text nbgrader's parse_utc reads
+             "policy": Setting("none", str, LATE_METHODS),
              "percent_per_day": Setting(0, NUMBER), "grace_minutes": Setting(0, NUMBER)},
     "collect": {"repo_prefix": Setting("", str),  # empty: the assignment's name with dashes
                 "lms_pattern": Setting(CANVAS_PATTERN, str), "lms_timezone": Setting("UTC", str)},

@@ -48,3 +48,11 @@ def test_a_symlinked_timestamp_is_not_read(tmp_path):
     (tmp_path / "elsewhere.txt").write_text(DUE)
     (tmp_path / "timestamp.txt").symlink_to(tmp_path / "elsewhere.txt")
     assert read_timestamp(tmp_path) is None
+
+
+def test_a_toml_date_time_is_a_due_date(tmp_path):
+    from coursekit.config import Course
+
+    (tmp_path / "course.toml").write_text("[late]\ndue = 2026-12-04T23:59:00Z\npolicy = 'zero'\n")
+    written = LatePolicy.from_config(Course(tmp_path).settings.sections)
+    assert written.due == LatePolicy.from_config({"late": {"due": "2026-12-04 23:59:00 UTC"}}).due

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from nbgrader.utils import parse_utc
 
-from coursekit.config import LATE_METHODS
+from coursekit.config import validated
 
 DAY_SECONDS = 24 * 3600
 MAX_TIMESTAMP_BYTES = 100
@@ -24,14 +24,11 @@ class LatePolicy:
 
     @classmethod
     def from_config(cls, config: dict) -> LatePolicy:
-        section = config.get("late", {})
-        method = section.get("policy", "none")
-        if method not in LATE_METHODS:
-            raise ValueError(f"course.toml [late] policy = {method!r}: expected one of {', '.join(LATE_METHODS)}")
-        due = section.get("due")
-        return cls(due=parse_utc(str(due)) if due else None, method=method,
-                   percent_per_day=float(section.get("percent_per_day", 0)),
-                   grace_seconds=float(section.get("grace_minutes", 0)) * 60)
+        """From course.toml's sections; `[late]` is checked, and completed with the defaults, by config.py."""
+        section = validated({"late": config.get("late", {})}, "course.toml")["late"]
+        due = section["due"]
+        return cls(due=parse_utc(str(due)) if due else None, method=section["policy"],
+                   percent_per_day=float(section["percent_per_day"]), grace_seconds=float(section["grace_minutes"]) * 60)
 
     def seconds_late(self, timestamp: datetime | None) -> float:
         if timestamp is None or self.due is None:
