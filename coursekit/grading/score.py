@@ -88,9 +88,20 @@ def describe(violations: list[Violation]) -> list[CheckLine]:
     return lines
 
 
+def costed_parts(violations: list[Violation]) -> dict[str, list[Violation]]:
+    """grade_id -> the violations that cost that part its points (the grader's rule; the student's
+    local check uses it too, so both cost the same parts)."""
+    costed: dict[str, list[Violation]] = {}
+    for grade_id, check in CHECKS.items():
+        touched = [v for v in violations if v.owner in check.solutions]
+        if touched:
+            costed[grade_id] = touched
+    return costed
+
+
 def score(rubric: Rubric, ctx: Context | None, violations: list[Violation], failure: str | None = None) -> list[PartResult]:
     """One PartResult per graded cell. `failure` (nothing could run) zeroes every autograded part."""
-    results = []
+    results, costed = [], costed_parts(violations)
     for cell in rubric.cells:
         if not cell.autograded:
             results.append(PartResult(cell.grade_id, cell.part, 0.0, cell.points, pending=True))
@@ -99,7 +110,7 @@ def score(rubric: Rubric, ctx: Context | None, violations: list[Violation], fail
             results.append(PartResult(cell.grade_id, cell.part, 0.0, cell.points, [CheckLine(False, failure or "not run")]))
             continue
         outcome = run_check(cell.grade_id, ctx)
-        touched = [v for v in violations if v.owner in CHECKS[cell.grade_id].solutions]
+        touched = costed.get(cell.grade_id, [])
         if touched:
             results.append(PartResult(cell.grade_id, cell.part, 0.0, cell.points, describe(touched) + outcome.lines))
         else:
