@@ -9,6 +9,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +19,8 @@ import pytest
 
 from coursekit.cli import build_parser
 from coursekit.config import Course
+from coursekit.grading.pipeline import Submission, run_steps
+from coursekit.grading.report import results_json
 from coursekit.grading.rubric import GradedCell, Rubric, load_rubric
 from coursekit.platforms import classroom50, find_notebook, gradescope
 
@@ -218,6 +221,21 @@ def test_gradescope_results_from_ours():
     assert [(t["name"], t["score"], t["max_score"], t["status"], t["visibility"]) for t in hidden] == [
         ("Part 1: test_linear", 8.0, 8.0, "passed", "after_published"),
         ("Part 1: test_relu", 2.67, 4.0, "failed", "after_published")]
+
+
+# ---------------------------------------------------------------- execution_time
+
+def test_execution_time_is_the_time_spent_before_the_report_is_written(tmp_path):
+    written = []
+
+    def sleeps(runner, submission):
+        time.sleep(0.3)
+
+    def reports(runner, submission):  # as write_report does: results.json from the record
+        written.append(results_json(submission)["execution_time"])
+
+    run_steps(None, Submission("student", tmp_path / "notebook.ipynb"), (sleeps, reports))
+    assert written[0] >= 0.3
 
 
 # ---------------------------------------------------------------- whole runs (the real grader)
