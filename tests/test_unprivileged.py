@@ -119,7 +119,7 @@ def test_prepare_gives_the_uid_a_readable_code_copy_and_an_ipython_folder_it_can
     code, env = account.prepare(worker, IN_SANDBOX, {"HOME": "/submission/home"})
     assert (code / "worker.py").read_bytes() == (IN_SANDBOX / "worker.py").read_bytes()
     assert stat.S_IMODE(worker.stat().st_mode) == 0o711 and stat.S_IMODE((code / "worker.py").stat().st_mode) == 0o644
-    assert env == {"HOME": "/submission/home", "IPYTHONDIR": str(worker / "ipython")}
+    assert env == {"HOME": "/submission/home", "IPYTHONDIR": "/grader/.ipython"}  # a sandbox path, as all are
     scratch = worker / "submission"
     (scratch / "home" / ".fastai").mkdir(parents=True)
     (scratch / "home" / ".fastai" / "config.ini").write_text("archive = /submission/home/.fastai/archive\n")
@@ -128,8 +128,8 @@ def test_prepare_gives_the_uid_a_readable_code_copy_and_an_ipython_folder_it_can
     assert {p.lstat().st_uid for p in [scratch, *scratch.rglob("*")]} == {account.uid}
     assert Path("/etc/passwd").stat().st_uid == 0  # the link was changed, not its target
     assert (scratch / "home" / ".fastai" / "config.ini").read_text() == f"archive = {scratch}/home/.fastai/archive\n"
-    startup = worker / "ipython" / "profile_default" / "startup"
-    assert stat.S_IMODE((worker / "ipython").stat().st_mode) == 0o1777
+    startup = code / ".ipython" / "profile_default" / "startup"
+    assert stat.S_IMODE((code / ".ipython").stat().st_mode) == 0o1777
     assert startup.stat().st_uid == 0 and stat.S_IMODE(startup.stat().st_mode) == 0o755
     assert "block_network()" in (startup / unprivileged.STARTUP_FILE).read_text()
 
@@ -195,3 +195,25 @@ def test_kill_all_from_root():
     assert unprivileged.processes_of(account.uid) == [sleeper.pid]
     account.kill_all()
     assert sleeper.wait(timeout=10) == -9 and unprivileged.processes_of(account.uid) == []
+
+
+@as_root
+def test_a_fallback_workers_kernels_find_the_network_filter():
+    """The worker's environment names folders by their sandbox paths (Worker.inside maps them back): the
+    IPython folder must come back to the prepared one, startup file included."""
+    from coursekit.config import Limits
+    from coursekit.grading.bubblewrap import Worker
+
+    class FallbackSandbox:
+        isolated = False
+
+        def account(self):
+            return UnprivilegedUser(unprivileged.free_uid(), network_off=True)
+
+    worker = Worker(FallbackSandbox(), IN_SANDBOX, {"HOME": "/submission/home"}, Limits(), 1, lambda scratch: None)
+    try:
+        worker.account.reset_ipython()
+        startup = Path(worker.inside(worker.env["IPYTHONDIR"])) / "profile_default" / "startup"
+        assert (startup / unprivileged.STARTUP_FILE).is_file()
+    finally:
+        worker.close()

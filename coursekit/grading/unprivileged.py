@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coursekit.grading import no_network
-from coursekit.in_sandbox.protocol import HOME_DIR, SCRATCH_MOUNT
+from coursekit.in_sandbox.protocol import CODE_MOUNT, HOME_DIR, SCRATCH_MOUNT
 
 BUBBLEWRAP, UNPRIVILEGED, UNCONFINED = "bubblewrap", "unprivileged user", "none"
 UIDS = range(40_000, 60_000)  # no account's, in any image: checked again when one is taken
 PR_SET_NO_NEW_PRIVS = 38
 STARTUP_FILE = "00-coursekit-no-network.py"
+IPYTHON_DIR = ".ipython"  # in the worker's copy of the sandbox code
 NO_NETWORK = Path(no_network.__file__)
 SHARED_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm")
 LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: a forked child must not dlopen
@@ -107,8 +108,9 @@ class UnprivilegedUser:
         code = folder / "grader"
         shutil.copytree(code_dir, code, ignore=shutil.ignore_patterns("__pycache__"))
         make_readable(code)
-        self.ipython = folder / "ipython"
-        return code, {**env, "IPYTHONDIR": str(self.ipython)}
+        # named by its sandbox path, as the worker's environment is (Worker.inside maps it back)
+        self.ipython = code / IPYTHON_DIR
+        return code, {**env, "IPYTHONDIR": f"{CODE_MOUNT}/{IPYTHON_DIR}"}
 
     def before_run(self, *folders: Path) -> None:
         """Give this uid what the grader wrote for the run (links are changed, never followed), and remove
