@@ -648,6 +648,8 @@ def mnist_for_any_uid():
     home = Path(tempfile.mkdtemp(prefix="coursekit-fastai-"))
     (home / "data").mkdir(parents=True)
     subprocess.run(["cp", "-al", str(mnist), str(home / "data" / mnist.name)], check=True)
+    subprocess.run([str(VENV_PYTHON), "-c", "from fastai.data.external import fastai_cfg; fastai_cfg()"],  # its config.ini
+                   env={**os.environ, "FASTAI_HOME": str(home)}, check=True, capture_output=True)
     subprocess.run(["chmod", "-R", "go+rX", str(home)], check=True)
     yield home
     shutil.rmtree(home, ignore_errors=True)
@@ -708,3 +710,24 @@ def test_gradescope_grades_in_the_fallback_when_bubblewrap_cannot_start(open_tmp
     listener.settimeout(0.5)
     with pytest.raises(socket.timeout):
         listener.accept()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs the autograder as another uid: root only")
+def test_gradescope_writes_a_zero_with_the_reason_when_no_sandbox_can_run(open_tmp, python_for_any_uid,
+                                                                         mnist_for_any_uid):
+    """bubblewrap fails as under Docker's seccomp and the autograder is not root, so no fallback either:
+    run_autograder grades nothing and still writes a valid results.json that says why."""
+    from coursekit.grading import unprivileged
+
+    root = gradescope_layout(open_tmp, with_cell("alice_complete", "print(1)", open_tmp / "alice"))
+    uid = unprivileged.free_uid()
+    subprocess.run(["chown", "-R", f"{uid}:{uid}", str(root)], check=True)
+    env = runner_env(AUTOGRADER_ROOT=str(root), COURSEKIT_PYTHON=str(python_for_any_uid),
+                     FASTAI_HOME=str(mnist_for_any_uid), PATH=fake_bwrap(open_tmp / "bin"), HOME=str(root))
+    run = subprocess.run([str(root / "run_autograder")], cwd=root, capture_output=True, text=True, env=env,
+                         user=uid, group=uid, extra_groups=[])
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = read_results(root)
+    assert report["score"] == 0 and gradescope.NO_SANDBOX in report["output"]
+    assert not (root / "source" / "course" / "autograded").exists()  # nothing was graded
