@@ -3,11 +3,12 @@
 In Gradescope's container, Docker's default seccomp profile refuses the namespaces bubblewrap needs, but
 the autograder runs as root, so it can give student code a uid that owns nothing: it cannot read what
 only root may (the autograder's files, made so by the platform route), cannot write the results, cannot
-signal or trace the grader's processes, and every process it starts can be found and killed by that uid.
-Network: each kernel installs no_network.py's seccomp filter before any student code runs.
-What this cannot do without namespaces: hide world-readable files (the system, the Python environment,
-MNIST) and world-writable folders (/tmp, /dev/shm), or limit memory beyond rlimits where no cgroup can
-be made. `Sandbox` chooses this automatically when bubblewrap cannot start and the grader is root.
+signal or trace the grader's processes (root's), and every process it starts can be found and killed by
+that uid. Network: each kernel installs no_network.py's seccomp filter before any student code runs.
+What this cannot do without namespaces: hide what any user may read (the system, the Python environment,
+MNIST, the process list), keep the submission from killing its own worker, or limit memory beyond
+rlimits where no cgroup can be made. `Sandbox` chooses this automatically when bubblewrap cannot start,
+the grader is root and a fresh uid can run its Python and read what the sandbox would show.
 """
 from __future__ import annotations
 

@@ -26,9 +26,11 @@ python3.11 -m venv "$PREFIX/venv"
 chmod -R go+rX "$PREFIX"
 
 cat <<'SETTINGS'
-==> Autograder settings this assignment needs (Gradescope: the assignment's Settings, Autograder settings):
-    memory: 2 GB or more (the default 768 MB is not enough: one submission peaks at about 1.4 GB with
-            PyTorch's CUDA build, which is what PyPI gives; see README.md), else the grader is "Killed"
-    CPU: 2 (the default half a CPU makes the notebook outlast course.toml's notebook_seconds)
-    timeout: 20 minutes (the default is 10)
+==> Raise the memory of this assignment's autograder (Gradescope: the assignment's Settings, Autograder settings):
+    memory: 2 GB or more. The default 768 MB is not enough: one submission peaks at about 1.4 GB (the grader
+            and the notebook's kernel each load PyTorch, whose PyPI build is the CUDA one); at 768 MB the
+            grader is killed and the student gets a zero that says so. With less than course.toml's
+            memory_gib plus 1.5 GB, a notebook that uses a lot of memory kills the whole autograder
+            instead of being stopped by its own limit.
+    CPU and timeout: the defaults (half a CPU, 10 minutes) are enough; one submission took 2 minutes on half a CPU.
 SETTINGS
