@@ -144,7 +144,7 @@ def cmd_classroom50(args) -> int:
     from coursekit.config import Course
     from coursekit.platforms.classroom50 import write_bundle
 
-    print(f"Wrote {write_bundle(Course(args.root.resolve()), args.out)} (see its README.md)")
+    print(f"Wrote {write_bundle(Course(args.root.resolve()), args.out, args.public_checks)} (see its README.md)")
     return 0
 
 
@@ -214,6 +214,7 @@ def add_grading_commands(commands) -> None:
 def add_platform_commands(commands) -> None:
     classroom50 = commands.add_parser("classroom50", help="write the Classroom 50 autograder bundle into OUT")
     classroom50.add_argument("out", type=Path, metavar="OUT")
+    classroom50.add_argument("--public-checks", action="store_true", help="the grader's checks in the public bundle (GitHub's runners; see its README)")
     classroom50.set_defaults(run=cmd_classroom50)
     gradescope = commands.add_parser("gradescope", help="build the Gradescope autograder zip OUT.zip")
     gradescope.add_argument("out", type=Path, metavar="OUT.zip")

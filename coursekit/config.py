@@ -12,6 +12,7 @@ from pathlib import Path
 from coursekit import ASSIGNMENT
 
 LATE_METHODS = ("none", "zero", "percent_per_day")
+GRADESCOPE_VISIBILITY = ("visible", "after_due_date", "after_published", "hidden")
 CANVAS_PATTERN = r"^(?P<name>[^_]+)(?:_[Ll][Aa][Tt][Ee])?_(?P<student>\d+)_(?P<submission>\d+)_(?P<filename>.+)$"
 
 
@@ -47,6 +48,10 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     "lms": {"canvas_match_column": Setting("ID", str), "moodle_match_column": Setting("Email address", str),
             "moodle_identifier": Setting("Email address", str),
             "canvas_column": Setting("", str), "moodle_column": Setting("", str)},  # empty: the assignment's id
+    "gradescope": {"visibility": Setting("after_published", str, GRADESCOPE_VISIBILITY),  # of the graded checks
+                   "output_format": Setting("text", str, ("text", "md")),
+                   "leaderboard": Setting(False, bool),  # the models' test accuracy and MSE
+                   "stdout_visibility": Setting("hidden", str, GRADESCOPE_VISIBILITY)},
 }
 
 

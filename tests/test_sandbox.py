@@ -1,6 +1,8 @@
 """Execute step in the real sandbox (bubblewrap): isolation, limits, and recovery from bad cells."""
 from __future__ import annotations
 
+import os
+
 import nbformat
 import pytest
 
@@ -183,6 +185,7 @@ def test_require_sandbox_refuses_without_bubblewrap(monkeypatch):
     from coursekit.grading import bubblewrap as sandbox
 
     monkeypatch.setattr(sandbox, "bubblewrap_works", lambda: False)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # as root, the unprivileged fallback would take over
     with pytest.raises(sandbox.SandboxUnavailable):
         Sandbox([], require=True)
     with pytest.warns(UserWarning, match="WITHOUT isolation"):

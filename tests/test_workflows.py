@@ -199,7 +199,34 @@ def test_valid_yaml_with_triggers_and_jobs(name):
         for step in job["steps"]:
             assert ("run" in step) != ("uses" in step), f"{job_name}: {step}"
             if uses("actions/setup-python")(step):
-                assert step["with"]["python-version"] == "3.11" and step["with"]["cache"] == "pip"
+                assert step["with"] == {"python-version": "3.11"} and step["id"] == "python"
+
+
+VENV_KEY = "venv-${{ runner.os }}-py${{ steps.python.outputs.python-version }}-${{ hashFiles('requirements.txt', 'constraints.txt') }}"
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_every_job_with_python_reuses_the_environment(name):
+    """Restored from the cache until the pins or Python change; installed (CPU build first) only on a miss."""
+    workflow = load(WORKFLOWS[name])
+    for job in (j for j in workflow["jobs"] if any(uses("actions/setup-python")(s) for s in steps(workflow, j))):
+        cache_at = step_index(workflow, job, lambda s: uses("actions/cache")(s) and s["with"]["path"] == ".venv")
+        cache = steps(workflow, job)[cache_at]
+        assert cache["with"]["key"] == VENV_KEY and cache["id"] == "venv"
+        install_at = step_index(workflow, job, runs(r"install_env\.py"))
+        install = steps(workflow, job)[install_at]
+        assert install["if"] == "steps.venv.outputs.cache-hit != 'true'"
+        assert commands(install["run"]) == [["python", "-m", "venv", ".venv"],
+                                            [".venv/bin/python", "coursekit/platforms/install_env.py", "."]]
+        assert step_index(workflow, job, uses("actions/setup-python")) < cache_at < install_at
+        assert install_at < step_index(workflow, job, runs(r"\bmake venv\b"))
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_artifacts_can_be_uploaded_again_when_a_job_is_rerun(name):
+    workflow = load(WORKFLOWS[name])
+    uploads = [step for step in steps(workflow) if uses("actions/upload-artifact")(step)]
+    assert uploads and all(step["with"]["overwrite"] is True for step in uploads)
 
 
 @pytest.mark.parametrize("name", WORKFLOWS)
@@ -230,6 +257,8 @@ def referenced_paths(workflow: dict) -> set[str]:
     for step in steps(workflow):
         for key in ("path", "cache-dependency-path"):
             found.update(line.strip() for line in str(step.get("with", {}).get(key, "")).splitlines())
+        for call in re.findall(r"hashFiles\(([^)]*)\)", str(step.get("with", {}).get("key", ""))):
+            found.update(re.findall(r"'([^']+)'", call))
     for script in scripts(workflow):
         for command in commands(script):
             found.update(token for token in command
@@ -249,12 +278,14 @@ def test_referenced_paths_exist(name):
 
 
 def test_venv_python_is_the_makefiles():
+    """Every Python command runs the Makefile's venv, but the one that makes it."""
     _, variables, _ = makefile()
+    venv = variables["VENV"]
     for path in WORKFLOWS.values():
         for script in scripts(load(path)):
             for command in commands(script):
-                if Path(command[0]).name.startswith("python"):
-                    assert command[0] == variables["PY"].replace("$(VENV)", variables["VENV"])
+                if Path(command[0]).name.startswith("python") and command != ["python", "-m", "venv", venv]:
+                    assert command[0] == variables["PY"].replace("$(VENV)", venv)
 
 
 @pytest.mark.parametrize("name", WORKFLOWS)
@@ -267,8 +298,8 @@ def test_bubblewrap_installed_before_grading(name):
     setup = step_index(workflow, job, runs(r"\bmake venv sandbox data\b"))
     grade = step_index(workflow, job, runs(r"-m coursekit (autograde|check)\b"))
     assert install <= sysctl < grade and install < setup < grade
-    cache = steps(workflow, job)[step_index(workflow, job, uses("actions/cache"))]
-    assert cache["with"] == {"path": "~/.fastai/data", "key": "mnist-png-v1"}
+    mnist = step_index(workflow, job, lambda s: uses("actions/cache")(s) and s["with"]["path"] == "~/.fastai/data")
+    assert steps(workflow, job)[mnist]["with"] == {"path": "~/.fastai/data", "key": "mnist-png-v1"}
 
 
 # ---------------------------------------------------------------- instructor workflow
@@ -361,7 +392,7 @@ def test_merge_job_exports_after_downloading_every_shard():
     upload_at = step_index(workflow, "merge", uses("actions/upload-artifact"))
     upload = steps(workflow, "merge")[upload_at]["with"]
     assert export_at < upload_at and upload["name"] == "grades"
-    assert set(upload["path"].split()) == {"grades.csv", "feedback/", "autograded/*/*/results.json"}
+    assert set(upload["path"].split()) == {"grades.csv", "autograded/review.csv", "feedback/", "autograded/*/*/results.json"}
     summary_at = step_index(workflow, "merge", runs(r"GITHUB_STEP_SUMMARY"))
     assert export_at < summary_at and "grades.csv" in steps(workflow, "merge")[summary_at]["run"]
 

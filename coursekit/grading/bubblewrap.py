@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from coursekit.config import Limits
+from coursekit.grading.unprivileged import BUBBLEWRAP, UNPRIVILEGED, UnprivilegedUser, isolation_for, network_filter_works
 from coursekit.in_sandbox.protocol import CODE_MOUNT, RUNNER_LOG, SCRATCH_MOUNT, WORKER_SCRIPT, RunRequest
 
 
@@ -135,13 +136,16 @@ class Cgroup:
 
 
 class Sandbox:
-    """The isolation every worker runs in: bubblewrap where it works, else a loud warning."""
+    """The isolation every worker runs in: bubblewrap where it works, else (as root) a uid of its own per
+    worker (unprivileged.py), else a loud warning."""
 
     def __init__(self, read_only: list[Path], require: bool = False):
         self.read_only = read_only
         self.warned_no_cgroup = False
-        self.isolated = bubblewrap_works()
-        if not self.isolated:
+        self.isolation = isolation_for(bubblewrap_works(), read_only)  # fallback hook (unprivileged.py)
+        self.isolated = self.isolation == BUBBLEWRAP
+        self.network_off = self.isolation == UNPRIVILEGED and network_filter_works()  # fallback hook
+        if self.isolation not in (BUBBLEWRAP, UNPRIVILEGED):
             if require:
                 raise SandboxUnavailable("bubblewrap (bwrap) is not installed or cannot create namespaces here, "
                                          "and --require-sandbox was given. Install Debian's `bubblewrap`.")
@@ -166,6 +170,10 @@ class Sandbox:
         for key, value in env.items():
             wrap += ["--setenv", key, value]
         return wrap + ["--"] + argv
+
+    def account(self) -> UnprivilegedUser | None:
+        """A worker's own uid in the fallback (unprivileged.py), else None."""
+        return UnprivilegedUser.allocate(self.network_off) if self.isolation == UNPRIVILEGED else None
 
     def cgroup(self, limits: Limits) -> Cgroup | None:
         cgroup = Cgroup.create(limits)
@@ -199,6 +207,9 @@ class Worker:
         self.process: subprocess.Popen | None = None
         self.cgroup: Cgroup | None = None
         self.stopping = threading.Lock()
+        self.account = sandbox.account()  # fallback hook: the worker's uid, its readable code, its IPYTHONDIR
+        if self.account:
+            self.code_dir, self.env = self.account.prepare(self.folder, code_dir, env)
 
     def inside(self, path: str) -> str:
         """A sandbox path as this worker's processes see it (the same path when isolated)."""
@@ -233,7 +244,7 @@ class Worker:
         --die-with-parent follows the thread that started it."""
         self.clear()
         self.cgroup = self.sandbox.cgroup(self.limits)
-        limits, cgroup = self.limits, self.cgroup
+        limits, cgroup, account = self.limits, self.cgroup, self.account
 
         def limit_child():
             os.setsid()
@@ -245,11 +256,15 @@ class Worker:
             resource.setrlimit(resource.RLIMIT_DATA, (limits.memory_bytes, limits.memory_bytes))
             resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            if account:  # fallback hook: last, once root's work is done
+                account.enter()
 
         env = {key: self.inside(value) for key, value in self.env.items()}
         argv = [str(Path(sys.prefix).resolve() / "bin" / "python"), self.inside(f"{CODE_MOUNT}/{WORKER_SCRIPT}")]
         if self.sandbox.isolated:
             argv.append("--isolated")
+        if self.account:  # fallback hook: the worker's sweep kills everything of its uid
+            argv.append("--own-uid")
         binds = {SCRATCH_MOUNT: self.scratch}
         with open(self.folder / "worker.log", "wb") as log:
             self.process = subprocess.Popen(self.sandbox.command(binds, self.code_dir, argv, env),
@@ -282,6 +297,8 @@ class Worker:
         if self.cgroup:
             self.cgroup.reset_peak()
         hits = self.cgroup.memory_limit_hits() if self.cgroup else 0
+        if self.account:  # fallback hook: what the grader wrote for this run becomes the worker's uid's
+            self.account.before_run(self.scratch, self.tmp)
         argv = replace(request, scratch=self.inside(SCRATCH_MOUNT)).to_argv()
         message = {"argv": argv, "env": {k: self.inside(v) for k, v in self.env.items()},
                    "threads": self.threads, "log": self.inside(f"{SCRATCH_MOUNT}/{RUNNER_LOG}")}
@@ -316,6 +333,8 @@ class Worker:
             cgroup, self.cgroup = self.cgroup, None
         if process:
             kill_group(process)
+        if self.account:  # fallback hook: what the submission started outside the worker's group
+            self.account.kill_all()
         if cgroup:
             cgroup.remove()
         log_path = self.folder / "worker.log"

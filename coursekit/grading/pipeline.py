@@ -220,6 +220,7 @@ CHECK_STEPS: tuple[Step, ...] = (sanitize_step, scan, execute_step, apply_policy
 def run_steps(runner: NotebookRunner, submission: Submission, steps: tuple[Step, ...]) -> Submission:
     start = time.monotonic()
     for step in steps:
+        submission.seconds = time.monotonic() - start  # current for the report step, which writes it
         step(runner, submission)
     submission.seconds = time.monotonic() - start
     return submission

@@ -1,12 +1,16 @@
 """Bundles that run the course's grader on other platforms (Classroom 50, Gradescope).
 
-A bundle carries a copy of the grader, the pinned requirements, the course policy and the release
-notebook, never source/ (solutions and hidden tests): the rubric comes from the nbgrader metadata,
-which the release keeps, so the release notebook also stands in for the source one.
+A bundle carries the pinned requirements, the course policy, the release notebook and the part of the
+`coursekit` package that grading needs (GRADER), never source/ (solutions and hidden tests), the example
+submissions or `examples.py` (it holds a complete training loop): the rubric comes from the nbgrader
+metadata, which the release keeps, so the release notebook also stands in for the source one.
+SCORING is the grader's reference side (reference gradients, the trusted retraining): a bundle students
+can download (Classroom 50's) leaves it out unless the instructor chooses otherwise (classroom50.py).
 """
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -16,13 +20,33 @@ from coursekit.config import Course
 TEMPLATES = Path(__file__).parent / "templates"
 PACKAGE = Path(coursekit.__file__).parent
 COURSE_FILES = ("requirements.txt", "constraints.txt", "course.toml")
+# What grading needs of the package, relative to it: a folder brings everything in it.
+GRADER = ("__init__.py", "__main__.py", "cli.py", "config.py", "data.py", "grading", "in_sandbox",
+          "course/__init__.py", "course/gradebook.py", "course/late.py", "platforms/__init__.py",
+          "platforms/install_env.py")
+SCORING = ("grading/checks.py", "grading/retrain.py")  # those that exist
+SKIPPED = shutil.ignore_patterns("__pycache__", "*.pyc")
 
 
-def write_course(course: Course, dest: Path) -> Course:
-    """A course folder the grader can run from, with no solution in it."""
+def copy_package(names: tuple[str, ...], dest: Path) -> None:
+    """These files and folders of the package, at the same places under dest/coursekit/."""
+    for name in names:
+        source, target = PACKAGE / name, dest / PACKAGE.name / name
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=SKIPPED, dirs_exist_ok=True)
+        elif source.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+
+
+def write_course(course: Course, dest: Path, route: str, scoring: bool = True) -> Course:
+    """A course folder the grader can run from, with no solution in it: GRADER and the route's own module
+    (`platforms/<route>.py`), with SCORING or without it."""
     dest.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(PACKAGE, dest / PACKAGE.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
-                    dirs_exist_ok=True)
+    copy_package((*GRADER, f"platforms/{route}.py"), dest)
+    if not scoring:
+        for name in SCORING:
+            (dest / PACKAGE.name / name).unlink(missing_ok=True)
     for name in COURSE_FILES:
         shutil.copy2(course.root / name, dest / name)
     bundled = Course(dest, course.assignment)
@@ -63,3 +87,10 @@ def graded_file(course: Course, student: str, name: str) -> Path:
 
 def feedback_page(course: Course, student: str) -> Path:
     return course.root / "feedback" / student / course.assignment / course.notebook_name.replace(".ipynb", ".html")
+
+
+def fence(text: str) -> str:
+    """A markdown code block that no text can close: its fence is longer than any run of backticks in it."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    marks = "`" * max(3, longest + 1)
+    return f"{marks}\n{text}\n{marks}"

@@ -1,10 +1,16 @@
 """Classroom 50 (foundation50/classroom50), the successor of GitHub Classroom.
 
-`python -m coursekit classroom50 OUT` writes the instructor's bundle for this assignment: OUT/ goes to
-`<classroom>/autograders/<assignment>/` in the classroom's config repository (`autograder.py` and the
-`course/` folder beside it), and OUT/runtime.json is the assignment's `runtime` block. On each
-submission Classroom 50's runner calls autograder.py in the student's checkout; autograder.py installs
-the grader and calls `main` below, which grades the checkout's notebook in bubblewrap and writes
+`python -m coursekit classroom50 OUT` writes the instructor's bundle for this assignment: `autograder.py`
+and `course/` go to `<classroom>/autograders/<assignment>/` in the classroom's config repository, whose
+Pages site serves them to every grading job, and to anyone: students can download them. So by default
+`course/` holds no SCORING module (the grader's reference side); they are in OUT/private/, which the
+instructor installs on a self-hosted runner that only Classroom 50's grading workflow may use (runtime.json
+selects it), never in the repository. There is no private place on GitHub's own runners: the grading job
+runs in the student's repository and gets no secrets. `--public-checks` puts SCORING in `course/` instead,
+for GitHub's runners, with what that exposes said in README.md.
+
+On each submission Classroom 50's runner calls autograder.py in the student's checkout; autograder.py
+installs the grader and calls `main` below, which grades the checkout's notebook in bubblewrap and writes
 `result.json` (schema classroom50/result/v1), `release-body.md` and the feedback page, `feedback.html`,
 which the assignment's `release_assets` attaches to the submission's Release.
 """
@@ -24,26 +30,36 @@ from urllib.parse import quote
 
 from coursekit.config import Course
 from coursekit.grading.rubric import load_rubric
-from coursekit.platforms import TEMPLATES, feedback_page, find_notebook, grade_notebook, write_course
+from coursekit.platforms import (PACKAGE, SCORING, TEMPLATES, copy_package, feedback_page, fence, find_notebook,
+                                 grade_notebook, write_course)
 
 SCHEMA = "classroom50/result/v1"
-# Installed by Classroom 50's grade job before autograder.py runs: Python for the pinned requirements,
-# bubblewrap for the sandbox.
-RUNTIME = {"runs-on": "ubuntu-latest", "python": "3.11", "apt": ["bubblewrap"]}
+# The assignment's `runtime` block. On GitHub's runners, Classroom 50's grade job installs Python for the
+# pinned requirements and bubblewrap for the sandbox; a self-hosted runner brings its own (README.md).
+HOSTED_RUNTIME = {"runs-on": "ubuntu-latest", "python": "3.11", "apt": ["bubblewrap"]}
+SELF_HOSTED_RUNTIME = {"runs-on": ["self-hosted", "coursekit"]}
+MANIFEST = "bundle.json"  # in course/: which SCORING modules autograder.py must find on the runner
 FEEDBACK_ASSET = "feedback.html"
 COURSE_ROOT = Path(__file__).resolve().parents[2]  # the bundle's course/ (or this repository)
 
 
-def write_bundle(course: Course, out: Path) -> Path:
-    """autograder.py, course/ (grader, pins, release notebook), runtime.json and a README, in `out`."""
+def write_bundle(course: Course, out: Path, public_checks: bool = False) -> Path:
+    """autograder.py, course/ (grader, pins, release notebook), runtime.json and a README in `out`, and
+    out/private/ (SCORING, ignored by git) unless `public_checks`."""
     fractional = [c.grade_id for c in load_rubric(course.source_notebook).autograded if c.points != int(c.points)]
     if fractional:
         raise ValueError(f"Classroom 50 scores whole points; these cells have fractional points: {fractional}")
     out.mkdir(parents=True, exist_ok=True)
-    write_course(course, out / "course")
+    write_course(course, out / "course", "classroom50", scoring=public_checks)
+    scoring = [name for name in SCORING if (PACKAGE / name).is_file()]
+    (out / "course" / MANIFEST).write_text(json.dumps({"private": [] if public_checks else scoring}, indent=2) + "\n")
+    if not public_checks:
+        copy_package(tuple(scoring), out / "private")
+        (out / "private" / ".gitignore").write_text("# installed on the self-hosted runner, never committed\n*\n")
     shutil.copy2(TEMPLATES / "classroom50_autograder.py", out / "autograder.py")
     shutil.copy2(TEMPLATES / "classroom50_README.md", out / "README.md")
-    (out / "runtime.json").write_text(json.dumps(RUNTIME, indent=2) + "\n")
+    runtime = HOSTED_RUNTIME if public_checks else SELF_HOSTED_RUNTIME
+    (out / "runtime.json").write_text(json.dumps(runtime, indent=2) + "\n")
     return out
 
 
@@ -88,6 +104,13 @@ def result_json(results: dict, env: Mapping[str, str], now: datetime) -> dict:
             "max-score": sum(t["max-score"] for t in tests), "tests": tests}
 
 
+def release_body(result: dict, results: dict) -> str:
+    """The Release's text: the score, then our output (student text, such as an exception's message,
+    inside a fence it cannot close)."""
+    return (f"Autograded: **{result['score']} / {result['max-score']}**\n\n{fence(results['output'])}\n\n"
+            f"The feedback page ({FEEDBACK_ASSET}) shows every check and your notebook as the grader ran it.\n")
+
+
 def student_name(env: Mapping[str, str]) -> str:
     login = env.get("OWNER") or env.get("USERNAME") or env.get("GITHUB_REPOSITORY_OWNER") or "student"
     return re.sub(r"[^A-Za-z0-9_.-]", "_", login).lstrip(".") or "student"
@@ -101,9 +124,7 @@ def grade_checkout(checkout: Path, course: Course, env: Mapping[str, str]) -> di
     results = grade_notebook(course, find_notebook(checkout, course.notebook_name), student, require_sandbox=True)
     result = result_json(results, env, datetime.now(timezone.utc))
     (checkout / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-    (checkout / "release-body.md").write_text(
-        f"Autograded: **{result['score']} / {result['max-score']}**\n\n```\n{results['output']}\n```\n\n"
-        f"The feedback page ({FEEDBACK_ASSET}) shows every check and your notebook as the grader ran it.\n")
+    (checkout / "release-body.md").write_text(release_body(result, results))
     shutil.copy2(feedback_page(course, student), checkout / FEEDBACK_ASSET)
     return result
 
