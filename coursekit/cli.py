@@ -198,7 +198,8 @@ def add_grading_commands(commands) -> None:
     autograde.add_argument("students", nargs="*", help="only these students (default: all)")
     autograde.add_argument("-j", "--jobs", type=int, default=None, help="parallel workers (default: CPU cores)")
     autograde.add_argument("--require-sandbox", action="store_true", help="refuse to grade without bubblewrap")
-    autograde.add_argument("--shard", metavar="K/N", type=shard_spec, help="grade only the K-th of N slices of the class (CI matrices)")
+    autograde.add_argument("--shard", metavar="K/N", type=shard_spec, help="grade only the K-th of N slices of the class "
+                           "(CI matrices); auto/N or auto: K (and N) from the scheduler's task index (README: More than one machine)")
     autograde.set_defaults(run=cmd_autograde)
     feedback = commands.add_parser("feedback", help="rewrite feedback pages with the manual grades from the gradebook")
     feedback.add_argument("students", nargs="*", help="only these students (default: all in the gradebook)")

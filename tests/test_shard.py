@@ -1,0 +1,71 @@
+"""Shards from the scheduler's own task index: `--shard auto/N` and `auto` on Slurm job arrays, Kubernetes
+Indexed Jobs and GitHub's job matrix, each covering the class exactly once."""
+from __future__ import annotations
+
+import pytest
+
+from coursekit.cli import build_parser
+from coursekit.grading.batch import parse_shard, shard
+
+STUDENTS = [f"s{i:02d}" for i in range(11)]
+
+
+def slurm(task: int, first: int, count: int) -> dict[str, str]:
+    return {"SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_TASK_MIN": str(first),
+            "SLURM_ARRAY_TASK_COUNT": str(count), "SLURM_ARRAY_JOB_ID": "4242"}
+
+
+def covers_the_class_as_k_of_n(environments: list[dict[str, str]], spec: str) -> None:
+    shards = [parse_shard(spec, environ) for environ in environments]
+    count = len(environments)
+    assert [(s.index, s.count) for s in shards] == [(k, count) for k in range(1, count + 1)]
+    slices = [s.of(STUDENTS) for s in shards]
+    assert sorted(sum(slices, [])) == STUDENTS
+    assert slices == [shard(STUDENTS, f"{k}/{count}") for k in range(1, count + 1)]
+
+
+@pytest.mark.parametrize("first", [0, 1, 7], ids=["array-0-3", "array-1-4", "array-7-10"])
+def test_a_slurm_array_shards_by_its_task_id_wherever_it_starts(first):
+    tasks = [slurm(first + k, first, 4) for k in range(4)]
+    covers_the_class_as_k_of_n(tasks, "auto/4")
+    covers_the_class_as_k_of_n(tasks, "auto")  # Slurm says how many tasks there are
+    assert parse_shard("auto", tasks[2]).source == f"SLURM_ARRAY_TASK_ID={first + 2}"
+
+
+def test_a_kubernetes_indexed_job_shards_by_its_completion_index():
+    covers_the_class_as_k_of_n([{"JOB_COMPLETION_INDEX": str(k)} for k in range(3)], "auto/3")
+
+
+def test_a_github_matrix_shards_by_the_strategy_index_the_workflow_passes():
+    jobs = [{"STRATEGY_JOB_INDEX": str(k), "STRATEGY_JOB_TOTAL": "5", "GITHUB_ACTIONS": "true"} for k in range(5)]
+    covers_the_class_as_k_of_n(jobs, "auto/5")
+    covers_the_class_as_k_of_n(jobs, "auto")
+
+
+@pytest.mark.parametrize("spec, environ, reason", [
+    ("auto/4", {}, "none of SLURM_ARRAY_TASK_ID, JOB_COMPLETION_INDEX, STRATEGY_JOB_INDEX is set"),
+    ("auto/2", {"JOB_COMPLETION_INDEX": "0", "SLURM_ARRAY_TASK_ID": "1"}, "more than one of"),
+    ("auto", {"JOB_COMPLETION_INDEX": "0"}, "JOB_COMPLETION_INDEX gives the index, not the number of shards"),
+    ("auto/3", slurm(1, 1, 4), "the scheduler runs 4 tasks (SLURM_ARRAY_TASK_COUNT=4)"),
+    ("auto/4", {"JOB_COMPLETION_INDEX": "4"}, "JOB_COMPLETION_INDEX=4 is not one of 4 consecutive indexes"),
+    ("auto/3", slurm(5, 1, 3), "SLURM_ARRAY_TASK_ID=5 is not one of 3 consecutive indexes"),  # --array=1,3,5
+    ("auto/2", {"JOB_COMPLETION_INDEX": "one"}, "JOB_COMPLETION_INDEX = 'one': expected a whole number"),
+    ("auto/0", {"JOB_COMPLETION_INDEX": "0"}, "N must be at least 1"),
+    ("3/2", {}, "expected K/N with 1 <= K <= N"),
+    ("2", {}, "expected K/N (two whole numbers such as 2/5), auto/N or auto"),
+    ("automatic/2", {"JOB_COMPLETION_INDEX": "0"}, "K = 'automatic': expected a whole number"),
+])
+def test_a_shard_that_cannot_be_worked_out_says_why(spec, environ, reason):
+    with pytest.raises(ValueError) as error:
+        parse_shard(spec, environ)
+    assert reason in str(error.value)
+
+
+def test_the_command_line_reads_the_index_from_the_environment(monkeypatch, capsys):
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "1")
+    assert build_parser().parse_args(["autograde", "--shard", "auto/2"]).shard == "auto/2"
+    assert shard(STUDENTS, "auto/2") == STUDENTS[1::2]
+    monkeypatch.delenv("JOB_COMPLETION_INDEX")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["autograde", "--shard", "auto/2"])
+    assert "none of SLURM_ARRAY_TASK_ID" in capsys.readouterr().err
