@@ -8,7 +8,7 @@ JOBS   ?=
 SOURCE_NB  := source/classifier_from_scratch/classifier_from_scratch.ipynb
 RELEASE_NB := release/classifier_from_scratch/classifier_from_scratch.ipynb
 
-.PHONY: demo test test-fast venv data release autograde check bench sandbox browser postgres clean
+.PHONY: demo test test-fast venv data release autograde check bench bench-scale sandbox browser postgres clean
 
 ## demo: set up, provision MNIST, generate release/, grade the example submissions, print the table
 demo: $(STAMP) sandbox data $(RELEASE_NB)
@@ -71,6 +71,10 @@ check: $(STAMP) data
 ## bench: grading throughput against plain nbgrader autograde (see README)
 bench: $(STAMP) sandbox data
 	$(PY) bench/throughput.py
+
+## bench-scale: S shards into one gradebook (SQLite merged, PostgreSQL) against one process (see README)
+bench-scale: $(STAMP) sandbox postgres data
+	$(PY) bench/scale.py
 
 clean:
 	rm -rf autograded/*/ feedback/*/ grades.csv gradebook.db .cache
