@@ -1,11 +1,19 @@
 """Shards from the scheduler's own task index: `--shard auto/N` and `auto` on Slurm job arrays, Kubernetes
-Indexed Jobs and GitHub's job matrix, each covering the class exactly once."""
+Indexed Jobs and GitHub's job matrix, each covering the class exactly once; and a shard's workers sized
+to the cores its scheduler gave it."""
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from coursekit.cli import build_parser
-from coursekit.grading.batch import parse_shard, shard
+from coursekit.grading.batch import available_cores, cpu_quota, parse_shard, shard
+
+ROOT = Path(__file__).resolve().parent.parent
 
 STUDENTS = [f"s{i:02d}" for i in range(11)]
 
@@ -69,3 +77,27 @@ def test_the_command_line_reads_the_index_from_the_environment(monkeypatch, caps
     with pytest.raises(SystemExit):
         build_parser().parse_args(["autograde", "--shard", "auto/2"])
     assert "none of SLURM_ARRAY_TASK_ID" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- a shard's share of its machine
+
+@pytest.mark.parametrize("files, quota", [
+    ({"cpu.max": "200000 100000\n"}, 2), ({"cpu.max": "150000 100000\n"}, 2), ({"cpu.max": "50000 100000\n"}, 1),
+    ({"cpu.max": "max 100000\n"}, None), ({"cpu/cpu.cfs_quota_us": "300000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 3),
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None), ({}, None),
+    ({"cpu.max": "garbage\n"}, None)], ids=["v2-2", "v2-1.5", "v2-half", "v2-none", "v1-3", "v1-none", "no-cgroup", "junk"])
+def test_a_containers_cpu_quota_is_read_in_whole_cores(tmp_path, files, quota):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cpu_quota(tmp_path) == quota
+    if quota == 1:
+        assert available_cores(tmp_path) == 1
+
+
+def test_a_shard_uses_the_cores_it_is_given_not_the_machines():
+    one_core = min(os.sched_getaffinity(0))
+    counted = subprocess.run([sys.executable, "-c", "from coursekit.grading.batch import available_cores as a; print(a())"],
+                             preexec_fn=lambda: os.sched_setaffinity(0, {one_core}), capture_output=True, text=True,
+                             cwd=ROOT, check=True)
+    assert counted.stdout.strip() == "1"

@@ -3,6 +3,7 @@ report written by its last step, the gradebook and the class's files as they fin
 from __future__ import annotations
 
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -132,12 +133,34 @@ def shard(students: list[str], spec: str | None) -> list[str]:
     return chosen.of(students)
 
 
+def available_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The cores this process may use, not the machine's: its CPU affinity (a Slurm allocation, taskset)
+    and its container's CPU quota (a Kubernetes limit). A shard on a big node would otherwise start a
+    torch thread per core of the node in every worker."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = cpu_quota(cgroup)
+    return max(1, min(cores, quota) if quota else cores)
+
+
+def cpu_quota(cgroup: Path) -> int | None:
+    """The cgroup's CPU quota in whole cores (cgroup v2 `cpu.max`, or v1 `cpu.cfs_quota_us`); None without one."""
+    try:
+        if (cgroup / "cpu.max").is_file():
+            quota, period = (cgroup / "cpu.max").read_text().split()
+        else:
+            quota, period = ((cgroup / "cpu" / name).read_text().strip() for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us"))
+    except (OSError, ValueError):
+        return None
+    return None if quota in ("max", "-1") else max(1, math.ceil(int(quota) / int(period)))
+
+
 def grade_class(course: Course, students: list[str] | None = None, jobs: int | None = None,
                 require_sandbox: bool = False, progress: bool = True) -> list[Submission]:
     students = students if students is not None else course.students()
-    jobs = max(1, jobs or os.cpu_count() or 1)
+    cores = available_cores()
+    jobs = max(1, jobs or cores)
     results = []
-    with Grader(course, require_sandbox=require_sandbox, threads=max(1, (os.cpu_count() or 1) // jobs),
+    with Grader(course, require_sandbox=require_sandbox, threads=max(1, cores // jobs),
                 mpl_cache=matplotlib_cache(course), workers=min(jobs, max(1, len(students)))) as grader, \
             ThreadPoolExecutor(jobs) as pool, tqdm(total=len(students), desc="Grading", unit="submission",
                                                    disable=not progress, mininterval=1) as bar:
