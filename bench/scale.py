@@ -1,7 +1,8 @@
-"""A class bigger than one machine, measured on this one: N submissions graded as S shards (S processes
-`coursekit autograde --shard K/S -j 1` at once) into one gradebook, SQLite files merged or one PostgreSQL
-database, against one process (-j 1 and -j S), in one run; the gradebook's time per recorded submission
-(prepared results, no grading); and what one more machine costs before it grades anything.
+"""A class bigger than one machine, measured on this one: N submissions graded as S shards at once, each a
+process `coursekit autograde --shard K/S` pinned to a core of its own (S one-core machines), into one
+gradebook, SQLite files merged or one PostgreSQL database; against one process pinned to one core (one
+such machine) and one process on every core; in one run. Then the gradebook's time per recorded
+submission (prepared results, no grading), and what one more machine costs before it grades anything.
 
     .venv/bin/python bench/scale.py [--copies 2] [--shards 2] [--records 48] [--data]
 
@@ -38,9 +39,9 @@ class Timing:
     seconds: float
     count: int
 
-    def row(self, baseline: Timing | None = None) -> str:
-        ratio = f" | {baseline.seconds / self.seconds:.2f}x" if baseline else ""
-        return f"| {self.name} | {self.seconds:.0f} | {60 * self.count / self.seconds:.1f}{ratio} |"
+    def row(self, *baselines: Timing) -> str:
+        ratios = "".join(f" | {baseline.seconds / self.seconds:.2f}x" for baseline in baselines)
+        return f"| {self.name} | {self.seconds:.0f} | {60 * self.count / self.seconds:.1f}{ratios} |"
 
 
 def timed(action: Callable[[], object]) -> float:
@@ -63,13 +64,15 @@ class Started:
     log: Path
 
 
-def coursekit(course: Course, *arguments: str, db_url: str | None = None) -> Started:
-    """`python -m coursekit --root COURSE ...` started, its output into a log file in the course folder."""
+def coursekit(course: Course, *arguments: str, db_url: str | None = None, cores: set[int] | None = None) -> Started:
+    """`python -m coursekit --root COURSE ...` started (on these cores only, if given: its workers inherit
+    them and size themselves to them), its output into a log file in the course folder."""
     environ = {**os.environ, **({DB_URL_VARIABLE: db_url} if db_url else {})}
     handle, log = tempfile.mkstemp(dir=course.root, prefix=f"{arguments[0]}-", suffix=".log")
     with os.fdopen(handle, "w") as output:
         return Started(subprocess.Popen([sys.executable, "-m", "coursekit", "--root", str(course.root), *arguments],
-                                        cwd=ROOT, env=environ, stdout=output, stderr=subprocess.STDOUT), Path(log))
+                                        cwd=ROOT, env=environ, stdout=output, stderr=subprocess.STDOUT,
+                                        preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None), Path(log))
 
 
 def finish(runs: list[Started]) -> None:
@@ -79,14 +82,21 @@ def finish(runs: list[Started]) -> None:
                              f"{run.process.returncode}:\n{run.log.read_text()[-3000:]}")
 
 
-def grade_in_one_process(course: Course, jobs: int) -> float:
-    return timed(lambda: finish([coursekit(course, "autograde", "--require-sandbox", "-j", str(jobs))]))
+def core(k: int) -> set[int]:
+    """The k-th core this process may use (round robin when there are more shards than cores)."""
+    cores = sorted(os.sched_getaffinity(0))
+    return {cores[k % len(cores)]}
+
+
+def grade_in_one_process(course: Course, cores: set[int] | None) -> float:
+    """One process with a worker per core (all of them: None)."""
+    return timed(lambda: finish([coursekit(course, "autograde", "--require-sandbox", cores=cores)]))
 
 
 def grade_in_shards(course: Course, shards: int, db_urls: list[str | None]) -> float:
-    """S processes at once, each grading its shard with one worker into the gradebook given (None: the course's)."""
-    return timed(lambda: finish([coursekit(course, "autograde", "--require-sandbox", "-j", "1", "--shard", f"{k}/{shards}",
-                                           db_url=db_urls[k - 1]) for k in range(1, shards + 1)]))
+    """S processes at once, each on a core of its own, grading its shard into the gradebook given (None: the course's)."""
+    return timed(lambda: finish([coursekit(course, "autograde", "--require-sandbox", "--shard", f"{k}/{shards}",
+                                           db_url=db_urls[k - 1], cores=core(k - 1)) for k in range(1, shards + 1)]))
 
 
 def shard_files(course: Course, shards: int, template: Path | None = None) -> list[Path]:
@@ -103,13 +113,14 @@ def throughput(folder: Path, cluster: Cluster, copies: int, shards: int) -> tupl
     count = copies * len(EXAMPLES)
     courses = {name: class_of_copies(folder / name, copies) for name in ("serial", "parallel", "sqlite")}
     courses["postgres"] = class_of_copies(folder / "postgres", copies, cluster.create_database())
-    timings = [Timing("one process, -j 1", grade_in_one_process(courses["serial"], 1), count),
-               Timing(f"one process, -j {shards}", grade_in_one_process(courses["parallel"], shards), count)]
+    timings = [Timing("one process on one core (one machine)", grade_in_one_process(courses["serial"], core(0)), count),
+               Timing(f"one process on all {len(os.sched_getaffinity(0))} cores",
+                      grade_in_one_process(courses["parallel"], None), count)]
     paths = shard_files(courses["sqlite"], shards)
     grading = grade_in_shards(courses["sqlite"], shards, [f"sqlite:///{path}" for path in paths])
     merging = timed(lambda: finish([coursekit(courses["sqlite"], "merge-gradebooks", *map(str, paths))]))
-    timings.append(Timing(f"{shards} shards at once, SQLite each, then merge-gradebooks", grading + merging, count))
-    timings.append(Timing(f"{shards} shards at once, one PostgreSQL gradebook",
+    timings.append(Timing(f"{shards} shards at once, a core each, SQLite each, then merge-gradebooks", grading + merging, count))
+    timings.append(Timing(f"{shards} shards at once, a core each, one PostgreSQL gradebook",
                           grade_in_shards(courses["postgres"], shards, [None] * shards), count))
     scores = {name: [(row["student_id"], row["raw_score"]) for row in export_rows(course)] for name, course in courses.items()}
     if len({str(found) for found in scores.values()}) != 1 or len(scores["serial"]) != count:
@@ -165,7 +176,7 @@ def fixed_costs(folder: Path, with_data: bool) -> list[tuple[str, float]]:
     """What a shard pays before its first submission, measured one at a time."""
     empty = make_course(folder / "empty")
     costs = [("Python, the grader's imports and one warm worker (an empty shard)",
-              timed(lambda: finish([coursekit(empty, "autograde", "--require-sandbox", "-j", "1")]))),
+              timed(lambda: finish([coursekit(empty, "autograde", "--require-sandbox", cores=core(0))]))),
              ("the assignment into a new gradebook (nbgrader generate_assignment)",
               timed(lambda: ensure_assignment(make_course(folder / "new_gradebook"))))]
     if with_data:
@@ -190,8 +201,9 @@ def main() -> None:
         fixed = fixed_costs(Path(temp, "fixed"), args.data)
     print(f"\n{timings[0].count} submissions ({args.copies} copies of {', '.join(EXAMPLES)}), {os.cpu_count()} cores, "
           f"identical scores in every gradebook\n")
-    print("| grading | wall seconds | submissions per minute | against one process -j 1 |\n|---|---|---|---|")
-    print("\n".join(timing.row(timings[0]) for timing in timings))
+    print("| grading | wall seconds | submissions per minute | against one process on one core | against one process "
+          "on every core |\n|---|---|---|---|---|")
+    print("\n".join(timing.row(timings[0], timings[1]) for timing in timings))
     print(f"\nThe merge (`coursekit merge-gradebooks`, a process of its own) took {merging:.1f} s of it.")
     print(f"\n| gradebook, {args.records} prepared results | seconds per recorded submission |\n|---|---|")
     print("\n".join(f"| {name} | {seconds:.3f} |" for name, seconds in costs))
