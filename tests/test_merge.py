@@ -39,10 +39,11 @@ def course(template, tmp_path) -> Course:
 @pytest.fixture
 def grade_shard(template, tmp_path, monkeypatch):
     """Record prepared results into a shard's own gradebook, as `COURSEKIT_DB_URL=... autograde` does."""
-    def grade(name: str, course: Course, prepared: list[Prepared]) -> Path:
+    def grade(name: str, course: Course, prepared: list[Prepared], fresh: bool = False) -> Path:
         path = tmp_path / name / "gradebook.db"
         path.parent.mkdir()
-        shutil.copy(template / "gradebook.db", path)
+        if not fresh:  # a fresh shard records the assignment itself, into its own file
+            shutil.copy(template / "gradebook.db", path)
         with monkeypatch.context() as patch:
             patch.setenv(DB_URL_VARIABLE, f"sqlite:///{path}")
             for one in prepared:
@@ -61,7 +62,7 @@ def grade_by_hand(course: Course, student: str, grade_id: str, points: float) ->
 
 def test_merged_shards_match_one_process(course, grade_shard, tmp_path):
     fresh = make_course(tmp_path / "fresh")  # no gradebook.db yet: the merge records the assignment first
-    shards = [grade_shard(f"shard-{k}", course, CLASS[k - 1::3]) for k in (1, 2, 3)]
+    shards = [grade_shard(f"shard-{k}", course, CLASS[k - 1::3], fresh=k == 1) for k in (1, 2, 3)]
     summary = merge_gradebooks(fresh, shards)
     assert summary.added == STUDENTS and not summary.updated and not summary.unchanged
     for one in CLASS:
