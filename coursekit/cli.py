@@ -157,6 +157,21 @@ def cmd_gradescope(args) -> int:
     return 0
 
 
+def cmd_merge_gradebooks(args) -> int:
+    """Merge shards' SQLite gradebooks into the course's gradebook (README: More than one machine)."""
+    from coursekit.config import Course
+    from coursekit.course.merge import MergeError, merge_gradebooks
+
+    try:
+        summary = merge_gradebooks(Course(args.root.resolve()), args.shards)
+    except MergeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"Merged {len(summary.shards)} shard gradebook(s) into {summary.target}: {len(summary.added)} added, "
+          f"{len(summary.updated)} updated, {len(summary.unchanged)} unchanged")
+    return 0
+
+
 def shard_spec(text: str) -> str:
     """argparse type for --shard: a usage error, not a traceback, for a malformed K/N."""
     from coursekit.grading.batch import parse_shard
@@ -174,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     add_setup_commands(commands)
     add_grading_commands(commands)
+    add_shard_commands(commands)
     add_platform_commands(commands)
     return parser
 
@@ -198,7 +214,8 @@ def add_grading_commands(commands) -> None:
     autograde.add_argument("students", nargs="*", help="only these students (default: all)")
     autograde.add_argument("-j", "--jobs", type=int, default=None, help="parallel workers (default: CPU cores)")
     autograde.add_argument("--require-sandbox", action="store_true", help="refuse to grade without bubblewrap")
-    autograde.add_argument("--shard", metavar="K/N", type=shard_spec, help="grade only the K-th of N slices of the class (CI matrices)")
+    autograde.add_argument("--shard", metavar="K/N", type=shard_spec, help="grade only the K-th of N slices of the class "
+                           "(CI matrices); auto/N or auto: K (and N) from the scheduler's task index (README: More than one machine)")
     autograde.set_defaults(run=cmd_autograde)
     feedback = commands.add_parser("feedback", help="rewrite feedback pages with the manual grades from the gradebook")
     feedback.add_argument("students", nargs="*", help="only these students (default: all in the gradebook)")
@@ -209,6 +226,12 @@ def add_grading_commands(commands) -> None:
                         help="instead, a grade import file for this LMS with the gradebook's totals")
     export.add_argument("--roster", type=Path, help="with --lms: the LMS's roster (its gradebook export) as CSV")
     export.add_argument("--out", type=Path, help="with --lms: where to write (default: grades-<lms>.csv)")
+
+
+def add_shard_commands(commands) -> None:
+    merge = commands.add_parser("merge-gradebooks", help="merge shards' SQLite gradebooks into the course's gradebook")
+    merge.add_argument("shards", nargs="+", type=Path, metavar="SHARD.db", help="e.g. shards/shard-*/gradebook.db")
+    merge.set_defaults(run=cmd_merge_gradebooks)
 
 
 def add_platform_commands(commands) -> None:

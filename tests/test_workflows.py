@@ -27,7 +27,7 @@ TOOLS = Path(sys.executable).parent  # actionlint, shellcheck and zizmor come wi
 # `${{ ... }}` expressions are replaced by these values (anything else by a plain word) before parsing.
 PLACEHOLDERS = {"matrix.shard": "1", "needs.plan.outputs.count": "2"}
 # Paths that a fresh checkout need not contain: the grader reads or writes them, or the workflow does.
-GRADER_PATHS = {"submitted", "autograded", "feedback", "grades.csv", "check.txt"}
+GRADER_PATHS = {"submitted", "autograded", "feedback", "grades.csv", "check.txt", "gradebook.db", "shards"}
 OPERATORS = set(";&|()<>")
 KEYWORDS = {"if", "then", "else", "elif", "fi", "do", "done", "while", "until", "for", "!", "{", "}", "sudo", "time"}
 
@@ -338,6 +338,8 @@ def test_grade_job_shards_with_the_plan_matrix():
     upload = steps(workflow, "grade")[step_index(workflow, "grade", uses("actions/upload-artifact"))]
     assert upload["if"] == "always()" and upload["with"]["name"] == "graded-${{ matrix.shard }}"
     assert set(upload["with"]["path"].split()) == {"autograded/", "feedback/"}
+    uploads = [step["with"] for step in steps(workflow, "grade") if uses("actions/upload-artifact")(step)]
+    assert {"name": "gradebook-${{ matrix.shard }}", "path": "gradebook.db"}.items() <= uploads[-1].items()
 
 
 def run_plan(tmp_path: Path, students: int | None, per_shard: str, pipefail: bool) -> tuple[int, dict]:
@@ -388,11 +390,19 @@ def test_merge_job_exports_after_downloading_every_shard():
     assert not fnmatch.fnmatch("grades", download["pattern"])  # the merged artifact is not re-downloaded
     export_at = step_index(workflow, "merge", lambda s: any(c[:1] == ["export"] for c in coursekit_calls(s.get("run", ""))))
     assert download_at < export_at
+    gradebooks_at = step_index(workflow, "merge", lambda s: uses("actions/download-artifact")(s)
+                               and s["with"]["pattern"] == "gradebook-*")
+    merge_at = step_index(workflow, "merge", lambda s: any(c[:1] == ["merge-gradebooks"] for c in coursekit_calls(s.get("run", ""))))
+    gradebooks = steps(workflow, "merge")[gradebooks_at]["with"]
+    assert gradebooks_at < merge_at < export_at and "merge-multiple" not in gradebooks  # one folder per shard
+    assert f"{gradebooks['path']}/gradebook-*/gradebook.db" in steps(workflow, "merge")[merge_at]["run"]
+    assert not fnmatch.fnmatch(shard_name, gradebooks["pattern"]) and not fnmatch.fnmatch("grades", gradebooks["pattern"])
     assert ["venv"] in [c for s in scripts(workflow, "merge") for c in make_calls(s)]
     upload_at = step_index(workflow, "merge", uses("actions/upload-artifact"))
     upload = steps(workflow, "merge")[upload_at]["with"]
     assert export_at < upload_at and upload["name"] == "grades"
-    assert set(upload["path"].split()) == {"grades.csv", "autograded/review.csv", "feedback/", "autograded/*/*/results.json"}
+    assert set(upload["path"].split()) == {"grades.csv", "gradebook.db", "feedback/", "autograded/review.csv",
+                                           "autograded/*/*/results.json"}
     summary_at = step_index(workflow, "merge", runs(r"GITHUB_STEP_SUMMARY"))
     assert export_at < summary_at and "grades.csv" in steps(workflow, "merge")[summary_at]["run"]
 
@@ -412,7 +422,7 @@ def test_export_merges_the_shards_layout(tmp_path):
     assert Course(tmp_path).students() == ["alice", "bob"]
     assert main(["--root", str(tmp_path), "export"]) == 0
     uploaded = steps(load(INSTRUCTOR), "merge")[step_index(load(INSTRUCTOR), "merge", uses("actions/upload-artifact"))]
-    for pattern in uploaded["with"]["path"].split():
+    for pattern in set(uploaded["with"]["path"].split()) - {"gradebook.db"}:  # merge-gradebooks': tests/test_merge.py
         assert list(tmp_path.glob(pattern.rstrip("/"))), f"the grades artifact's {pattern} matches nothing"
     assert len(list(tmp_path.glob("autograded/*/*/results.json"))) == 2
     rows = (tmp_path / "grades.csv").read_text().splitlines()

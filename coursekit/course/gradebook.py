@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.utils import compute_checksum, is_solution, is_task
 from traitlets.config.loader import PyFileConfigLoader
 
+from coursekit.course.gradebook_lock import exclusive
 from coursekit.course.late import LatePolicy, read_timestamp
 from coursekit.grading.feedback import write_feedback
 from coursekit.config import Course
@@ -22,6 +25,8 @@ from coursekit.grading.pipeline import Submission
 from coursekit.grading.rubric import load_rubric
 
 logger = logging.getLogger(__name__)
+# A shard's own gradebook, in place of nbgrader_config.py's db_url (e.g. sqlite:///shards/shard-3/gradebook.db).
+DB_URL_VARIABLE = "COURSEKIT_DB_URL"
 
 
 def nbgrader_settings(course: Course) -> tuple[str, str]:
@@ -29,7 +34,7 @@ def nbgrader_settings(course: Course) -> tuple[str, str]:
     config = PyFileConfigLoader("nbgrader_config.py", path=str(course.root)).load_config() \
         if (course.root / "nbgrader_config.py").is_file() else {}
     directory = config.get("CourseDirectory", {})
-    db_url = directory.get("db_url") or f"sqlite:///{course.root / 'gradebook.db'}"
+    db_url = os.environ.get(DB_URL_VARIABLE) or directory.get("db_url") or f"sqlite:///{course.root / 'gradebook.db'}"
     return db_url, directory.get("course_id") or "default_course"
 
 
@@ -41,10 +46,13 @@ def scripts_on_path() -> Path:
     return scripts
 
 
-def open_gradebook(course: Course) -> Gradebook:
+@contextmanager
+def open_gradebook(course: Course) -> Iterator[Gradebook]:
+    """The course's gradebook, held exclusively while open (gradebook_lock: shards sharing a server)."""
     db_url, course_id = nbgrader_settings(course)
     scripts_on_path()
-    return Gradebook(db_url, course_id=course_id)
+    with exclusive(db_url, course_id), Gradebook(db_url, course_id=course_id) as gradebook:
+        yield gradebook
 
 
 def notebook_id(course: Course) -> str:
@@ -60,14 +68,16 @@ def ensure_assignment(course: Course) -> None:
             return
         except MissingEntry:
             pass
-    record_assignment_from_source(course)
+        record_assignment_from_source(course)  # still held: one shard records it, the others then find it
 
 
 def record_assignment_from_source(course: Course) -> None:
     scripts = scripts_on_path()
+    override = os.environ.get(DB_URL_VARIABLE)  # nbgrader reads nbgrader_config.py, not our variable
     with tempfile.TemporaryDirectory() as scratch:
         subprocess.run([str(scripts / "nbgrader"), "generate_assignment", course.assignment, "--force",
                         f"--CourseDirectory.root={course.root}", f"--CourseDirectory.release_directory={scratch}",
+                        *([f"--CourseDirectory.db_url={override}"] if override else []),
                         "--log-level=WARN"], cwd=course.root, check=True)
 
 
