@@ -1,7 +1,8 @@
 """Execute step's isolation: warm workers in bubblewrap, with resource limits.
 
-Inside: a read-only view of the system and the Python environment, the MNIST folder read-only,
-and two writable folders, emptied between submissions: its scratch copy at /submission, and /tmp.
+Inside: a read-only root, a read-only view of the system and the Python environment, the MNIST
+folder read-only, and the writable scratch folder at /submission, emptied between submissions; each
+submission also gets its own /tmp, /dev/shm and PID namespace from the worker (in_sandbox/worker.py).
 No network, own PID namespace, no capabilities, dies with its parent. Memory and process
 limits come from a cgroup where one can be made (root on cgroup v1 or v2), else from rlimits;
 wall time from a timeout.
@@ -162,7 +163,7 @@ class Sandbox:
             wrap += ["--ro-bind", str(path), str(path)]
         for inside, outside in binds.items():
             wrap += ["--bind", str(outside), inside]
-        wrap += ["--ro-bind", str(code_dir), CODE_MOUNT, "--chdir", SCRATCH_MOUNT]
+        wrap += ["--ro-bind", str(code_dir), CODE_MOUNT, "--chdir", SCRATCH_MOUNT, "--remount-ro", "/"]
         for key, value in env.items():
             wrap += ["--setenv", key, value]
         return wrap + ["--"] + argv
