@@ -30,7 +30,8 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning import LocalProvisioner
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
-from protocol import GUARD_FILE, INPUTS_FILE, NOTEBOOK_DIR, PROBE_DIR, PROBES_FILE, REPORT_FD, RunLog, RunRequest
+from protocol import (FINGERPRINT_BITS, FINGERPRINT_SEED, FINGERPRINT_WIDTH, GUARD_FILE, INPUTS_FILE, NOTEBOOK_DIR,
+                      PROBE_DIR, PROBES_FILE, REPORT_FD, RunLog, RunRequest)
 
 MAX_REPLAYS = 3
 MAX_EXECUTED_CHARS = 20 * 2**20
@@ -246,8 +247,9 @@ class Runner:
         # The worker imported matplotlib's inline backend before this kernel's shell existed: enabling it
         # now registers the shell's PNG formatter, so plots reach the executed notebook as pictures.
         inline = "get_ipython().run_line_magic('matplotlib', 'inline')\n"
-        await self.silent(client, inline + module_setup("coursekit_guard", HERE / GUARD_FILE,
-                                                        f"__coursekit_guard.install({self.request.no_autograd})"), timeout=60)
+        install = (f"__coursekit_guard.install({self.request.no_autograd}, {FINGERPRINT_SEED}, {FINGERPRINT_BITS}, "
+                   f"{FINGERPRINT_WIDTH})")
+        await self.silent(client, inline + module_setup("coursekit_guard", HERE / GUARD_FILE, install), timeout=60)
         for index, cell in enumerate(self.notebook.cells):
             if cell.cell_type != "code" or index in self.fatal_cells:
                 continue
@@ -298,8 +300,10 @@ class Runner:
     def where(self, record: dict, index: int) -> dict:
         """A record's cell index (code made at run time: the cell that was running), line and API."""
         execution = record.get("running") if record.get("dynamic") else record.get("execution")
+        within = record.get("within") if isinstance(record.get("within"), list) else []
         return {"cell": self.executions.get(execution, index), "line": record.get("line"),
-                "api": str(record.get("api"))[:100], "dynamic": bool(record.get("dynamic"))}
+                "api": str(record.get("api"))[:100], "dynamic": bool(record.get("dynamic")),
+                "within": [name[:60] for name in within[:20] if isinstance(name, str)]}
 
     async def run_probes(self, client) -> None:
         probe_dir = self.request.path(PROBE_DIR)
