@@ -278,14 +278,16 @@ class Worker:
         except ValueError:
             return None
 
-    def run(self, request: RunRequest, timeout: float) -> Completed:
-        """Run the sandboxed runner on what is in the scratch folder now."""
+    def run(self, request: RunRequest, timeout: float, preamble: tuple[str, ...] = ()) -> Completed:
+        """Run the sandboxed runner on what is in the scratch folder now; `preamble`: the sources of
+        the notebook's leading provided cells, which the worker runs once for all its submissions."""
         if self.cgroup:
             self.cgroup.reset_peak()
         hits = self.cgroup.memory_limit_hits() if self.cgroup else 0
         argv = replace(request, scratch=self.inside(SCRATCH_MOUNT)).to_argv()
         message = {"argv": argv, "env": {k: self.inside(v) for k, v in self.env.items()},
-                   "threads": self.threads, "log": self.inside(f"{SCRATCH_MOUNT}/{RUNNER_LOG}")}
+                   "threads": self.threads, "log": self.inside(f"{SCRATCH_MOUNT}/{RUNNER_LOG}"),
+                   "preamble": list(preamble)}
         start = time.monotonic()
         try:
             assert self.process and self.process.stdin, "the worker was not started (fresh_scratch starts it)"

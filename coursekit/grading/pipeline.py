@@ -141,7 +141,7 @@ def execute_step(runner: NotebookRunner, submission: Submission) -> None:
     try:
         submission.execution = execute(submission.clean.notebook, submission.folder, runner.course.notebook_name,
                                        worker, seed=secrets.randbits(31), probes=runner.probes,
-                                       no_autograd=runner.policy.no_autograd)
+                                       no_autograd=runner.policy.no_autograd, preamble=runner.snapshot_cells)
     finally:
         runner.idle_workers.put(worker)
     submission.notes += submission.execution.notes + run_problems(submission.execution)
@@ -236,6 +236,19 @@ def run_steps(runner: NotebookRunner, submission: Submission, steps: tuple[Step,
     return submission
 
 
+def leading_provided_cells(release: nbformat.NotebookNode) -> tuple[str, ...]:
+    """The release's leading code cells that every submission runs unchanged (locked, before the first
+    answer or test cell, and before the first that draws: plots need a kernel). A warm worker runs them
+    once and starts every submission's kernel after them."""
+    found = []
+    for cell in (c for c in release.cells if c.cell_type == "code"):
+        meta = nbgrader_meta(cell)
+        if not meta.get("locked") or meta.get("solution") or meta.get("grade") or "plt." in cell.source:
+            break
+        found.append(cell.source)
+    return tuple(found)
+
+
 class NotebookRunner:
     """What running any notebook needs: the release skeleton, the policy, limits, and `workers` warm
     sandboxed workers (started at once, in the background). Use it as a context manager: its workers
@@ -249,6 +262,7 @@ class NotebookRunner:
         self.release = nbformat.read(course.release_notebook, as_version=4)
         self.preamble = "\n".join(cell.source for cell in self.release.cells if cell.cell_type == "code"
                                   and nbgrader_meta(cell).get("locked") and not nbgrader_meta(cell).get("grade"))
+        self.snapshot_cells = leading_provided_cells(self.release)
         self.policy = ScanPolicy(no_autograd=course.settings.no_autograd)
         self.limits = course.settings.limits
         self.mnist = provision(online=False, progress=False)

@@ -13,11 +13,17 @@ what a submission does to its process cannot reach the next one, and after each 
 it left behind is killed and /tmp emptied. This process is made non-dumpable: a submission runs as the same user but
 cannot ptrace it or read its memory.
 
+The notebook's leading provided cells (the data loading, identical for every student) run once,
+in this process, before any fork: a request names them, and every kernel of every later submission
+starts with their variables (a Snapshot), while the runner shows their recorded output.
+
 Like runner.py, it imports nothing from `coursekit` but `protocol`.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import io
 import json
 import os
 import select
@@ -48,7 +54,30 @@ def preload() -> None:
             traceback.print_exc()
 
 
-def run_submission(request: dict, report: int, isolated: bool) -> None:
+class Snapshot:
+    """The notebook's leading provided cells, run in this process: their sources, what they printed,
+    and the namespace they left, which every kernel forked from here starts with."""
+
+    def __init__(self, sources: tuple[str, ...]):
+        self.sources, self.outputs = sources, []
+        self.namespace: dict = {"__name__": "__main__"}
+
+    @classmethod
+    def take(cls, sources: tuple[str, ...]) -> Snapshot | None:
+        snapshot = cls(sources)
+        try:
+            for source in sources:
+                printed = io.StringIO()
+                with contextlib.redirect_stdout(printed):
+                    exec(compile(source, "<provided cell>", "exec"), snapshot.namespace)
+                snapshot.outputs.append(printed.getvalue())
+        except Exception:  # every submission then runs these cells itself
+            traceback.print_exc()
+            return None
+        return snapshot
+
+
+def run_submission(request: dict, report: int, isolated: bool, snapshot: Snapshot | None) -> None:
     """In the fork: become the runner for one submission, in a sandbox of its own when `isolated`,
     reporting on `report`; never returns."""
     code = 1
@@ -68,7 +97,7 @@ def run_submission(request: dict, report: int, isolated: bool) -> None:
         import torch
         torch.set_num_threads(int(request["threads"]))
         import runner
-        runner.main(request["argv"])
+        runner.main(request["argv"], snapshot)
         code = 0
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else 1
@@ -186,13 +215,17 @@ def main() -> None:
     answers = os.dup(1)
     os.dup2(2, 1)  # stray prints of this process go to its log, never into the answers
     os.write(answers, b'{"ready": true}\n')
+    snapshots: dict[tuple[str, ...], Snapshot | None] = {}
     for line in sys.stdin:
         request = json.loads(line)
+        preamble = tuple(request.get("preamble") or ())
+        if preamble not in snapshots:
+            snapshots[preamble] = Snapshot.take(preamble) if preamble else None
         pipe, report_end = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(pipe)
-            run_submission(request, report_end, isolated)
+            run_submission(request, report_end, isolated, snapshots[preamble])
         os.close(report_end)
         report, status = receive_report(pipe, pid)
         sweep(isolated, pid)
