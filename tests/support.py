@@ -221,3 +221,33 @@ def context(seed: int, outputs: dict[str, ProbeOutput] | None = None) -> Context
     outputs = outputs if outputs is not None else copy.deepcopy(perfect_outputs(seed))
     return Context(outputs, make_inputs(seed), X_TEST, Y_TEST, X, Y, floors_for(perfect_outputs(seed)))
 
+
+
+def grade_catalogue(tmp_path_factory, cases: dict, files: dict | None = None, build_notebook=None) -> tuple:
+    """Grade every case (student name -> edits of the complete solution) in one parallel batch in the
+    real sandbox, on a copy of the course; (course, {student: Submission}). `files`: student -> {name:
+    () -> bytes} of other files; `build_notebook(course, edits)` makes a case's notebook (examples.build)."""
+    import shutil
+
+    import nbformat
+
+    from coursekit.config import Course
+    from coursekit.examples import build
+    from coursekit.grading.batch import grade_class
+    from coursekit.grading.pipeline import tree_digest
+
+    root = tmp_path_factory.mktemp("course")
+    for folder in ("source", "release"):
+        shutil.copytree(ROOT / folder, root / folder)
+    shutil.copy(ROOT / "course.toml", root / "course.toml")
+    course = Course(root)
+    for name, edits in cases.items():
+        folder = course.submission(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        nbformat.write((build_notebook or build)(course, edits), folder / course.notebook_name)
+        for filename, content in (files or {}).get(name, {}).items():
+            (folder / filename).write_bytes(content())
+    before = tree_digest(root / "submitted")
+    results = grade_class(course, list(cases), jobs=2, require_sandbox=True, progress=False)
+    assert tree_digest(root / "submitted") == before, "grading must never modify a submission"
+    return course, {r.student: r for r in results}
