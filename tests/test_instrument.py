@@ -120,6 +120,13 @@ def test_provided_code_library_code_and_allowed_calls_are_not_the_students(guard
     assert calls(guard) == [(6, False, 1, "torch.log_softmax", "ready-made")]  # the grader drops provided cells
 
 
+def test_the_graders_own_checks_are_not_charged_even_when_a_cell_runs_them(guard):
+    """The runner runs `after_cell` as a silent cell: what the guard itself reads is not the student's."""
+    guard.install_with()
+    run_as(guard, CELL, "weights = torch.ones(3)\nreport = __coursekit_guard.after_cell(3, 4)", __coursekit_guard=guard)
+    assert guard.shell.user_ns["report"]["calls"] == [] and calls(guard) == []
+
+
 def test_the_standard_library_does_not_launder_a_call(guard):
     guard.install_with()
     code = ("import functools\nfrom concurrent.futures import ThreadPoolExecutor\nx = torch.randn(2, 3)\n"

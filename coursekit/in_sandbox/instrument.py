@@ -12,7 +12,7 @@ so allowed operations cost nothing. A wrapped call is charged to the student onl
 the student's code made it: walking out from the wrapper's caller, torch's own frames are passed
 (and the call is torch's own business, e.g. `print(tensor)` reading `grad_fn`, unless torch was
 entered through a forbidden package such as torch.nn or torch.optim), then standard-library frames
-(`functools`, `threading`...) and the guard's own, and the frame reached must be notebook code: a cell, or code made at
+(`functools`, `threading`...) and the guard's thread hooks, and the frame reached must be notebook code: a cell, or code made at
 run time (`exec`, `eval`: "dynamic"). Library frames (fastai, matplotlib, IPython) and the grader's
 own are not the student's. A thread started by notebook code is charged to the line that started it.
 
@@ -148,8 +148,7 @@ def charged(frame):
     package = torch_package(entry) if entry is not None else None
     if entry is not None and package is None:
         return None, [], None
-    while frame is not None and (file_kind(frame.f_code.co_filename) == "stdlib"
-                                 or frame.f_code.co_filename == "coursekit_guard"):
+    while frame is not None and (file_kind(frame.f_code.co_filename) == "stdlib" or frame.f_code in PASSED_THROUGH):
         frame = frame.f_back
     if frame is None:
         return *THREAD_ORIGINS.get(threading.get_ident(), (None, [])), package
@@ -279,6 +278,7 @@ def targets(table):
 # show who started it. Under the guard, every thread started after install begins with grad mode
 # off (under the no-autograd policy), and remembers the notebook line that started it.
 THREAD_ORIGINS = {}  # thread ident -> ((execution, line), within) of the notebook code that started it
+PASSED_THROUGH = set()  # code objects of the guard's that a call's way out goes through (its thread hooks)
 STARTED = {}  # id(thread) -> the same, until the thread runs
 
 
@@ -296,6 +296,7 @@ def follow_threads(no_autograd):
         return bootstrap(thread)
 
     threading.Thread.start, threading.Thread._bootstrap_inner = started, bootstrapped
+    PASSED_THROUGH.update((started.__code__, bootstrapped.__code__))
 
 
 def remember_origin(thread, frame):
