@@ -1,212 +1,20 @@
 """The trusted checks that decide the points, on probe exports made without a sandbox.
 
-A reference solution (plain torch, written here) is run through the real in-sandbox probes
-(coursekit/in_sandbox/probes.py) on `make_inputs(seed)`, and their exports go through safetensors and
-JSON as in a grading run. A perfect set earns every part; each single corruption costs exactly one
-part, by an exact fraction, with the sentence the student reads."""
+A reference solution trains its models under the real training recorder and goes through the real
+in-sandbox probes on `make_inputs(seed)` (tests/support.py). A perfect set earns every part; each single
+corruption costs exactly one part, by an exact fraction, with the sentence the student reads."""
 from __future__ import annotations
 
-import copy
-import functools
-import importlib.util
-import json
+import dataclasses
 import math
 
 import pytest
 import torch
-from safetensors.torch import load, save
 
-from conftest import ROOT
-from coursekit.config import Floors
 from coursekit.grading.checks import CHECKS, Context, run_check
-from coursekit.grading.probe_data import PROBE_NAMES, ProbeOutput, make_inputs
-
-LOGISTIC_FLOOR, MLP_FLOOR = Floors().logistic_accuracy, Floors().mlp_accuracy
-
-
-def load_sandbox_probe():
-    spec = importlib.util.spec_from_file_location("sandbox_probe_under_test", ROOT / "coursekit" / "in_sandbox" / "probes.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-SANDBOX_PROBE = load_sandbox_probe()
-
-# What a student's notebook defines: run as `__main__`, like the notebook's own cells.
-REFERENCE = '''
-import torch
-
-
-class Linear:
-    def __init__(self, n_in, n_out):
-        self.params = {"W": torch.randn(n_in, n_out) * (2 / n_in) ** 0.5, "b": torch.zeros(n_out)}
-        self.grads = {}
-
-    def forward(self, x):
-        self.x = x
-        return x @ self.params["W"] + self.params["b"]
-
-    def backward(self, grad_out):
-        self.grads = {"W": self.x.T @ grad_out, "b": grad_out.sum(0)}
-        return grad_out @ self.params["W"].T
-
-
-class ReLU:
-    def __init__(self):
-        self.params, self.grads = {}, {}
-
-    def forward(self, x):
-        self.mask = x > 0
-        return torch.where(self.mask, x, torch.zeros_like(x))
-
-    def backward(self, grad_out):
-        return torch.where(self.mask, grad_out, torch.zeros_like(grad_out))
-
-
-class Sequential:
-    def __init__(self, *layers):
-        self.layers = list(layers)
-
-    def forward(self, x):
-        for layer in self.layers:
-            x = layer.forward(x)
-        return x
-
-    def backward(self, grad_out):
-        for layer in reversed(self.layers):
-            grad_out = layer.backward(grad_out)
-        return grad_out
-
-
-def log_softmax(logits):
-    shifted = logits - logits.max(dim=1, keepdim=True).values
-    return shifted - shifted.exp().sum(dim=1, keepdim=True).log()
-
-
-class MSELoss:
-    def forward(self, pred, target):
-        self.shape, self.diff = pred.shape, pred.reshape(-1) - target
-        return (self.diff ** 2).mean()
-
-    def backward(self):
-        return (2 * self.diff / self.diff.numel()).reshape(self.shape)
-
-
-class CrossEntropyLoss:
-    def forward(self, logits, target):
-        self.logits, self.target = logits, target
-        return -log_softmax(logits)[torch.arange(len(target)), target].mean()
-
-    def backward(self):
-        n, c = self.logits.shape
-        return (log_softmax(self.logits).exp() - torch.eye(c)[self.target]) / n
-
-
-def sgd_step(model, lr):
-    for layer in model.layers:
-        for key in layer.params:
-            layer.params[key] -= lr * layer.grads[key]
-
-
-def train(model, loss_fn, x, y, lr, epochs, batch_size, seed):
-    generator = torch.Generator().manual_seed(seed)
-    losses = []
-    for _ in range(epochs):
-        order, total = torch.randperm(len(x), generator=generator), 0.0
-        for start in range(0, len(x), batch_size):
-            batch = order[start:start + batch_size]
-            loss = loss_fn.forward(model.forward(x[batch]), y[batch])
-            model.backward(loss_fn.backward())
-            sgd_step(model, lr)
-            total += float(loss) * len(batch)
-        losses.append(total / len(x))
-    return losses
-
-
-def accuracy(logits, y):
-    return float((logits.argmax(dim=1) == y).float().mean())
-'''
-
-# The grader's test subset, made up: the label is in the pixels (one-hot in the first ten), with
-# noise in the rest; 20 images per digit.
-N = 200
-G = torch.Generator().manual_seed(1234)
-Y = torch.arange(N) % 10
-X = torch.cat([torch.eye(10)[Y], torch.rand(N, 784 - 10, generator=G)], dim=1)
-
-
-def reader(rows: dict[int, int], n_out: int) -> torch.Tensor:
-    """A (784, n_out) weight sending pixel i to output rows[i]."""
-    W = torch.zeros(784, n_out)
-    for pixel, column in rows.items():
-        W[pixel, column] = 1.0
-    return W
-
-
-IDENTITY = {i: i for i in range(10)}
-
-
-def trained_models(ns):
-    """Weights as training would leave them: the regression reads the digit (MSE 0); the logistic
-    model mistakes every 9 for an 8 (accuracy 0.9); the MLP reads every digit (accuracy 1.0)."""
-    regression = ns["Sequential"](ns["Linear"](784, 1))
-    regression.layers[0].params.update(W=reader({i: 0 for i in range(10)}, 1) * torch.arange(784.0).reshape(-1, 1),
-                                       b=torch.zeros(1))
-    logistic = ns["Sequential"](ns["Linear"](784, 10))
-    logistic.layers[0].params.update(W=reader({**IDENTITY, 9: 8}, 10), b=torch.zeros(10))
-    mlp = ns["Sequential"](ns["Linear"](784, 30), ns["ReLU"](), ns["Linear"](30, 10))
-    mlp.layers[0].params.update(W=reader(IDENTITY, 30), b=torch.zeros(30))
-    mlp.layers[2].params.update(W=torch.eye(30, 10), b=torch.zeros(10))
-    return {"regression_model": regression, "logistic_model": logistic, "mlp_model": mlp}
-
-
-def student_namespace() -> dict:
-    ns = {"__name__": "__main__"}
-    exec(compile(REFERENCE, "<reference solution>", "exec"), ns)
-    ns.update(trained_models(ns))
-    return ns
-
-
-HONEST = {"trained": True, "events": 2, "train_calls": 2, "changed_after": False, "began_in": 47,
-          "replaced_in": None, "replay_difference": 0.0, "replay_scale": 1.0}
-
-
-def provenance_output() -> ProbeOutput:
-    """What the instrumentation reports for models trained from a fresh start (small random weights;
-    zeros for the regression, whose untrained MSE is the targets' mean square)."""
-    g = torch.Generator().manual_seed(7)
-    starts = {"regression_model": [torch.zeros(784, 1), torch.zeros(1)],
-              "logistic_model": [torch.randn(784, 10, generator=g) * 0.01, torch.zeros(10)],
-              "mlp_model": [torch.randn(784, 30, generator=g) * 0.01, torch.zeros(30),
-                            torch.randn(30, 10, generator=g) * 0.01, torch.zeros(10)]}
-    tensors = {f"{name}.start.{i}": t for name, start in starts.items() for i, t in enumerate(start)}
-    return ProbeOutput(tensors, {name: dict(HONEST) for name in starts})
-
-
-def exported(rec) -> ProbeOutput:
-    """Through the same formats as a real export: safetensors and JSON."""
-    meta = json.loads(json.dumps(rec.meta))
-    return ProbeOutput(load(save(rec.tensors)), meta, error=meta.get("error"))
-
-
-@functools.cache
-def perfect_outputs(seed: int) -> dict[str, ProbeOutput]:
-    torch.manual_seed(seed)  # the reference Linear's initialisation
-    inputs, ns, outputs = make_inputs(seed), student_namespace(), {}
-    for name in PROBE_NAMES:
-        if name == "provenance":
-            continue
-        rec = SANDBOX_PROBE.Recorder()
-        with torch.inference_mode():
-            SANDBOX_PROBE.PROBES[name](ns, inputs, rec)
-        outputs[name] = exported(rec)
-    outputs["provenance"] = provenance_output()
-    return outputs
-
-
-def context(seed: int, outputs: dict[str, ProbeOutput] | None = None) -> Context:
-    return Context(outputs if outputs is not None else copy.deepcopy(perfect_outputs(seed)), make_inputs(seed), X, Y, X, Y)
+from coursekit.grading.probe_data import PROBE_NAMES, ProbeOutput
+from coursekit.grading.retrain import fingerprints, row_weights
+from support import SANDBOX_PROBE, X_TEST, Y_TEST, context, model_metrics, perfect_outputs
 
 
 def fractions(ctx: Context) -> dict[str, float]:
@@ -223,22 +31,19 @@ def test_the_probes_cover_every_contract_name_and_the_checks_every_probe():
     assert names == set(SANDBOX_PROBE.CONTRACT_NAMES + SANDBOX_PROBE.MODELS)
 
 
-def test_the_made_up_test_subset_sits_where_the_model_checks_need_it():
-    ctx = context(0)
-    forward = {name: (lambda x, m=m: m.forward(x)) for name, m in trained_models(student_namespace()).items()}
-    assert float((forward["logistic_model"](X).argmax(1) == Y).double().mean()) == 0.9 >= LOGISTIC_FLOOR
-    assert float((forward["mlp_model"](X).argmax(1) == Y).double().mean()) == 1.0 >= MLP_FLOOR
-    assert float((forward["regression_model"](X).reshape(-1) - Y).pow(2).mean()) == 0.0
-    assert ctx.outputs["names"].meta["accuracy"] == {"defined": True, "module": "__main__", "kind": "function"}
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2024])
+@pytest.mark.parametrize("seed", [0, 1])
 def test_a_perfect_submission_earns_every_part(seed):
     ctx = context(seed)
     for grade_id in CHECKS:
         outcome = run_check(grade_id, ctx)
         assert outcome.fraction == 1.0, (grade_id, [line.sentence for line in outcome.lines if not line.passed])
-        assert outcome.lines and all(line.passed for line in outcome.lines), grade_id
+        assert outcome.lines and all(line.passed and not line.review for line in outcome.lines), grade_id
+
+
+def test_the_made_up_subset_sits_where_the_model_checks_need_it():
+    metrics = model_metrics(perfect_outputs(0))
+    assert metrics["mlp"] > metrics["logistic"] + 0.1 and metrics["regression"] < 10
+    assert context(0).outputs["names"].meta["accuracy"] == {"defined": True, "module": "__main__", "kind": "function"}
 
 
 # Each corruption: (what it does to the exports, the part it costs, that part's fraction, a sentence
@@ -290,10 +95,44 @@ def both(*corruptions):
     return corrupt
 
 
-def model_weight(name, position, W):
+def model_weight(name, position, change, bias=0.0):
     def corrupt(outputs, inputs):
-        outputs["models"].tensors[f"{name}.{position}.params.W"] = W
+        tensors = outputs["models"].tensors
+        tensors[f"{name}.{position}.params.W"] = change(tensors[f"{name}.{position}.params.W"])
+        tensors[f"{name}.{position}.params.b"] = tensors[f"{name}.{position}.params.b"] + bias
     return corrupt
+
+
+def last_checkpoint(name, by, order=0):
+    """The record's last checkpoint moved, as if laundered weights were put there."""
+    def corrupt(outputs, inputs):
+        last = len(outputs["provenance"].meta[name]["checkpoints"]) - 1
+        outputs["provenance"].tensors[f"{name}.checkpoint.{last}.{order}"] += by
+    return corrupt
+
+
+def trained_start(name):
+    """The record's first checkpoint: the model's trained parameters (weights brought in, then trained on)."""
+    def corrupt(outputs, inputs):
+        tensors = outputs["provenance"].tensors
+        tensors.update({f"{name}.checkpoint.0.{i}": tensors[f"{name}.checkpoint.{len(outputs['provenance'].meta[name]['checkpoints']) - 1}.{i}"].clone()
+                        for i in range(2)})
+    return corrupt
+
+
+def with_test_rows(name, count):
+    def corrupt(outputs, inputs):
+        outputs["provenance"].tensors[f"{name}.rows"][:count] = fingerprints(X_TEST[:count], row_weights())
+    return corrupt
+
+
+def floors(**changes):
+    """Changes the context, not the exports: set on the Context by the test below."""
+    return ("floors", changes)
+
+
+def subset_both_models_get_right(outputs, inputs):
+    """Changes the context, not the exports: the test subset where logistic regression is right too."""
 
 
 CORRUPTIONS = {
@@ -361,36 +200,42 @@ CORRUPTIONS = {
         "the losses are Python floats: got ['numpy.float64']"),
     "train does not change the parameters": (
         lambda outputs, inputs: outputs["train"].tensors.update({"first.W": torch.zeros(5, 1), "first.b": torch.zeros(1)}),
-        "test_train", 5 / 6, "training the model's parameters halves the loss on the training data"),
+        "test_train", 5 / 6, "halves the loss on the training data: its parameters differ from plain SGD on the 16 batches"),
+    "train's update is not plain SGD": (
+        lambda outputs, inputs: outputs["train"].tensors["first.W"].mul_(1.01),
+        "test_train", 5 / 6, "each update must be params -= lr * grads, once per batch"),
+    "train's batches are not rows of its data": (
+        lambda outputs, inputs: outputs["train"].tensors["first.batches"].__setitem__(0, 64),
+        "test_train", 5 / 6, "it trained on rows that are not in the data it was given"),
     "train returns 3 losses for 4 epochs": (
         meta("train", "first.losses", length=3), "test_train", 0.0, "one loss per epoch: got builtins.list of length 3"),
     "train leaves params of another shape": (
         lambda outputs, inputs: outputs["train"].tensors.update({"first.W": torch.zeros(1, 5)}), "test_train", 5 / 6,
-        "halves the loss on the training data: after train, params['W'] has shape (1, 5) and params['b'] (1,), "
-        "expected (5, 1) and (1,)"),
+        "halves the loss on the training data: params['W'] has shape (1, 5) and params['b'] (1,) after train"),
     "train's losses forged as a matrix": (
         losses("first", lambda t: t.reshape(2, 2)), "test_train", 2 / 3, "the losses are finite numbers"),
     "a forged description that is not an object": (
         lambda outputs, inputs: outputs["linear"].meta.update(forward=[1]), "test_linear", 3 / 4,
         "forward(x) returns x @ W + b: its description in the probe's export is malformed"),
-    "a forged replay difference": (
-        lambda outputs, inputs: outputs["provenance"].meta["mlp_model"].update(replay_difference="0"), "test_mlp", 0.0,
-        "training it again from the same start with the same settings gave other parameters (off by up to inf)"),
-    "a forged provenance start of another shape": (
-        lambda outputs, inputs: outputs["provenance"].tensors.update({"logistic_model.start.0": torch.zeros(3, 3)}),
-        "test_logistic", 0.0, "the grader could not check this part: what your code returned could not be read"),
+    "the scored mlp is not where its training ended": (
+        last_checkpoint("mlp_model", 0.01), "test_mlp", 0.0,
+        "the parameters the grader scored are not the ones your training left"),
+    "weights laundered into the mlp's training record": (
+        both(last_checkpoint("mlp_model", 0.001, order=2), model_weight("mlp_model", 2, lambda W: W + 0.001)), "test_mlp", 0.0,
+        "retraining it with the grader's own SGD on the batches your training used"),
+    "the logistic model trained on a test image": (
+        with_test_rows("logistic_model", 2), "test_logistic", 0.0, "2 of the rows its training used are test images"),
+    "the regression began from trained weights": (
+        trained_start("regression_model"), "test_regression", 0.0,
+        "when its training began (cell None) it already had the loss of a trained model"),
     "regression predicts 2 more than the digit": (
-        lambda outputs, inputs: outputs["models"].tensors.update({"regression_model.0.params.b": torch.tensor([2.01])}),
-        "test_regression", 0.0, "(at most 4.0)"),
+        model_weight("regression_model", 0, lambda W: W, bias=2.0), "test_regression", 0.0, "(at most "),
     "logistic below its floor": (
-        model_weight("logistic_model", 0, reader({**IDENTITY, 9: 8, 8: 7}, 10)), "test_logistic", 0.0,
-        "test accuracy recomputed by the grader is 0.8000 (at least 0.87)"),
+        floors(logistic_accuracy=1.0), "test_logistic", 0.0, "(at least 1.0)"),
     "mlp does not beat logistic": (
-        model_weight("logistic_model", 0, reader(IDENTITY, 10)), "test_mlp", 1 / 2,
-        "it beats logistic_model (1.0000)"),
+        subset_both_models_get_right, "test_mlp", 1 / 2, "it beats logistic_model (1.0000)"),
     "mlp below its floor": (
-        model_weight("mlp_model", 0, reader({**IDENTITY, 9: 8, 8: 7}, 30)), "test_mlp", 0.0,
-        "test accuracy recomputed by the grader is 0.8000 (at least 0.9)"),
+        floors(mlp_accuracy=1.01), "test_mlp", 1 / 2, "test accuracy recomputed by the grader is 1.0000 (at least 1.01)"),
     "mlp without its ReLU": (
         lambda outputs, inputs: outputs["models"].meta.update(mlp_model={"layers": ["Linear", "Linear"]}),
         "test_mlp", 0.0, "`mlp_model` is Sequential(Linear, ReLU, Linear): its layers are ['Linear', 'Linear']"),
@@ -406,11 +251,28 @@ CORRUPTIONS = {
 }
 
 
+def corrupted(corrupt) -> Context:
+    ctx = context(1)
+    if isinstance(corrupt, tuple):  # a change of the grader's floors
+        return dataclasses.replace(ctx, floors=dataclasses.replace(ctx.floors, **corrupt[1]))
+    if corrupt is subset_both_models_get_right:
+        right = both_right(ctx)
+        lenient = dataclasses.replace(ctx.floors, regression_mse=math.inf)
+        return dataclasses.replace(ctx, x_test=X_TEST[right], y_test=Y_TEST[right], floors=lenient)
+    corrupt(ctx.outputs, ctx.inputs)
+    return ctx
+
+
+def both_right(ctx) -> torch.Tensor:
+    tensors = ctx.outputs["models"].tensors
+    logistic = X_TEST @ tensors["logistic_model.0.params.W"] + tensors["logistic_model.0.params.b"]
+    return logistic.argmax(1) == Y_TEST
+
+
 @pytest.mark.parametrize("name", CORRUPTIONS)
 def test_one_corruption_costs_one_part(name):
     corrupt, grade_id, fraction, sentence = CORRUPTIONS[name]
-    ctx = context(1)
-    corrupt(ctx.outputs, ctx.inputs)
+    ctx = corrupted(corrupt)
     outcomes = {g: run_check(g, ctx) for g in CHECKS}
     assert outcomes[grade_id].fraction == pytest.approx(fraction, abs=1e-12)
     assert {g: o.fraction for g, o in outcomes.items() if g != grade_id} == {g: 1.0 for g in CHECKS if g != grade_id}
@@ -454,8 +316,31 @@ def test_log_softmax_of_large_logits_has_a_looser_absolute_tolerance():
 
 def test_the_course_bars_are_inclusive():
     ctx = context(0)
-    ctx.outputs["models"].tensors["regression_model.0.params.b"] = torch.tensor([2.0])  # MSE exactly 4
-    outcome = run_check("test_regression", ctx)
-    assert outcome.fraction == 1.0 and "test MSE recomputed by the grader is 4.000 (at most 4.0)" in outcome.lines[0].sentence
-    ctx.outputs["models"].tensors["regression_model.0.params.b"] = torch.tensor([2.001])
-    assert run_check("test_regression", ctx).fraction == 0.0
+    mse = model_metrics(ctx.outputs)["regression"]
+    at = dataclasses.replace(ctx, floors=dataclasses.replace(ctx.floors, regression_mse=mse))
+    assert run_check("test_regression", at).fraction == 1.0
+    below = dataclasses.replace(ctx, floors=dataclasses.replace(ctx.floors, regression_mse=mse - 1e-3))
+    assert run_check("test_regression", below).fraction == 0.0
+
+
+@pytest.mark.parametrize("forge, why", [
+    (lambda out: out["provenance"].tensors.update({"logistic_model.checkpoint.0.0": torch.zeros(3, 3)}), "other shapes"),
+    (lambda out: out["provenance"].tensors.pop("mlp_model.rows"), "is incomplete"),
+    (lambda out: out["provenance"].meta["regression_model"].update(overflow=True), "incomplete"),
+])
+def test_an_unreadable_or_incomplete_training_record_keeps_the_points_for_a_person_to_decide(forge, why):
+    ctx = context(1)
+    forge(ctx.outputs)
+    outcomes = {g: run_check(g, ctx) for g in CHECKS}
+    assert set(o.fraction for o in outcomes.values()) == {1.0}
+    reviews = [line for o in outcomes.values() for line in o.lines if line.review]
+    assert len(reviews) == 1 and why in reviews[0].sentence and "a person will look at it" in reviews[0].sentence
+
+
+def test_a_building_block_that_fails_turns_a_retraining_difference_into_review():
+    ctx = context(1)
+    last_checkpoint("mlp_model", 0.001, order=2)(ctx.outputs, ctx.inputs)
+    model_weight("mlp_model", 2, lambda W: W + 0.001)(ctx.outputs, ctx.inputs)
+    ctx.outputs["relu"].tensors["backward"][0, 0] += 1.0  # ReLU's backward is wrong: it may explain the difference
+    outcome = run_check("test_mlp", ctx)
+    assert outcome.fraction == 1.0 and "your `ReLU` does not pass all of its checks" in outcome.lines[-1].sentence

@@ -117,18 +117,59 @@ def defines_train_where_it_trains(nb, release):
     regression.source = cell(nb, "train").source + "\n\n" + regression.source
 
 
-OWN_LOOP = """regression_model = Sequential(Linear(784, 1))
-loss_fn, generator, regression_losses = MSELoss(), torch.Generator().manual_seed(0), []
-for epoch in range(20):
-    total = 0.0
-    for batch in torch.randperm(len(x_train), generator=generator).split(32):
-        loss = loss_fn.forward(regression_model.forward(x_train[batch]), y_train[batch].float())
-        regression_model.backward(loss_fn.backward())
-        sgd_step(regression_model, 0.005)
-        total += loss.item() * len(batch)
-    regression_losses.append(total / len(x_train))"""
 NOT_TRAINED = "no call of your `train` or `sgd_step` produced these parameters"
 ALREADY_TRAINED = "it already had the loss of a trained model"
+RETRAINED_ELSEWHERE = "retraining it with the grader's own SGD on the batches your training used"
+
+# Issue 25's techniques, one spelling each.
+THROUGH_THE_MRO = "def log_softmax(logits):\n    return type(logits).__mro__[1].__dict__['log_softmax'](logits, 1)"
+SINGLEDISPATCH = ("import functools\n\n\ndef log_softmax(logits):\n"
+                  "    return functools.singledispatch(getattr(torch, 'log_' + 'softmax'))(logits, 1)")
+THREAD_TARGET = ("import threading\n\n\ndef log_softmax(logits):\n    result = []\n"
+                 "    worker = threading.Thread(target=lambda: result.append(getattr(torch, 'log_' + 'softmax')(logits, 1)))\n"
+                 "    worker.start()\n    worker.join()\n    return result[0]")
+GUARD_OFF = ("wrapped = getattr(torch, 'log_' + 'softmax')\n"
+             "guard = next(c.cell_contents for c in wrapped.__closure__ if hasattr(c.cell_contents, 'check'))\n"
+             "guard.check = lambda *args: None\n\n\ndef log_softmax(logits):\n    return wrapped(logits, 1)")
+AUTOGRAD_IN_A_THREAD = AUTOGRAD_TRAIN.replace(
+    "    torch.set_grad_enabled(True)\n", "").replace(
+    "            loss = loss_fn.forward(model.forward(x[batch]), y[batch])\n            loss.backward()\n",
+    "            def step():\n                loss = loss_fn.forward(model.forward(x[batch]), y[batch])\n"
+    "                loss.backward()\n                done.append(loss)\n"
+    "            done = []\n            worker = threading.Thread(target=step)\n            worker.start()\n            worker.join()\n"
+    "            loss = done[0]\n").replace('    """Lets PyTorch do the backward pass."""\n',
+                                           '    """Lets PyTorch do the backward pass, in a helper thread."""\n    import threading\n')
+REQUIRES_GRAD_BY_DICT = ("class Linear:\n    def __init__(self, n_in, n_out):\n"
+                         "        self.params = {'W': torch.randn(n_in, n_out, **{'requires_grad': True}) * (2 / n_in) ** 0.5, "
+                         "'b': torch.zeros(n_out)}\n        self.grads = {}\n\n    def forward(self, x):\n        self.x = x\n"
+                         "        return x @ self.params['W'] + self.params['b']\n\n    def backward(self, grad_out):\n"
+                         "        self.grads['W'], self.grads['b'] = self.x.T @ grad_out, grad_out.sum(dim=0)\n"
+                         "        return grad_out @ self.params['W'].T")
+SGD_STEP_TO_ELSEWHERE = (FROM_FILE.split("\n")[0] + "\n"
+                         "for layer, (W, b) in zip(mlp_model.layers[::2], [(state['W1'], state['b1']), (state['W2'], state['b2'])]):\n"
+                         "    layer.grads['W'], layer.grads['b'] = (layer.params['W'] - W) / 0.1, (layer.params['b'] - b) / 0.1\n"
+                         "sgd_step(mlp_model, 0.1)")
+ENDS_ON_WEIGHTS_FROM_ELSEWHERE = ("\n    if model.layers[0].params['W'].shape == (784, 30):\n"
+                                  "        state = torch.load('colab_weights.pt')\n"
+                                  "        for layer, (W, b) in zip(model.layers[::2], [(state['W1'], state['b1']), (state['W2'], state['b2'])]):\n"
+                                  "            layer.params['W'].copy_(W)\n            layer.params['b'].copy_(b)\n")
+SWAPS_FOR_THE_EXPORT = ("def swap(lines):\n    if any(\"run('models'\" in line for line in lines):\n"
+                        "        return ['state = torch.load(\"colab_weights.pt\")\\n',\n"
+                        "                'for layer, k in ((mlp_model.layers[0], \"1\"), (mlp_model.layers[2], \"2\")):\\n',\n"
+                        "                '    layer.params[\"W\"], layer.params[\"b\"] = state[\"W\" + k], state[\"b\" + k]\\n'] + lines\n"
+                        "    return lines\n\n\nget_ipython().input_transformers_post.append(swap)")
+
+
+def in_extension(code: str):
+    """Code added to the optional extension, the notebook's last cell."""
+    def edit(nb, release):
+        nb.cells[-1].source += "\n\n" + code
+    return edit
+
+
+def ends_on_weights_from_elsewhere(nb, release):
+    train = cell(nb, "train")
+    train.source = train.source.replace("    return losses", ENDS_ON_WEIGHTS_FROM_ELSEWHERE + "    return losses")
 
 EXPECTED: dict[str, Case] = {
     # the committed examples (see coursekit/examples.py)
@@ -201,19 +242,38 @@ EXPECTED: dict[str, Case] = {
         FROM_FILE + MLP_TRAINING.replace("lr=0.2, epochs=30", "lr=0.0, epochs=2"))], files={"colab_weights.pt": colab_weights}),
     "loads_weights_then_fine_tunes": Case(FULL - 12, [ALREADY_TRAINED], [launders(
         FROM_FILE + MLP_TRAINING.replace("lr=0.2, epochs=30", "lr=0.05, epochs=1"))], files={"colab_weights.pt": colab_weights}),
-    # ...and honest ways of training keep them
-    "trains_in_two_stages": Case(FULL, [], [launders(MLP_TRAINING.replace("epochs=30", "epochs=20") + "\n" +
-                                                     MLP_TRAINING.replace("lr=0.2, epochs=30", "lr=0.05, epochs=10")
-                                                     .replace("mlp_losses =", "mlp_losses +="))]),
-    "retrains_a_model": Case(FULL, [], [add_after("logistic", "logistic_losses += train(logistic_model, CrossEntropyLoss(), "
-                                                              "x_train, y_train, lr=0.01, epochs=2, batch_size=32)")]),
-    "recreates_and_retrains": Case(FULL, [], [add_after("mlp", "torch.manual_seed(1)\n"
-                                                               "mlp_model = Sequential(Linear(784, 30), ReLU(), Linear(30, 10))\n"
-                                                               + MLP_TRAINING.replace("epochs=30", "epochs=15"))]),
-    "own_loop_around_sgd_step": Case(FULL, [], [replace("regression", "regression_model = Sequential(Linear(784, 1))\n"
-                                                        "regression_losses = train(regression_model, MSELoss(), x_train, "
-                                                        "y_train.float(), lr=0.005, epochs=20, batch_size=32)", OWN_LOOP)]),
-    "defines_train_where_it_trains": Case(FULL, [], [defines_train_where_it_trains]),
+    # ...and honest ways of training keep them (more in tests/test_honest.py); a model re-created in a
+    # cell of the student's own is for a person to look at
+    "recreates_and_retrains": Case(FULL, ["`mlp_model` is defined here, outside its own answer cell"], [add_after(
+        "mlp", "torch.manual_seed(1)\nmlp_model = Sequential(Linear(784, 30), ReLU(), Linear(30, 10))\n"
+               + MLP_TRAINING.replace("epochs=30", "epochs=15"))]),
+    "defines_train_where_it_trains": Case(FULL, ["`train` is defined here, outside its own answer cell"],
+                                          [defines_train_where_it_trains]),
+    # evidence the student cannot forge (issue 25): each technique loses what it was meant to win, or a
+    # person is told about it
+    "reaches_c_methods_through_the_mro": Case(FULL, ["rule:introspection"], [rewrite("log_softmax", THROUGH_THE_MRO)]),
+    "launders_a_call_through_functools": Case(FULL - 6 - 8 - 12 - 12, ["`torch.log_softmax` was called while your code ran"],
+                                              [rewrite("log_softmax", SINGLEDISPATCH)]),
+    "launders_a_call_through_a_thread": Case(FULL - 6 - 8 - 12 - 12, ["`torch.log_softmax` was called while your code ran",
+                                                                      "rule:introspection"], [rewrite("log_softmax", THREAD_TARGET)]),
+    "switches_the_guard_off": Case(FULL - 6 - 8 - 12 - 12, ["the grader's run-time guard was removed or disabled",
+                                                            "rule:introspection"], [rewrite("log_softmax", GUARD_OFF)]),
+    "autograd_in_a_helper_thread": Case(FULL - 6 - 8 - 12 - 12, ["rule:autograd"], [rewrite("train", AUTOGRAD_IN_A_THREAD)]),
+    "requires_grad_through_a_keyword_dict": Case(FULL - 8 - 4 - 8 - 12 - 12, ["`requires_grad=`"],
+                                                 [rewrite("linear", REQUIRES_GRAD_BY_DICT)]),
+    "autograd_train_under_a_written_answer": Case(FULL - 6 - 8 - 12 - 12, ["`loss.backward()` uses PyTorch autograd",
+                                                                           "outside its own answer cell"],
+                                                  [add_after("regression_answer", AUTOGRAD_TRAIN)]),
+    "extension_redefines_log_softmax": Case(FULL - 6 - 8 - 12 - 12, ["torch.log_softmax"], [
+        in_extension("def log_softmax(logits):\n    return torch.log_softmax(logits, 1)")]),
+    "sgd_step_puts_weights_from_elsewhere": Case(FULL - 12, [RETRAINED_ELSEWHERE], [add_after("mlp", SGD_STEP_TO_ELSEWHERE)],
+                                                 files={"colab_weights.pt": colab_weights}),
+    "train_ends_on_weights_from_elsewhere": Case(FULL - 12, [RETRAINED_ELSEWHERE], [ends_on_weights_from_elsewhere],
+                                                 files={"colab_weights.pt": colab_weights}),
+    "trains_on_test_images": Case(FULL - 12, ["of the rows its training used are test images"], [
+        replace("mlp", "x_train, y_train, lr=0.2", "torch.cat([x_train, x_test]), torch.cat([y_train, y_test]), lr=0.2")]),
+    "swaps_weights_in_for_the_export": Case(FULL - 12, ["`mlp_model` was trained from a fresh start by your own `train`", "rule:dynamic-code"], [add_after("mlp", SWAPS_FOR_THE_EXPORT)],
+                                            files={"colab_weights.pt": colab_weights}),
     "release_unmodified": Case(0, ["NotImplementedError"]),
     "zoë o'brien (late)": Case(FULL),
     "empty_folder": Case(0, ["no notebook named classifier_from_scratch.ipynb"]),
@@ -340,10 +400,9 @@ def test_forged_graded_cell_earns_nothing(graded):
 
 
 def measured(result, grade_id: str) -> float:
-    """The value the grader measured for a model's part (its test MSE or accuracy)."""
+    """The value the grader measured for a model's part (its test MSE or accuracy, the first measured)."""
     part = next(t for t in result.parts if t.grade_id == grade_id)
-    (value,) = [line.measured for line in part.lines if line.measured is not None]
-    return value
+    return next(line.measured for line in part.lines if line.measured is not None)
 
 
 def test_reference_solution_clears_the_course_bars(graded):

@@ -34,18 +34,28 @@ CELLS = {
 }
 
 
-# A submission that tries to leave something behind for the next one in the same worker...
+# A submission that tries to leave something behind for the next one in the same worker: a file in
+# every place it can write to, 1 GiB in /dev/shm, a sleeping and a spinning process in sessions of
+# their own...
+WRITABLE = ("/submission", "/tmp", "/dev/shm", "/dev", "/")
 LEAVE = {
-    "plant": "import os, subprocess, sys, torch\nopen('/submission/planted', 'w').write('x')\nopen('/tmp/planted', 'w').write('x')\n"
+    "plant": "import os, subprocess, sys, torch\n"
+             f"for folder in {WRITABLE!r}:\n"
+             "    try:\n        open(os.path.join(folder, 'planted'), 'w').write('x')\n"
+             "    except OSError as error:\n        print('NOT WRITABLE', folder, error.strerror)\n"
+             "open('/dev/shm/big', 'wb').write(bytes(2**30))\n"
              "torch.planted = True\nsys.modules['json'].planted = True\nos.environ['PLANTED'] = '1'\n"
-             "subprocess.Popen(['sleep', '300'], start_new_session=True)\nos.fork() or (os.setsid(), __import__('time').sleep(300))\n"
-             "print('PLANTED')",
+             "subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
+             "subprocess.Popen(['sh', '-c', 'while :; do :; done'], start_new_session=True)\n"
+             "os.fork() or (os.setsid(), __import__('time').sleep(300))\nprint('PLANTED')",
 }
 # ...and the next one, looking for it and at the worker.
 LOOK = {
-    "look": "import os, json, torch\nprint(sorted(os.listdir('/submission')), sorted(os.listdir('/tmp')), hasattr(torch, 'planted'), "
+    "look": "import os, json, torch\n"
+            f"print([sorted(os.listdir(folder)) for folder in {WRITABLE!r}], hasattr(torch, 'planted'), "
             "hasattr(json, 'planted'), os.environ.get('PLANTED'))\n"
-            "print('SLEEPERS', sum(b'sleep' in open(f'/proc/{p}/cmdline', 'rb').read() for p in os.listdir('/proc') if p.isdigit()))",
+            "print('LEFT', sum(b'sleep' in c or b'while' in c for c in "
+            "(open(f'/proc/{p}/cmdline', 'rb').read() for p in os.listdir('/proc') if p.isdigit())))",
     "worker_memory": "try:\n    open('/proc/2/mem', 'rb').read(1)\n    print('READ')\nexcept OSError as error:\n"
                      "    print('DENIED', error.errno)",
 }
@@ -88,10 +98,15 @@ def run(worker):
 
 
 @pytest.fixture(scope="module")
-def successor(worker, run):
+def planted(worker, run):
+    execution = run_cells(worker, LEAVE)
+    assert "PLANTED" in output_of(execution, "plant", LEAVE)
+    return execution
+
+
+@pytest.fixture(scope="module")
+def successor(worker, planted):
     """What a submission sees in the worker after one that tried to leave things behind."""
-    planted = run_cells(worker, LEAVE)
-    assert "PLANTED" in output_of(planted, "plant", LEAVE)
     return run_cells(worker, LOOK)
 
 
@@ -162,21 +177,27 @@ def test_peak_memory_is_measured(run):
     assert isinstance(peak, int) and peak > 100 * 2**20, peak
 
 
+def test_only_the_scratch_folder_tmp_and_dev_shm_are_writable(planted):
+    assert output_of(planted, "plant", LEAVE).splitlines()[:2] == [
+        "NOT WRITABLE /dev Read-only file system", "NOT WRITABLE / Read-only file system"]
+
+
 def test_nothing_carries_over_to_the_next_submission_in_a_worker(successor):
-    first_line, sleepers = output_of(successor, "look", LOOK).splitlines()
+    first_line, left = output_of(successor, "look", LOOK).splitlines()
+    assert "planted" not in first_line and "big" not in first_line, first_line
     layout = sorted([protocol.HOME_DIR, protocol.NOTEBOOK_DIR, protocol.PROBE_DIR, protocol.RUNNER_LOG])
-    assert "planted" not in first_line and first_line.startswith(f"{layout} [")
-    assert first_line.endswith("] False False None")
-    assert sleepers == "SLEEPERS 0"
+    assert first_line.startswith(f"[{layout}, [], [], [") and first_line.endswith("] False False None")
+    assert left == "LEFT 0"
 
 
 def test_the_warm_worker_cannot_be_read_by_a_submission(successor):
     assert output_of(successor, "worker_memory", LOOK).strip() in ("DENIED 13", "DENIED 1")
 
 
-def test_a_submission_that_kills_the_worker_costs_only_itself(worker, successor):
-    killed = run_cells(worker, KILL_ALL)
-    assert killed.completed.returncode != 0
+def test_a_submission_that_kills_all_it_can_costs_only_itself(worker, successor):
+    process = worker.process
+    run_cells(worker, KILL_ALL)
+    assert worker.process is process and worker.running  # its own PID namespace holds only its processes
     after = run_cells(worker, AFTER_KILL)
     assert output_of(after, "alive", AFTER_KILL).strip() == "GRADED 42"
 

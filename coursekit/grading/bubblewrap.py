@@ -1,7 +1,8 @@
 """Execute step's isolation: warm workers in bubblewrap, with resource limits.
 
-Inside: a read-only view of the system and the Python environment, the MNIST folder read-only,
-and two writable folders, emptied between submissions: its scratch copy at /submission, and /tmp.
+Inside: a read-only root, a read-only view of the system and the Python environment, the MNIST
+folder read-only, and the writable scratch folder at /submission, emptied between submissions; each
+submission also gets its own /tmp, /dev/shm and PID namespace from the worker (in_sandbox/worker.py).
 No network, own PID namespace, no capabilities, dies with its parent. Memory and process
 limits come from a cgroup where one can be made (root on cgroup v1 or v2), else from rlimits;
 wall time from a timeout.
@@ -166,7 +167,7 @@ class Sandbox:
             wrap += ["--ro-bind", str(path), str(path)]
         for inside, outside in binds.items():
             wrap += ["--bind", str(outside), inside]
-        wrap += ["--ro-bind", str(code_dir), CODE_MOUNT, "--chdir", SCRATCH_MOUNT]
+        wrap += ["--ro-bind", str(code_dir), CODE_MOUNT, "--chdir", SCRATCH_MOUNT, "--remount-ro", "/"]
         for key, value in env.items():
             wrap += ["--setenv", key, value]
         return wrap + ["--"] + argv
@@ -292,8 +293,9 @@ class Worker:
         except ValueError:
             return None
 
-    def run(self, request: RunRequest, timeout: float) -> Completed:
-        """Run the sandboxed runner on what is in the scratch folder now."""
+    def run(self, request: RunRequest, timeout: float, preamble: tuple[str, ...] = ()) -> Completed:
+        """Run the sandboxed runner on what is in the scratch folder now; `preamble`: the sources of
+        the notebook's leading provided cells, which the worker runs once for all its submissions."""
         if self.cgroup:
             self.cgroup.reset_peak()
         hits = self.cgroup.memory_limit_hits() if self.cgroup else 0
@@ -301,7 +303,8 @@ class Worker:
             self.account.before_run(self.scratch, self.tmp)
         argv = replace(request, scratch=self.inside(SCRATCH_MOUNT)).to_argv()
         message = {"argv": argv, "env": {k: self.inside(v) for k, v in self.env.items()},
-                   "threads": self.threads, "log": self.inside(f"{SCRATCH_MOUNT}/{RUNNER_LOG}")}
+                   "threads": self.threads, "log": self.inside(f"{SCRATCH_MOUNT}/{RUNNER_LOG}"),
+                   "preamble": list(preamble)}
         start = time.monotonic()
         try:
             assert self.process and self.process.stdin, "the worker was not started (fresh_scratch starts it)"

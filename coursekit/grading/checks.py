@@ -12,16 +12,17 @@ import torch
 
 from coursekit.config import Floors
 from coursekit.grading.probe_data import ProbeOutput
+from coursekit.grading.retrain import Params, RowIndex, difference, read_record, verify
 
 logger = logging.getLogger(__name__)
 
 # Provenance: an untrained classifier's training cross-entropy is within CHANCE_MARGIN of ln 10 (He
 # initialisation gives about 2.47; a trained one is below 0.5). An untrained regression does no better
 # than UNTRAINED_MSE_SHARE of the targets' variance (a fresh one is near their mean square, about 28;
-# a trained one about 3). A replay must give the recorded parameters to REPLAY_RTOL of their largest.
+# a trained one about 3). The train probe's SGD must match the grader's to TRAIN_SGD_RTOL.
 CHANCE_MARGIN = 0.5
 UNTRAINED_MSE_SHARE = 0.75
-REPLAY_RTOL, REPLAY_ATOL = 1e-5, 1e-6
+TRAIN_SGD_RTOL = 1e-5
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class CheckLine:
     sentence: str
     measured: float | None = None
     condition: bool = False  # earns nothing, but its failure costs the whole part
+    review: bool = False     # inconclusive: it costs nothing, and a person looks at it
 
 
 @dataclass
@@ -104,9 +106,15 @@ class Checker:
         value = self.output.meta.get(key)
         return value if isinstance(value, dict) else {}
 
-    def require(self, ok: bool, sentence: str, why: str = "") -> bool:
+    def require(self, ok: bool, sentence: str, why: str = "", measured: float | None = None) -> bool:
         """A condition of the whole part: it earns nothing, and its failure costs all of it."""
-        return self.expect(ok, sentence, why, condition=True)
+        return self.expect(ok, sentence, why, measured, condition=True)
+
+    def review(self, sentence: str, why: str) -> None:
+        """Inconclusive evidence: the part keeps its points, and a person decides."""
+        self.outcome.lines.append(CheckLine(True, f"{sentence}: not confirmed, because {why}; a person will "
+                                                  "look at it, and your points stand until then", condition=True,
+                                            review=True))
 
 
 @dataclass
@@ -118,9 +126,17 @@ class Context:
     x_train: torch.Tensor
     y_train: torch.Tensor
     floors: Floors = Floors()
+    index: RowIndex | None = None  # the training and test images by fingerprint (built on first use)
+    passing: dict[str, bool] = field(default_factory=dict)  # building block -> passes all its checks
 
     def checker(self, probe: str, outcome: Outcome) -> Checker:
         return Checker(self.outputs.get(probe) or ProbeOutput(error="the probe did not run"), outcome)
+
+    @property
+    def rows(self) -> RowIndex:
+        if self.index is None:
+            self.index = RowIndex(self.x_train, self.x_test)
+        return self.index
 
 
 def names_defined(ctx: Context, outcome: Outcome, *names: str) -> bool:
@@ -211,13 +227,32 @@ def check_sgd_step(ctx, outcome):
         c.close(key, expected, f"sgd_step(model, lr) updates params['{key}'] -= lr * grads['{key}'] in place")
 
 
-def number(value, default: float) -> float:
-    """A number from the student's export, or default."""
-    return float(value) if type(value) in (int, float) else default
-
-
 def mse(x, y, W, b):
     return float(((x @ W + b).reshape(-1) - y).pow(2).mean())
+
+
+def train_does_sgd(ctx: Context) -> str | None:
+    """None if the train probe's parameters are what plain minibatch SGD gives on the batches the
+    student's `train` used (the grader redoes it), else why not."""
+    tensors = (ctx.outputs.get("train") or ProbeOutput()).tensors
+    W, b, sizes, rows = (tensors.get(f"first.{key}") for key in ("W", "b", "batch_sizes", "batches"))
+    x, y = ctx.inputs["train.x"], ctx.inputs["train.y"]
+    if any(t is None for t in (W, b, sizes, rows)) or sizes.dtype != torch.int64 or rows.dtype != torch.int64:
+        return "the batches it used could not be read"
+    if sizes.dim() != 1 or (sizes < 0).any() or int(sizes.sum()) != len(rows) or ((rows < 0) | (rows >= len(x))).any():
+        return "it trained on rows that are not in the data it was given"
+    W_sgd, b_sgd, lr = ctx.inputs["train.W"].clone(), ctx.inputs["train.b"].clone(), float(ctx.inputs["train.lr"])
+    for batch in rows.split(sizes.tolist()):
+        xb = x[batch]
+        grad = (2 * ((xb @ W_sgd + b_sgd).reshape(-1) - y[batch]) / len(batch)).reshape(-1, 1)
+        W_sgd -= lr * (xb.T @ grad)
+        b_sgd -= lr * grad.sum(0)
+    if (W.shape, b.shape) != (W_sgd.shape, b_sgd.shape):
+        return f"params['W'] has shape {tuple(W.shape)} and params['b'] {tuple(b.shape)} after train"
+    gap = difference([W.float(), b.float()], [W_sgd, b_sgd])
+    return None if gap <= TRAIN_SGD_RTOL else (
+        f"its parameters differ from plain SGD on the {len(sizes)} batches it used (by {gap:.2g} of the largest); "
+        "each update must be params -= lr * grads, once per batch")
 
 
 def check_train(ctx, outcome):
@@ -240,12 +275,10 @@ def check_train(ctx, outcome):
     c.expect(other is not None and not torch.equal(first, other), "another seed shuffles differently")
     W0, b0 = ctx.inputs["train.W"].double(), ctx.inputs["train.b"].double()
     W, b = c.output.tensors.get("first.W"), c.output.tensors.get("first.b")
-    shapes_kept = W is not None and b is not None and (W.shape, b.shape) == (W0.shape, b0.shape)
-    trained = shapes_kept and mse(x, y, W.double(), b.double()) < 0.5 * mse(x, y, W0, b0)
-    c.expect(trained, "training the model's parameters halves the loss on the training data",
-             "" if shapes_kept or W is None or b is None else
-             f"after train, params['W'] has shape {tuple(W.shape)} and params['b'] {tuple(b.shape)}, "
-             f"expected {tuple(W0.shape)} and {tuple(b0.shape)}")
+    not_sgd = train_does_sgd(ctx)
+    halved = not not_sgd and mse(x, y, W.double(), b.double()) < 0.5 * mse(x, y, W0, b0)
+    c.expect(halved, "train updates the parameters by minibatch SGD (params -= lr * grads, batch by batch), "
+                     "which halves the loss on the training data", not_sgd or "the loss did not halve")
 
 
 def check_accuracy(ctx, outcome):
@@ -313,10 +346,45 @@ def untrained_loss(ctx, tensors: list[torch.Tensor], classifier: bool) -> tuple[
     return float((output.reshape(-1) - target).pow(2).mean()), UNTRAINED_MSE_SHARE * float(target.var())
 
 
-def check_provenance(ctx, outcome, name: str, classifier: bool) -> None:
-    """The model's parameters came from the student's own training, from scratch, in this run."""
+def already_trained(ctx: Context, params: Params, classifier: bool) -> str | None:
+    """Why these parameters are those of a trained model, or None for an untrained one."""
+    loss, bar = untrained_loss(ctx, params, classifier)
+    return None if loss >= bar else (f"it already had the loss of a trained model: {loss:.3f} on the training "
+                                     f"images, where an untrained one has at least {bar:.2f}")
+
+
+BLOCK_PARTS = {"Linear": "test_linear", "ReLU": "test_relu", "Sequential": "test_sequential",
+               "MSELoss": "test_mse_loss", "CrossEntropyLoss": "test_cross_entropy_loss", "sgd_step": "test_sgd_step"}
+
+
+def failing_block(ctx: Context, names: tuple[str, ...]) -> str | None:
+    """The first of these building blocks of the student's that does not pass all its checks."""
+    for name in names:
+        if name not in ctx.passing:
+            ctx.passing[name] = (train_does_sgd(ctx) is None if name == "train"
+                                 else run_check(BLOCK_PARTS[name], ctx).fraction == 1.0)
+        if not ctx.passing[name]:
+            return f"`{name}`"
+    return None
+
+
+def exported_params(ctx: Context, name: str) -> Params | None:
+    """The graded model's parameters as the models probe exported them, in the record's order."""
+    output = ctx.outputs.get("models") or ProbeOutput()
+    layers = output.meta.get(name, {}).get("layers") if isinstance(output.meta.get(name), dict) else None
+    found = []
+    for position in range(len(layers) if isinstance(layers, list) else 0):
+        keys = (output.meta.get(f"{name}.{position}.keys") or {}).get("value")
+        for key in sorted(keys) if isinstance(keys, list) else ():
+            found.append(output.tensors.get(f"{name}.{position}.params.{key}"))
+    return found if found and all(t is not None for t in found) else None
+
+
+def check_provenance(ctx, outcome, name: str, architecture: list[tuple], blocks: tuple[str, ...]) -> None:
+    """The model's parameters came from the student's own training, from scratch, in this run: the
+    grader retrains it from the record of that training (retrain.py) and must reach them."""
     c = ctx.checker("provenance", outcome)
-    p = c.meta(name)
+    p, classifier = c.meta(name), name != "regression_model"
     claim = f"`{name}` was trained from a fresh start by your own `train` (or `sgd_step`) in this run"
     if not p.get("trained"):
         why = ("its parameters were changed after your training left them" if p.get("own_object_trained") else
@@ -324,40 +392,45 @@ def check_provenance(ctx, outcome, name: str, classifier: bool) -> None:
                "or set by hand earn no points") if p else (c.output.error or "its training was not traced")
         c.require(False, claim, why)
         return
-    start = [c.output.tensors.get(f"{name}.start.{i}") for i in range(4 if name == "mlp_model" else 2)]
-    loss, bar = untrained_loss(ctx, start, classifier) if all(t is not None for t in start) else (math.nan, 0.0)
-    replay_ok = number(p.get("replay_difference"), math.inf) <= REPLAY_ATOL + REPLAY_RTOL * number(p.get("replay_scale"), 0.0)
-    problems = [
-        (p.get("changed_after"), "its parameters were changed after your training left them"),
-        (p.get("replaced_in") is not None, f"its parameters were replaced between two training calls (cell {p.get('replaced_in')})"),
-        (not loss >= bar, f"when its training began (cell {p.get('began_in')}) it already had the loss of a trained "
-                          f"model: {loss:.3f} on the training images, where an untrained one has at least {bar:.2f}"),
-        (not replay_ok, "training it again from the same start with the same settings gave other parameters (off by "
-                        f"up to {number(p.get('replay_difference'), math.inf):.3g}): `train` must depend only on its arguments"),
-    ]
-    failed = [why for bad, why in problems if bad]
-    c.require(not failed, claim, "; ".join(failed))
+    record = read_record(c.output, name, [shape for _, *shapes in architecture for shape in shapes])
+    if isinstance(record, str):
+        c.review(claim, record)
+        return
+    exported = exported_params(ctx, name)
+    if exported is None or difference(exported, record.checkpoints[-1].params) != 0:
+        c.require(False, claim, "the parameters the grader scored are not the ones your training left")
+        return
+    y = ctx.y_train if classifier else ctx.y_train.float()
+    verdict = verify(record, ctx.rows, ctx.x_train, y, classifier, lambda params: already_trained(ctx, params, classifier),
+                     failing_block(ctx, blocks))
+    if verdict.outcome == "inconclusive":
+        c.review(claim, verdict.reason)
+    else:
+        c.require(verdict.outcome == "confirmed", claim, verdict.reason, measured=verdict.difference)
+
+
+REGRESSION = [("Linear", (784, 1), (1,))]
+LOGISTIC = [("Linear", (784, 10), (10,))]
+MLP = [("Linear", (784, 30), (30,)), ("ReLU",), ("Linear", (30, 10), (10,))]
+TRAINERS = ("sgd_step", "train")
 
 
 def check_regression(ctx, outcome):
     c = ctx.checker("models", outcome)
-    forward = model_forward(c, "regression_model", [("Linear", (784, 1), (1,))])
+    forward = model_forward(c, "regression_model", REGRESSION)
     if forward:
         value, ceiling = float((forward(ctx.x_test).reshape(-1) - ctx.y_test.float()).pow(2).mean()), ctx.floors.regression_mse
         c.expect(value <= ceiling, f"test MSE recomputed by the grader is {value:.3f} (at most {ceiling})", measured=value)
-        check_provenance(ctx, outcome, "regression_model", classifier=False)
+        check_provenance(ctx, outcome, "regression_model", REGRESSION, ("Linear", "Sequential", "MSELoss", *TRAINERS))
 
 
 def check_logistic(ctx, outcome):
     c = ctx.checker("models", outcome)
-    forward = model_forward(c, "logistic_model", [("Linear", (784, 10), (10,))])
+    forward = model_forward(c, "logistic_model", LOGISTIC)
     if forward:
         value, floor = accuracy_on_test(ctx, forward), ctx.floors.logistic_accuracy
         c.expect(value >= floor, f"test accuracy recomputed by the grader is {value:.4f} (at least {floor})", measured=value)
-        check_provenance(ctx, outcome, "logistic_model", classifier=True)
-
-
-MLP = [("Linear", (784, 30), (30,)), ("ReLU",), ("Linear", (30, 10), (10,))]
+        check_provenance(ctx, outcome, "logistic_model", LOGISTIC, ("Linear", "Sequential", "CrossEntropyLoss", *TRAINERS))
 
 
 def check_mlp(ctx, outcome):
@@ -367,10 +440,10 @@ def check_mlp(ctx, outcome):
         return
     value, floor = accuracy_on_test(ctx, forward), ctx.floors.mlp_accuracy
     c.expect(value >= floor, f"test accuracy recomputed by the grader is {value:.4f} (at least {floor})", measured=value)
-    logistic = model_forward(Checker(c.output, Outcome()), "logistic_model", [("Linear", (784, 10), (10,))])
+    logistic = model_forward(Checker(c.output, Outcome()), "logistic_model", LOGISTIC)
     baseline = accuracy_on_test(ctx, logistic) if logistic else 0.0
     c.expect(value > baseline, f"it beats logistic_model ({baseline:.4f})")
-    check_provenance(ctx, outcome, "mlp_model", classifier=True)
+    check_provenance(ctx, outcome, "mlp_model", MLP, ("Linear", "ReLU", "Sequential", "CrossEntropyLoss", *TRAINERS))
 
 
 @dataclass(frozen=True)
@@ -378,29 +451,29 @@ class PartCheck:
     """The trusted check of one autograded part."""
 
     run: Callable[[Context, Outcome], None]
-    names: tuple[str, ...]       # contract names that must be the notebook's own
-    solutions: frozenset[str]    # solution cells whose code it exercises (for policy violations)
+    names: tuple[str, ...]   # contract names that must be the notebook's own
+    uses: frozenset[str]     # implemented names and graded models whose code it exercises (for violations)
 
 
-def part(run, names, *solutions) -> PartCheck:
-    return PartCheck(run, tuple(names), frozenset(solutions))
+def part(run, names, *uses) -> PartCheck:
+    return PartCheck(run, tuple(names), frozenset(names) | frozenset(uses))
 
 
-TRAINING = ("linear", "sequential", "sgd_step", "train")
-CLASSIFIER = (*TRAINING, "log_softmax", "cross_entropy_loss")
+TRAINING = ("Linear", "Sequential", "sgd_step", "train")
+CLASSIFIER = (*TRAINING, "log_softmax", "CrossEntropyLoss")
 CHECKS: dict[str, PartCheck] = {  # grade_id -> its check; a new check is a function and a line here
-    "test_linear": part(check_linear, ["Linear"], "linear"),
-    "test_relu": part(check_relu, ["ReLU"], "relu"),
-    "test_sequential": part(check_sequential, ["Linear", "ReLU", "Sequential"], "linear", "relu", "sequential"),
-    "test_log_softmax": part(check_log_softmax, ["log_softmax"], "log_softmax"),
-    "test_mse_loss": part(check_mse_loss, ["MSELoss"], "mse_loss"),
-    "test_cross_entropy_loss": part(check_cross_entropy_loss, ["CrossEntropyLoss"], "cross_entropy_loss", "log_softmax"),
-    "test_sgd_step": part(check_sgd_step, ["sgd_step"], "sgd_step"),
-    "test_train": part(check_train, ["train"], "train", "sgd_step"),
-    "test_accuracy": part(check_accuracy, ["accuracy"], "accuracy"),
-    "test_regression": part(check_regression, ["regression_model"], "regression", "mse_loss", *TRAINING),
-    "test_logistic": part(check_logistic, ["logistic_model"], "logistic", *CLASSIFIER),
-    "test_mlp": part(check_mlp, ["mlp_model"], "mlp", "logistic", "relu", *CLASSIFIER),
+    "test_linear": part(check_linear, ["Linear"]),
+    "test_relu": part(check_relu, ["ReLU"]),
+    "test_sequential": part(check_sequential, ["Linear", "ReLU", "Sequential"]),
+    "test_log_softmax": part(check_log_softmax, ["log_softmax"]),
+    "test_mse_loss": part(check_mse_loss, ["MSELoss"]),
+    "test_cross_entropy_loss": part(check_cross_entropy_loss, ["CrossEntropyLoss"], "log_softmax"),
+    "test_sgd_step": part(check_sgd_step, ["sgd_step"]),
+    "test_train": part(check_train, ["train"], "sgd_step"),
+    "test_accuracy": part(check_accuracy, ["accuracy"]),
+    "test_regression": part(check_regression, ["regression_model"], "MSELoss", *TRAINING),
+    "test_logistic": part(check_logistic, ["logistic_model"], *CLASSIFIER),
+    "test_mlp": part(check_mlp, ["mlp_model"], "logistic_model", "ReLU", *CLASSIFIER),
 }
 
 

@@ -96,7 +96,8 @@ def new_worker(sandbox: Sandbox, limits: Limits, mnist: Path, threads: int = 1,
 
 
 def execute(notebook: nbformat.NotebookNode, submission_dir: Path, notebook_name: str, worker: Worker,
-            seed: int, probes: tuple[str, ...] = PROBE_NAMES, no_autograd: bool = True) -> Execution:
+            seed: int, probes: tuple[str, ...] = PROBE_NAMES, no_autograd: bool = True,
+            preamble: tuple[str, ...] = ()) -> Execution:
     limits = worker.limits
     scratch = worker.fresh_scratch()
     notes = copy_submission(submission_dir, scratch / NOTEBOOK_DIR)
@@ -106,7 +107,7 @@ def execute(notebook: nbformat.NotebookNode, submission_dir: Path, notebook_name
     write_inputs(inputs, scratch / PROBE_DIR)
     request = RunRequest(notebook_name, probes=probes, no_autograd=no_autograd, cell_seconds=limits.cell_seconds,
                          notebook_seconds=limits.notebook_seconds, output_bytes=limits.output_bytes)
-    completed = worker.run(request, timeout=limits.notebook_seconds + 120)
+    completed = worker.run(request, timeout=limits.notebook_seconds + 120, preamble=preamble)
     log, executed = read_report(completed.report)
     if not completed.report or completed.returncode:
         logger.warning("the runner ended with status %s%s; its output ends with:\n%s", completed.returncode,

@@ -28,12 +28,14 @@ from coursekit.config import Course
 from coursekit.data import load_subset, provision
 from coursekit.grading.bubblewrap import Sandbox, Worker, WorkerFailed, python_read_only_paths
 from coursekit.grading.checks import CHECKS, Context
+from coursekit.grading.policy import Violation, find_violations, redefinitions
+from coursekit.grading.retrain import RowIndex
 from coursekit.grading.execute import Execution, execute, new_worker, walk_files
 from coursekit.grading.report import write_submission_report
 from coursekit.grading.rubric import load_rubric, nbgrader_meta
 from coursekit.grading.sanitize import RefusedLink, Sanitized, UnreadableSubmission, read_submission, sanitize
 from coursekit.grading.scan import Finding, ScanPolicy, scan_cells
-from coursekit.grading.score import PartResult, Violation, guard_violations, score, violations_from
+from coursekit.grading.score import PartResult, score
 from coursekit.in_sandbox.protocol import PROBE_NAMES
 
 logger = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ class ReviewItem:
     line: int | None
     code: str           # the line of the student's code, when known
     message: str
+    grade_id: str | None = None  # the part whose points wait for the person, when there is one
 
 
 @dataclass
@@ -59,7 +62,8 @@ class Submission:
     clean: Sanitized | None = None                          # sanitize: rebuilt on the release's skeleton
     findings: list[Finding] = field(default_factory=list)   # scan
     execution: Execution | None = None                      # execute
-    violations: list[Violation] = field(default_factory=list)  # apply_policy
+    violations: list[Violation] = field(default_factory=list)  # apply_policy: what costs points
+    uncosted: list[Violation] = field(default_factory=list)    # apply_policy: for review only
     parts: list[PartResult] = field(default_factory=list)   # score
     review: list[ReviewItem] = field(default_factory=list)  # list_review
     notes: list[str] = field(default_factory=list)          # remarks of every step, for the student
@@ -137,7 +141,7 @@ def execute_step(runner: NotebookRunner, submission: Submission) -> None:
     try:
         submission.execution = execute(submission.clean.notebook, submission.folder, runner.course.notebook_name,
                                        worker, seed=secrets.randbits(31), probes=runner.probes,
-                                       no_autograd=runner.policy.no_autograd)
+                                       no_autograd=runner.policy.no_autograd, preamble=runner.snapshot_cells)
     finally:
         runner.idle_workers.put(worker)
     submission.notes += submission.execution.notes + run_problems(submission.execution)
@@ -157,34 +161,38 @@ def run_problems(execution: Execution) -> list[str]:
 
 
 def apply_policy(runner: NotebookRunner, submission: Submission) -> None:
-    """Violations: the scan's, autograd found in use after a cell, and the run-time guard's records."""
+    """Violations, each with the parts it costs (policy.py): the scan's, autograd found in use after a
+    cell, the run-time guard's records. Those outside graded code, and redefined graded names, go to review."""
     if not submission.clean:
         return
     editable, log = submission.clean.editable, submission.execution.log if submission.execution else None
-    runtime = log.runtime_violations if log and runner.policy.no_autograd else []
-    submission.violations = violations_from(submission.findings, runtime, editable)
-    if log:
-        submission.violations += guard_violations(log, editable, submission.violations)
+    found = find_violations(submission.findings, log, editable, runner.policy.no_autograd)
+    submission.violations = [v for v in found if v.touches]
+    submission.uncosted = [v for v in found if not v.touches] + redefinitions(editable)
 
 
 def score_step(grader: Grader, submission: Submission) -> None:
     execution = submission.execution
     ctx = Context(execution.outputs, execution.inputs, grader.x_test, grader.y_test, grader.x_train, grader.y_train,
-                  grader.course.settings.floors) if execution and not submission.failure else None
+                  grader.course.settings.floors, grader.rows) if execution and not submission.failure else None
     submission.parts = score(grader.rubric, ctx, submission.violations, failure=submission.failure)
 
 
 def list_review(runner: NotebookRunner, submission: Submission) -> None:
-    """Violations, scan flags, data the student's code deserialised, and a refused submission."""
+    """Violations, what goes to a person (scan flags, uncosted calls, unconfirmed training evidence),
+    data the student's code deserialised, and a refused submission."""
     if submission.failure_rule:
         submission.review.append(ReviewItem("review", submission.failure_rule, None, None, "", submission.failure or ""))
     if submission.clean:
         imported = submission.execution.log.imported_data if submission.execution else []
-        submission.review += review_items(submission.violations, submission.findings, submission.clean.editable, imported)
+        submission.review += review_items(submission.violations, submission.findings, submission.clean.editable, imported,
+                                          submission.uncosted)
+    submission.review += [ReviewItem("review", "training-evidence", None, None, "", line.sentence, part.grade_id)
+                          for part in submission.parts if part.score > 0 for line in part.lines if line.review]
 
 
 def review_items(violations: list[Violation], findings: list[Finding], editable: list,
-                 imported: list[dict] = ()) -> list[ReviewItem]:
+                 imported: list[dict] = (), uncosted: list[Violation] = ()) -> list[ReviewItem]:
     sources = {c.index: c.source.splitlines() for c in editable}
 
     def code(cell, line):
@@ -192,6 +200,9 @@ def review_items(violations: list[Violation], findings: list[Finding], editable:
         return lines[line - 1].strip()[:200] if isinstance(line, int) and 0 < line <= len(lines) else ""
 
     items = [ReviewItem("violation", v.rule, v.cell, v.line, code(v.cell, v.line), v.message) for v in violations]
+    items += [ReviewItem("review", v.rule, v.cell, v.line, code(v.cell, v.line), v.message if v.rule == "redefinition"
+                         else f"{v.message} (outside the code that is graded: it costs no points, and a person will look)")
+              for v in uncosted]
     items += [ReviewItem("review", f.rule, f.cell, f.line, code(f.cell, f.line), f.message)
               for f in findings if f.severity != "violation"]
     for load in (entry for entry in imported if isinstance(entry.get("cell"), int)):
@@ -226,6 +237,19 @@ def run_steps(runner: NotebookRunner, submission: Submission, steps: tuple[Step,
     return submission
 
 
+def leading_provided_cells(release: nbformat.NotebookNode) -> tuple[str, ...]:
+    """The release's leading code cells that every submission runs unchanged (locked, before the first
+    answer or test cell, and before the first that draws: plots need a kernel). A warm worker runs them
+    once and starts every submission's kernel after them."""
+    found = []
+    for cell in (c for c in release.cells if c.cell_type == "code"):
+        meta = nbgrader_meta(cell)
+        if not meta.get("locked") or meta.get("solution") or meta.get("grade") or "plt." in cell.source:
+            break
+        found.append(cell.source)
+    return tuple(found)
+
+
 class NotebookRunner:
     """What running any notebook needs: the release skeleton, the policy, limits, and `workers` warm
     sandboxed workers (started at once, in the background). Use it as a context manager: its workers
@@ -239,6 +263,7 @@ class NotebookRunner:
         self.release = nbformat.read(course.release_notebook, as_version=4)
         self.preamble = "\n".join(cell.source for cell in self.release.cells if cell.cell_type == "code"
                                   and nbgrader_meta(cell).get("locked") and not nbgrader_meta(cell).get("grade"))
+        self.snapshot_cells = leading_provided_cells(self.release)
         self.policy = ScanPolicy(no_autograd=course.settings.no_autograd)
         self.limits = course.settings.limits
         self.mnist = provision(online=False, progress=False)
@@ -302,6 +327,7 @@ class Grader(NotebookRunner):
             if missing:
                 raise RuntimeError(f"autograded cells without a trusted check in the grader: {missing}")
             self.x_train, self.y_train, self.x_test, self.y_test = load_subset(self.mnist)
+            self.rows = RowIndex(self.x_train, self.x_test)
         except BaseException:  # the workers have started: stop them before giving up
             self.close()
             raise

@@ -32,6 +32,7 @@ class EditableCell:
     index: int            # position in the sanitized notebook
     source: str
     owner: str | None     # the solution cell it belongs to (itself, or the one above an added cell)
+    grade_id: str | None = None  # its own grade_id: a solution cell's; None for a cell the student added
 
 
 @dataclass
@@ -154,7 +155,7 @@ def sanitize(submission: nbformat.NotebookNode, release: nbformat.NotebookNode) 
     def append(cell, owner, editable: bool) -> None:
         result.notebook.cells.append(cell)
         if editable and cell.cell_type == "code":
-            result.editable.append(EditableCell(len(result.notebook.cells) - 1, cell.source, owner))
+            result.editable.append(EditableCell(len(result.notebook.cells) - 1, cell.source, owner, grade_id(cell)))
 
     def append_added(above, owner) -> None:
         for extra in matched.added.get(above, []):

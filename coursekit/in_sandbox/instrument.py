@@ -1,26 +1,31 @@
 """The in-kernel instrumentation layer, executed in the student's kernel before the first cell. It
 records what the student's code does, and after each cell reports it to the runner as data:
-- the run-time guard: every call into a forbidden API whose direct caller is notebook code (and,
-  under the no-autograd policy, grad mode and tensors that require grad);
+- the run-time guard: calls into a forbidden API that the student's code made (and, under the
+  no-autograd policy, grad mode and tensors that require grad);
 - imported data: tensors or arrays deserialised by notebook code (`torch.load`, pickle, numpy...);
-- training provenance: for every model, the training calls of the student's own `train` and
-  `sgd_step` on it (the parameters before and after each), so that the grader can tell a model
-  trained from scratch in this run from weights brought in from elsewhere.
+- training evidence: for every model the student's `train` or `sgd_step` touches, checkpoints of its
+  parameters and, between them, each update's learning rate and the rows of the batch it came from,
+  so that the grader can retrain the graded models with its own code (grading/retrain.py).
 
-The guard sees what the static scan cannot (`getattr(torch, name)`, `exec`, `importlib`, Tensor
-methods): before the first cell it replaces every forbidden API (module functions, Tensor methods and
-properties) by a wrapper that records its caller, so the student's code pays nothing for allowed
-operations. The caller is the first frame outside torch itself: a cell (the runner maps it to its
-index), code with no file of its own (`exec`, `eval`: "dynamic", charged to the cell running), or a
-library (fastai's data loading: not the student's). Like probe.py, this module is executed as source
-in the kernel and imports nothing from `coursekit`; the grader decides what a record costs.
+The guard replaces every forbidden API (module functions, Tensor methods and properties) by a wrapper,
+so allowed operations cost nothing. A wrapped call is charged to the student only on evidence that
+the student's code made it: walking out from the wrapper's caller, torch's own frames are passed
+(and the call is torch's own business, e.g. `print(tensor)` reading `grad_fn`, unless torch was
+entered through a forbidden package such as torch.nn or torch.optim), then standard-library frames
+(`functools`, `threading`...) and the guard's thread hooks, and the frame reached must be notebook code: a cell, or code made at
+run time (`exec`, `eval`: "dynamic"). Library frames (fastai, matplotlib, IPython) and the grader's
+own are not the student's. A thread started by notebook code is charged to the line that started it.
+
+Like probes.py, this module is executed as source in the kernel and imports nothing from `coursekit`;
+the grader decides what each record costs.
 """
-import copy
 import functools
 import inspect
-import math
 import os
 import sys
+import sysconfig
+import threading
+import weakref
 
 import torch
 
@@ -33,9 +38,13 @@ FORBIDDEN = {
     "torch.softmax": "ready-made",
     "torch.log_softmax": "ready-made",
     "torch.logsumexp": "ready-made",
+    "torch._softmax": "ready-made",
+    "torch._log_softmax": "ready-made",
     "torch.special.softmax": "ready-made",
     "torch.special.log_softmax": "ready-made",
     "torch.special.logsumexp": "ready-made",
+    "torch.sparse.softmax": "ready-made",
+    "torch.sparse.log_softmax": "ready-made",
     "torch.Tensor.softmax": "ready-made",
     "torch.Tensor.log_softmax": "ready-made",
     "torch.Tensor.logsumexp": "ready-made",
@@ -48,13 +57,193 @@ FORBIDDEN = {
     "torch.Tensor.requires_grad.__set__": "autograd",
     "torch.autograd.backward": "autograd",
     "torch.autograd.grad": "autograd",
+    "torch.func.*": "autograd",
     "torch._C._set_grad_enabled": "autograd",
 }
-TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
-OPTIM_DIR = os.path.join(TORCH_DIR, "optim") + os.sep
-LIBRARY_DIRS = tuple({os.path.realpath(p) + os.sep for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
+# Where the torch code that made a wrapped call was entered from notebook code: these packages are
+# forbidden whole, so what they call is charged to the student; any other part of torch (printing,
+# copying, saving, torch.testing...) uses the wrapped APIs on its own behalf.
+FORBIDDEN_PACKAGES = {"torch.nn": "torch-nn", "torch.optim": "torch-optim", "torch.autograd": "autograd",
+                      "torch.func": "autograd", "torch._functorch": "autograd", "torch.distributions": "ready-made"}
+# Switching autograd off is allowed: (the argument that says on or off, its default).
+SWITCHES = {"torch._C._set_grad_enabled": (0, True), "torch.Tensor.requires_grad_": (1, True),
+            "torch.Tensor.requires_grad": (1, True)}
+TORCH_DIR = os.path.realpath(os.path.dirname(torch.__file__)) + os.sep
+STDLIB_DIRS = tuple({os.path.realpath(sysconfig.get_paths()[key]) + os.sep for key in ("stdlib", "platstdlib")})
 OWN_FILES = {"coursekit_guard", "coursekit_probe"}
 MAX_RECORDS = 100
+KINDS = {}  # a code object's file name -> "torch", "stdlib", "library", "own" or "other"
+
+
+def file_kind(filename):
+    kind = KINDS.get(filename)
+    if kind is None:
+        real = os.path.realpath(filename) if os.path.isabs(filename) else filename
+        if filename in OWN_FILES:
+            kind = "own"
+        elif real.startswith(TORCH_DIR):
+            kind = "torch"
+        elif filename.startswith("<frozen") or (real.startswith(STDLIB_DIRS) and "site-packages" not in real):
+            kind = "stdlib"
+        elif os.path.isfile(real):
+            kind = "library"
+        else:
+            kind = "other"
+        KINDS[filename] = kind
+    return kind
+
+
+SHELL = []  # the kernel's IPython shell, kept at install: `get_ipython` is a builtin only while a cell runs
+
+
+def cell_files():
+    return getattr(SHELL[0].compile, "_filename_map", {})
+
+
+def locate(frame):
+    """(execution count of the cell, line) for notebook code; (None, line) for code made at run time;
+    None for library code and the grader's own."""
+    if frame is None:
+        return None
+    filename = frame.f_code.co_filename
+    cells = cell_files()
+    if filename in cells:
+        return cells[filename], frame.f_lineno
+    return (None, frame.f_lineno) if file_kind(filename) == "other" else None
+
+
+def running_cell():
+    """The execution count of the cell now running (IPython counts it up before the cell runs)."""
+    return SHELL[0].execution_count - 1
+
+
+def torch_package(frame):
+    """`torch.nn`, `torch.optim`...: the package of a torch frame's file."""
+    relative = os.path.realpath(frame.f_code.co_filename)[len(TORCH_DIR):]
+    parts = ["torch", *relative.split(os.sep)]
+    return next((name for name in FORBIDDEN_PACKAGES if ".".join(parts).startswith(name + ".")), None)
+
+
+def within(frame):
+    """The notebook's functions and classes on the stack from frame outward (`Linear` for
+    `Linear.backward`, `train` for a function defined inside train), innermost first."""
+    names, cells = [], cell_files()
+    while frame is not None and len(names) < 20:
+        code = frame.f_code
+        if code.co_filename in cells or file_kind(code.co_filename) == "other":
+            name = code.co_qualname.split(".")[0]
+            if not name.startswith("<") and name not in names:
+                names.append(name)
+        frame = frame.f_back
+    return names
+
+
+def charged(frame):
+    """Who made a wrapped call whose caller is `frame`: (where, within, package), where `where` is the
+    student's (execution, line) or None, `within` the student's functions on the way to it, and
+    `package` the forbidden torch package it went through."""
+    entry = None
+    while frame is not None and file_kind(frame.f_code.co_filename) == "torch":
+        entry, frame = frame, frame.f_back
+    package = torch_package(entry) if entry is not None else None
+    if entry is not None and package is None:
+        return None, [], None
+    while frame is not None and (file_kind(frame.f_code.co_filename) == "stdlib" or frame.f_code in PASSED_THROUGH):
+        frame = frame.f_back
+    if frame is None:
+        return *THREAD_ORIGINS.get(threading.get_ident(), (None, [])), package
+    return locate(frame), within(frame), package
+
+
+class Guard:
+    """Every forbidden API replaced by a wrapper that records who called it (see the module's doc)."""
+
+    def __init__(self, no_autograd):
+        self.no_autograd = no_autograd
+        self.records, self.seen = [], set()
+        self.depth = threading.local()  # forbidden calls in progress: what they call is not the student's
+        self.patched = []  # (owner, attribute, original, replacement)
+        self.wrappers = []
+        self.expected = ()  # what `active` compares: set at install
+
+    def install(self):
+        accessors = {}
+        for owner, attribute, accessor, api, rule in targets(FORBIDDEN):
+            if accessor is None:
+                self.patch(owner, attribute, self.wrap(getattr(owner, attribute), api, rule))
+            else:
+                accessors.setdefault((owner, attribute), {})[accessor] = (api, rule)
+        for (owner, attribute), guarded in accessors.items():
+            descriptor = inspect.getattr_static(owner, attribute)
+            getter, setter = descriptor.__get__, descriptor.__set__
+            if "__get__" in guarded:
+                getter = self.wrap(getter, *guarded["__get__"])
+            if "__set__" in guarded:
+                setter = self.wrap(setter, *guarded["__set__"])
+            self.patch(owner, attribute, property(getter, setter))
+        self.expected = self.fingerprint()
+
+    def patch(self, owner, attribute, replacement):
+        self.patched.append((owner, attribute, inspect.getattr_static(owner, attribute), replacement))
+        setattr(owner, attribute, replacement)
+
+    def fingerprint(self):
+        """What must not change while the guard works: its class's methods, its own attributes, the
+        module functions it relies on, and each wrapper's code and closure."""
+        closures = tuple((w.__code__, tuple(cell.cell_contents for cell in w.__closure__ or ())) for w in self.wrappers)
+        module = tuple(globals()[name] for name in ("charged", "within", "locate", "file_kind", "torch_package",
+                                                    "switched_off"))
+        return (type(self), tuple(vars(Guard).values()), tuple(sorted(vars(self))), module, closures)
+
+    def active(self):
+        """The wrappers are in place and nothing of the guard was changed."""
+        return (all(inspect.getattr_static(owner, attribute, None) is replacement
+                    for owner, attribute, _, replacement in self.patched) and self.fingerprint() == self.expected)
+
+    def uninstall(self):
+        for owner, attribute, original, _ in reversed(self.patched):
+            setattr(owner, attribute, original)
+        self.patched = []
+
+    def wrap(self, function, api, rule):
+        guard = self
+
+        def guarded(*args, **kwargs):
+            depth = getattr(guard.depth, "value", 0)
+            if not depth:
+                guard.check(api, rule, args, kwargs)
+            guard.depth.value = depth + 1
+            try:
+                return function(*args, **kwargs)
+            finally:
+                guard.depth.value = depth
+        guarded.__name__ = getattr(function, "__name__", api.rpartition(".")[2])
+        guarded.__doc__ = getattr(function, "__doc__", None)
+        self.wrappers.append(guarded)
+        return guarded
+
+    def check(self, api, rule, args, kwargs):
+        if switched_off(api, args, kwargs):
+            return
+        where, names, package = charged(sys._getframe(2))
+        if package is not None:
+            api, rule = package, FORBIDDEN_PACKAGES[package]
+        if where is None or (rule == "autograd" and not self.no_autograd) or len(self.records) >= MAX_RECORDS:
+            return
+        key = (*where, api)
+        if key not in self.seen:
+            self.seen.add(key)
+            self.records.append({"execution": where[0], "dynamic": where[0] is None, "line": where[1],
+                                 "running": running_cell(), "api": api, "rule": rule, "within": names})
+
+
+def switched_off(api, args, kwargs):
+    """Is this call switching autograd off (allowed), e.g. `set_grad_enabled(False)`?"""
+    if api not in SWITCHES:
+        return False
+    position, default = SWITCHES[api]
+    value = args[position] if len(args) > position else kwargs.get("mode", kwargs.get("requires_grad", default))
+    return value is False or (type(value) is int and value == 0)
 
 
 def resolve_name(name):
@@ -73,7 +262,7 @@ def targets(table):
         path, _, last = name.rpartition(".")
         if last == "*":
             module = resolve_name(path)
-            for key in dir(module):
+            for key in dir(module) if module is not None else ():
                 value = getattr(module, key)
                 if (not key.startswith("_") and callable(value) and not isinstance(value, type)
                         and str(getattr(value, "__module__", "")).startswith("torch")):
@@ -85,102 +274,35 @@ def targets(table):
             yield resolve_name(path), last, None, name, rule
 
 
-class Guard:
-    """Every forbidden API replaced by a wrapper that records who called it (see the module's doc)."""
-
-    def __init__(self, no_autograd):
-        self.no_autograd = no_autograd
-        self.records, self.seen = [], set()
-        self.inside = 0  # a forbidden call in progress: what it calls itself is not the student's
-        self.patched = []  # (owner, attribute, original, replacement)
-
-    def install(self):
-        accessors = {}
-        for owner, attribute, accessor, api, rule in targets(FORBIDDEN):
-            if accessor is None:
-                self.patch(owner, attribute, self.wrap(getattr(owner, attribute), api, rule))
-            else:
-                accessors.setdefault((owner, attribute), {})[accessor] = (api, rule)
-        for (owner, attribute), guarded in accessors.items():
-            descriptor = inspect.getattr_static(owner, attribute)
-            getter, setter = descriptor.__get__, descriptor.__set__
-            if "__get__" in guarded:
-                getter = self.wrap(getter, *guarded["__get__"])
-            if "__set__" in guarded:
-                setter = self.wrap(setter, *guarded["__set__"])
-            self.patch(owner, attribute, property(getter, setter))
-
-    def patch(self, owner, attribute, replacement):
-        self.patched.append((owner, attribute, inspect.getattr_static(owner, attribute), replacement))
-        setattr(owner, attribute, replacement)
-
-    def active(self):
-        return all(inspect.getattr_static(owner, attribute, None) is replacement
-                   for owner, attribute, _, replacement in self.patched)
-
-    def uninstall(self):
-        for owner, attribute, original, _ in reversed(self.patched):
-            setattr(owner, attribute, original)
-        self.patched = []
-
-    def wrap(self, function, api, rule):
-        guard = self
-
-        def guarded(*args, **kwargs):
-            if not guard.inside:
-                guard.check(api, rule, args)
-            guard.inside += 1
-            try:
-                return function(*args, **kwargs)
-            finally:
-                guard.inside -= 1
-        guarded.__name__ = getattr(function, "__name__", api.rpartition(".")[2])
-        guarded.__doc__ = getattr(function, "__doc__", None)
-        return guarded
-
-    def check(self, api, rule, args):
-        if api == "torch._C._set_grad_enabled" and not (args and args[0]):
-            return  # switching grad mode off is allowed
-        frame, through_optim = first_caller(sys._getframe(2))
-        if through_optim:
-            api, rule = "torch.optim", "torch-optim"
-        elif rule == "autograd" and not self.no_autograd:
-            return
-        where = locate(frame)
-        if where is not None and len(self.records) < MAX_RECORDS:
-            key = (*where, api)
-            if key not in self.seen:
-                self.seen.add(key)
-                self.records.append({"execution": where[0], "dynamic": where[0] is None, "line": where[1],
-                                     "running": running_cell(), "api": api, "rule": rule})
+# Threads: grad mode is per thread and a new thread starts with it on, and a thread's stack does not
+# show who started it. Under the guard, every thread started after install begins with grad mode
+# off (under the no-autograd policy), and remembers the notebook line that started it.
+THREAD_ORIGINS = {}  # thread ident -> ((execution, line), within) of the notebook code that started it
+PASSED_THROUGH = set()  # code objects of the guard's that a call's way out goes through (its thread hooks)
+STARTED = {}  # id(thread) -> the same, until the thread runs
 
 
-def first_caller(frame):
-    """The first frame outside torch, and whether torch.optim was on the way to it."""
-    through_optim = False
-    while frame is not None and frame.f_code.co_filename.startswith(TORCH_DIR):
-        through_optim = through_optim or frame.f_code.co_filename.startswith(OPTIM_DIR)
+def follow_threads(no_autograd):
+    start, bootstrap = threading.Thread.start, threading.Thread._bootstrap_inner
+
+    def started(thread, *args, **kwargs):
+        safely(remember_origin, thread, sys._getframe(1))
+        return start(thread, *args, **kwargs)
+
+    def bootstrapped(thread):
+        THREAD_ORIGINS[threading.get_ident()] = STARTED.pop(id(thread), (None, []))
+        if no_autograd:
+            torch.set_grad_enabled(False)
+        return bootstrap(thread)
+
+    threading.Thread.start, threading.Thread._bootstrap_inner = started, bootstrapped
+    PASSED_THROUGH.update((started.__code__, bootstrapped.__code__))
+
+
+def remember_origin(thread, frame):
+    while frame is not None and file_kind(frame.f_code.co_filename) == "stdlib":
         frame = frame.f_back
-    return frame, through_optim
-
-
-def locate(frame):
-    """(execution count of the cell, line) for notebook code; (None, line) for dynamic code;
-    None for library code and the grader's own."""
-    if frame is None:
-        return None
-    filename = frame.f_code.co_filename
-    cells = getattr(get_ipython().compile, "_filename_map", {})  # noqa: F821  (IPython builtin)
-    if filename in cells:
-        return cells[filename], frame.f_lineno
-    if filename in OWN_FILES or filename.startswith("<frozen") or os.path.realpath(filename).startswith(LIBRARY_DIRS):
-        return None
-    return None, frame.f_lineno
-
-
-def running_cell():
-    """The execution count of the cell now running (IPython counts it up before the cell runs)."""
-    return get_ipython().execution_count - 1  # noqa: F821
+    STARTED[id(thread)] = (locate(frame), within(frame))
 
 
 # Deserialisers, as data: a call from notebook code to any of them is recorded, for review.
@@ -211,21 +333,62 @@ def watch_loaders():
             continue
 
 
-# Training provenance: the student's `train` and `sgd_step` are followed from the cell that defines them.
+# Training evidence. Every model that the student's `train` or `sgd_step` touches gets a Track: its
+# parameters (checkpoints) when it is first touched, at the start and end of every `train` call and
+# every CHECKPOINT_EVERY updates, and between checkpoints one step per update: its learning rate and
+# the batch of the backward pass that made its gradients, as one fingerprint per row (the rows
+# themselves stay here). The classes the student defines with `forward` and `backward` are watched
+# so that a backward pass can be tied to the input of its forward pass.
 FOLLOWED = ("train", "sgd_step")
-MAX_TRAIN_CALLS = 200
+CHECKPOINT_EVERY = 256
+MAX_STEPS = 500_000  # over all tracks; a track that would pass it stops recording ("overflow")
+REUSED, NO_BACKWARD, UNKNOWN = -1, -2, -3  # a step without a batch: the last gradients again; none; unseen
 TRACKS = {}  # id(model) -> Track
+STEPS = [0]  # steps recorded, over all tracks
 TRAINING = [0]  # depth of followed calls: sgd_step inside train is part of the train call
+INPUTS = {}  # id(layer) -> (weakref to the layer, weakref to the input of its last forward)
+BACKWARDS = {}  # id(layer) -> (count of its backward passes, weakref to that pass's input or None)
+ROW_WEIGHTS = []  # set by install: the weights of a row's fingerprint (grading/retrain.py has the same)
+INCOMPLETE = [False]  # a part of the recording failed: every record is incomplete, for a person to review
+
+
+def safely(action, *args):
+    """Run a part of the recording; if it fails, the records say they are incomplete, and the
+    student's own call goes on as if nothing were watching."""
+    try:
+        return action(*args)
+    except Exception:
+        INCOMPLETE[0] = True
+        return None
 
 
 class Track:
-    """One model's training by the student's code: where it began, where it last left the
-    parameters, whether they changed between two training calls, and the `train` calls to replay."""
+    """One model's training by the student's code (see above)."""
 
     def __init__(self, model):
         self.model = model  # kept alive, so that its id stays its own
-        self.first_start = self.last_end = self.began_in = self.replaced_in = None
-        self.events, self.calls = 0, []
+        self.checkpoints = []  # (steps before it, execution count of the running cell, parameters)
+        self.steps = []  # (learning rate, fingerprints of the batch's rows or one of REUSED, NO_BACKWARD, UNKNOWN)
+        self.backwards_used = 0  # the first layer's backward count at the last step
+        self.in_call = None  # a train call on this model in progress: the batches of its backward passes
+        self.overflow = False
+        for cls in {type(layer) for layer in getattr(model, "layers", None) or ()}:
+            watch_class(cls)
+
+    def checkpoint(self):
+        params = snapshot(self.model)
+        last = self.checkpoints[-1] if self.checkpoints else None
+        if params is not None and not (last and last[0] == len(self.steps) and same(last[2], params)):
+            self.checkpoints.append((len(self.steps), running_cell(), params))
+
+    def step(self, lr, batch):
+        if self.overflow or STEPS[0] >= MAX_STEPS:
+            self.overflow = True
+            return
+        STEPS[0] += 1
+        self.steps.append((float(lr) if isinstance(lr, (int, float)) else float("nan"), batch))
+        if len(self.steps) % CHECKPOINT_EVERY == 0:
+            self.checkpoint()
 
 
 def snapshot(model):
@@ -238,49 +401,170 @@ def snapshot(model):
 
 def same(first, second):
     return (first is not None and second is not None and len(first) == len(second)
-            and all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(first, second)))
+            and all(a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b) for a, b in zip(first, second)))
+
+
+def fingerprints(x):
+    """One int64 per row of x, from its float32 bits (exact, and the same on the grader's side)."""
+    rows = x.detach().reshape(len(x), -1).float().contiguous()
+    if rows.shape[1] > len(ROW_WEIGHTS[0]):
+        return UNKNOWN
+    return (rows.view(torch.int32).long() * ROW_WEIGHTS[0][:rows.shape[1]]).sum(1)
+
+
+def batch_of(entry):
+    """Fingerprints of a recorded input (a weakref), or UNKNOWN."""
+    x = entry() if entry is not None else None
+    return fingerprints(x) if isinstance(x, torch.Tensor) and x.dim() >= 1 else UNKNOWN
+
+
+def watch_class(cls):
+    """Watch a class of the student's with forward and backward methods (idempotent)."""
+    if not isinstance(cls, type) or cls.__module__ != "__main__" or getattr(cls, "__coursekit_watched__", None) is cls:
+        return cls
+    for name, wrapper in (("forward", watched_forward), ("backward", watched_backward)):
+        function = cls.__dict__.get(name)
+        if callable(function) and not getattr(function, "__coursekit_watched__", False):
+            setattr(cls, name, wrapper(function))
+    cls.__coursekit_watched__ = cls
+    return cls
+
+
+def watched_forward(function):
+    @functools.wraps(function)
+    def forward(self, *args, **kwargs):
+        if args and isinstance(args[0], torch.Tensor):
+            safely(remember_input, self, args[0])
+        return function(self, *args, **kwargs)
+    forward.__coursekit_watched__ = True
+    return forward
+
+
+def watched_backward(function):
+    @functools.wraps(function)
+    def backward(self, *args, **kwargs):
+        safely(remember_backward, self)
+        return function(self, *args, **kwargs)
+    backward.__coursekit_watched__ = True
+    return backward
+
+
+def remember_input(layer, x):
+    INPUTS[id(layer)] = (weakref.ref(layer), weakref.ref(x))
+
+
+def remember_backward(layer):
+    """A backward pass through `layer`: count it, keep its forward's input, and inside a train call on
+    the model whose first layer it is, keep its batch."""
+    owner, entry = INPUTS.get(id(layer), (None, None))
+    entry = entry if owner is not None and owner() is layer else None
+    BACKWARDS[id(layer)] = (BACKWARDS.get(id(layer), (0, None))[0] + 1, entry)
+    track = CALLING.get(id(layer))
+    if track is not None and track.in_call is not None:
+        track.in_call.append(batch_of(entry))
+
+
+CALLING = {}  # id(first layer) -> the Track of a model whose train call is in progress
+
+
+def first_layer(model):
+    layers = getattr(model, "layers", None)
+    return layers[0] if isinstance(layers, (list, tuple)) and layers else None
+
+
+def track_for(model):
+    if getattr(model, "layers", None) is None:
+        return None
+    track = TRACKS.get(id(model))
+    if track is None or track.model is not model:
+        track = TRACKS[id(model)] = Track(model)
+    return track
+
+
+def sgd_update(track, lr):
+    """An update by the student's sgd_step: the batch of the last backward pass through the first
+    layer that no earlier update used; without one, the last gradients again, or none at all."""
+    layer = first_layer(track.model)
+    count, entry = BACKWARDS.get(id(layer), (0, None))
+    if track.in_call:
+        batch = track.in_call[-1]
+        track.in_call.clear()
+    elif count > track.backwards_used and track.in_call is None:
+        batch = batch_of(entry)
+    elif getattr(type(layer), "__coursekit_watched__", None) is not type(layer):
+        batch = UNKNOWN
+    else:
+        batch = REUSED if count else NO_BACKWARD
+    track.backwards_used = count
+    track.step(lr, batch)
+
+
+def learning_rate(function, args, kwargs):
+    try:
+        return inspect.signature(function).bind(*args, **kwargs).arguments.get("lr")
+    except (TypeError, ValueError):
+        return None
 
 
 def follow(kind, function):
-    """`function` (the student's train or sgd_step), recording each outermost call on a model."""
+    """`function` (the student's train or sgd_step), recording each call on a model (see above)."""
     if getattr(function, "__coursekit_followed__", False) or not callable(function):
         return function
 
     @functools.wraps(function)
     def followed(*args, **kwargs):
         model = args[0] if args else kwargs.get("model")
-        if TRAINING[0] or getattr(model, "layers", None) is None:
+        track = safely(track_for, model) if not (kind == "train" and TRAINING[0]) else None
+        if track is None:
             return function(*args, **kwargs)
-        track = TRACKS.get(id(model))
-        if track is None or track.model is not model:
-            track = TRACKS[id(model)] = Track(model)
-        start = snapshot(model)
-        if track.first_start is None:
-            track.first_start, track.began_in = start, running_cell()
-        elif not same(start, track.last_end) and track.replaced_in is None:
-            track.replaced_in = running_cell()
-        TRAINING[0] += 1
-        try:
-            return function(*args, **kwargs)
-        finally:
-            TRAINING[0] -= 1
-            track.last_end, track.events = snapshot(model), track.events + 1
-            if kind == "train" and len(track.calls) < MAX_TRAIN_CALLS:
-                track.calls.append((function, args, kwargs, start, track.last_end))
+        lr = safely(learning_rate, function, args, kwargs)
+        if kind == "train":
+            return followed_train(track, function, lr, args, kwargs)
+        if not track.checkpoints:
+            safely(track.checkpoint)
+        result = function(*args, **kwargs)
+        safely(sgd_update, track, lr)
+        return result
 
     followed.__coursekit_followed__ = True
     return followed
+
+
+def followed_train(track, function, lr, args, kwargs):
+    """A train call: checkpoints around it; updates it made without sgd_step use its learning rate."""
+    safely(track.checkpoint)
+    layer, steps_before = first_layer(track.model), len(track.steps)
+    track.in_call, CALLING[id(layer)] = [], track
+    TRAINING[0] += 1
+    try:
+        return function(*args, **kwargs)
+    finally:
+        TRAINING[0] -= 1
+        inline, track.in_call = track.in_call, None
+        CALLING.pop(id(layer), None)
+        safely(end_of_call, track, lr, inline, len(track.steps) == steps_before)
+
+
+def end_of_call(track, lr, inline, without_sgd_step):
+    if without_sgd_step:
+        for batch in inline:
+            track.step(lr, batch)
+    track.backwards_used = BACKWARDS.get(id(first_layer(track.model)), (0, None))[0]
+    track.checkpoint()
 
 
 def follow_definitions(namespace):
     for name in FOLLOWED:
         if name in namespace:
             namespace[name] = follow(name, namespace[name])
+    for value in list(namespace.values()):
+        if isinstance(value, type) and value.__module__ == "__main__" and callable(getattr(value, "backward", None)):
+            watch_class(value)
 
 
 class FollowDefinitions:
-    """An IPython AST transformer: after a top-level `def train` / `def sgd_step` in a cell, the
-    function is followed at once (a cell may define train and use it)."""
+    """An IPython AST transformer: after a top-level `def train` / `def sgd_step`, the function is
+    followed at once, and after a top-level class, it is watched (a cell may define and use them)."""
 
     def visit(self, tree):
         import ast
@@ -288,76 +572,53 @@ class FollowDefinitions:
         for node in tree.body:
             body.append(node)
             if isinstance(node, ast.FunctionDef) and node.name in FOLLOWED:
-                call = ast.parse(f"{node.name} = __coursekit_guard.follow({node.name!r}, {node.name})").body[0]
-                body.append(ast.copy_location(call, node))
+                code = f"{node.name} = __coursekit_guard.follow({node.name!r}, {node.name})"
+            elif isinstance(node, ast.ClassDef):
+                code = f"__coursekit_guard.watch_class({node.name})"
+            else:
+                continue
+            body.append(ast.copy_location(ast.parse(code).body[0], node))
         tree.body = body
         return ast.fix_missing_locations(tree)
 
 
-def track_of(model):
-    """The track of the model object itself, else of a model whose training left exactly its
-    parameters (a copy, or a Sequential rebuilt from trained layers)."""
-    track = TRACKS.get(id(model))
-    if track is not None and track.model is model:
-        return track
-    current = snapshot(model)
-    return next((t for t in TRACKS.values() if same(current, t.last_end)), None)
-
-
-def replica(model, start):
-    """A copy of model whose parameters are `start`: a deep copy, or where the model holds tensors that
-    cannot be deep-copied (a graph, where autograd is allowed), a copy of each layer with new params."""
-    try:
-        copied = copy.deepcopy(model)
-    except RuntimeError:
-        copied = copy.copy(model)
-        copied.layers = [copy.copy(layer) for layer in model.layers]
-        for layer in copied.layers:
-            layer.params = dict(layer.params)
-    values = iter(start)
-    for layer in copied.layers:
-        for key in sorted(layer.params):
-            layer.params[key] = next(values).clone()
-    return copied
-
-
-def replay(track):
-    """Each recorded `train` call again, from its recorded start: the largest difference from the
-    parameters it left, and the largest parameter (for a relative tolerance)."""
-    worst, scale = 0.0, 0.0
-    TRAINING[0] += 1
-    try:
-        for function, args, kwargs, start, end in track.calls:
-            model = replica(track.model, start)
-            if args:
-                function(model, *args[1:], **kwargs)
-            else:
-                function(**{**kwargs, "model": model})
-            for replayed, recorded in zip(snapshot(model), end):
-                worst = max(worst, float((replayed.double() - recorded.double()).abs().max()))
-                scale = max(scale, float(recorded.double().abs().max()))
-    finally:
-        TRAINING[0] -= 1
-    return worst, scale
+def find_state(params):
+    """(track, checkpoint position) of a checkpoint equal to params, preferring the latest."""
+    for track in TRACKS.values():
+        for position in range(len(track.checkpoints) - 1, -1, -1):
+            if same(params, track.checkpoints[position][2]):
+                return track, position
+    return None, None
 
 
 def export_training(namespace, names, rec):
-    """For each graded model: how it was trained, and its parameters when training began."""
+    """For each graded model: the record of the training that produced its parameters, up to the
+    checkpoint equal to them (see grading/retrain.py for how the grader reads it)."""
+    for track in TRACKS.values():
+        track.checkpoint()
     for name in names:
         model = namespace.get(name)
-        track = track_of(model) if getattr(model, "layers", None) is not None else None
+        own = TRACKS.get(id(model))
+        track, position = find_state(snapshot(model)) if getattr(model, "layers", None) is not None else (None, None)
         if track is None:
-            rec.meta[name] = {"trained": False, "own_object_trained": id(model) in TRACKS}
+            rec.meta[name] = {"trained": False, "own_object_trained": own is not None and own.model is model}
             continue
-        changed_after = not same(snapshot(model), track.last_end)
-        difference, scale = replay(track) if track.calls else (0.0, 0.0)
-        rec.meta[name] = {"trained": True, "events": track.events, "train_calls": len(track.calls),
-                          "changed_after": changed_after,
-                          "began_in": CELLS.get(track.began_in), "replaced_in": CELLS.get(track.replaced_in),
-                          "replay_difference": difference if math.isfinite(difference) else 1e30,
-                          "replay_scale": scale}
-        for position, value in enumerate(track.first_start or []):
-            rec.value(f"{name}.start.{position}", value)
+        export_track(rec, name, track, position)
+
+
+def export_track(rec, name, track, position):
+    checkpoints = track.checkpoints[:position + 1]
+    steps = track.steps[:checkpoints[-1][0]]
+    sizes = [len(batch) if isinstance(batch, torch.Tensor) else batch for _, batch in steps]
+    rows = [batch for _, batch in steps if isinstance(batch, torch.Tensor)]
+    rec.meta[name] = {"trained": True, "overflow": track.overflow or INCOMPLETE[0],
+                      "checkpoints": [{"step": step, "cell": CELLS.get(cell)} for step, cell, _ in checkpoints]}
+    for index, (_, _, params) in enumerate(checkpoints):
+        for order, value in enumerate(params):
+            rec.value(f"{name}.checkpoint.{index}.{order}", value)
+    rec.value(f"{name}.lr", torch.tensor([lr for lr, _ in steps], dtype=torch.float64))
+    rec.value(f"{name}.batch_sizes", torch.tensor(sizes, dtype=torch.int64))
+    rec.value(f"{name}.rows", torch.cat(rows) if rows else torch.zeros(0, dtype=torch.int64))
 
 
 def autograd_in_use(namespace):
@@ -393,24 +654,28 @@ GUARD = None
 CELLS = {}  # the kernel's execution count -> the cell's index in the notebook (told by the runner)
 
 
-def install(no_autograd):
-    """For the rest of the kernel's life: push the guard, watch the loaders, follow train and
-    sgd_step from their definition; with the no-autograd policy, grad mode off."""
+def install(no_autograd, fingerprint_seed, fingerprint_bits, fingerprint_width):
+    """For the rest of the kernel's life: the guard, the loaders watched, threads followed, train
+    and sgd_step followed from their definition; with the no-autograd policy, grad mode off."""
     global GUARD
+    SHELL[:] = [get_ipython()]  # noqa: F821  (IPython's builtin while this runs)
+    generator = torch.Generator().manual_seed(fingerprint_seed)
+    ROW_WEIGHTS[:] = [torch.randint(0, 2 ** fingerprint_bits, (fingerprint_width,), generator=generator)]
     GUARD = Guard(no_autograd)
     GUARD.install()
     watch_loaders()
-    get_ipython().ast_transformers.append(FollowDefinitions())  # noqa: F821
+    follow_threads(no_autograd)
+    SHELL[0].ast_transformers.append(FollowDefinitions())
     if no_autograd:
         torch.set_grad_enabled(False)
 
 
 def after_cell(index=None, execution=None):
     """What the runner collects after cell `index` (run as `execution`): the guard's new records, data
-    imported, and, under the no-autograd policy, autograd in use. Also whether the guard is in place."""
+    imported, and, under the no-autograd policy, autograd in use. Also whether the guard is intact."""
     if isinstance(execution, int):
         CELLS[execution] = index
-    namespace = get_ipython().user_ns  # noqa: F821
+    namespace = SHELL[0].user_ns
     follow_definitions(namespace)
     records, GUARD.records = GUARD.records, []
     imports, IMPORTS[:] = list(IMPORTS), []

@@ -145,24 +145,32 @@ def probe_sgd_step(ns, inputs, rec):
     rec.step("b", lambda: layers[0].params["b"])
 
 
-class ProbeLinear:
-    """A known-good layer for probing `train` on its own."""
+def row_positions(batch, rows):
+    """The position in `rows` of each row of `batch` (-1 where there is none)."""
+    equal = (batch.reshape(len(batch), 1, -1) == rows.reshape(1, len(rows), -1)).all(2)
+    return torch.where(equal.any(1), equal.long().argmax(1), -1)
 
-    def __init__(self, W, b):
-        self.params, self.grads = {"W": W.clone(), "b": b.clone()}, {}
+
+class ProbeLinear:
+    """A known-good layer for probing `train` on its own; it remembers the rows of `data` that each of
+    its backward passes came from, so that the grader can redo the training on the same batches."""
+
+    def __init__(self, W, b, data):
+        self.params, self.grads, self.data, self.batches = {"W": W.clone(), "b": b.clone()}, {}, data, []
 
     def forward(self, x):
         self.x = x
         return x @ self.params["W"] + self.params["b"]
 
     def backward(self, grad_out):
+        self.batches.append(row_positions(self.x, self.data))
         self.grads = {"W": self.x.T @ grad_out, "b": grad_out.sum(0)}
         return grad_out @ self.params["W"].T
 
 
 class ProbeModel:
-    def __init__(self, W, b):
-        self.layers = [ProbeLinear(W, b)]
+    def __init__(self, W, b, data):
+        self.layers = [ProbeLinear(W, b, data)]
 
     def forward(self, x):
         return self.layers[0].forward(x)
@@ -182,12 +190,16 @@ class ProbeMSE:
 
 def probe_train(ns, inputs, rec):
     x, y = inputs["train.x"], inputs["train.y"]
-    settings = dict(lr=0.05, epochs=4, batch_size=16)
+    settings = dict(lr=float(inputs["train.lr"]), epochs=int(inputs["train.epochs"]),
+                    batch_size=int(inputs["train.batch_size"]))
     for run, seed in (("first", 0), ("again", 0), ("other_seed", 1)):
-        model = ProbeModel(inputs["train.W"], inputs["train.b"])
+        model = ProbeModel(inputs["train.W"], inputs["train.b"], x)
         rec.step(f"{run}.losses", lambda: ns["train"](model, ProbeMSE(), x, y, seed=seed, **settings))
         rec.value(f"{run}.W", model.layers[0].params["W"])
         rec.value(f"{run}.b", model.layers[0].params["b"])
+        batches = model.layers[0].batches
+        rec.value(f"{run}.batch_sizes", torch.tensor([len(b) for b in batches], dtype=torch.int64))
+        rec.value(f"{run}.batches", torch.cat(batches) if batches else torch.zeros(0, dtype=torch.int64))
 
 
 def probe_accuracy(ns, inputs, rec):

@@ -28,6 +28,9 @@ REPORT_FD = 3                   # the runner's end of the report pipe
 PROBE_NAMES = ("names", "linear", "relu", "sequential", "log_softmax", "mse_loss",
                "cross_entropy_loss", "sgd_step", "train", "accuracy", "models", "provenance")
 MAX_RECORDS = 1000              # of each kind of record in a run log
+# Training evidence: a batch row's fingerprint is the sum of its float32 bits times weights drawn from
+# a generator with this seed (instrument.py in the kernel and grading/retrain.py on the host agree).
+FINGERPRINT_SEED, FINGERPRINT_BITS, FINGERPRINT_WIDTH = 20261129, 20, 4096
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,7 @@ class RunLog:
     aborted: str | None = None                              # why the probes stopped early
     replays: int = 0                                        # restarts after a cell left the kernel unusable
     runtime_violations: list[dict] = field(default_factory=list)  # {"cell", "found"}: autograd in use after a cell
-    forbidden_calls: list[dict] = field(default_factory=list)     # {"cell", "line", "api", "dynamic", "rule"}
+    forbidden_calls: list[dict] = field(default_factory=list)     # {"cell", "line", "api", "dynamic", "rule", "within"}
     imported_data: list[dict] = field(default_factory=list)       # {"cell", "line", "api", "dynamic"}
     guard_removed_at: int | None = None                     # the cell after which the guard was gone
 

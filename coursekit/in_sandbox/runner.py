@@ -11,7 +11,9 @@ without the cells that killed it, so one bad cell costs only what depends on it.
 
 Kernels are not started as new Python processes: they are forked from a spawner that this runner
 forks first, before it runs anything of the student's, so every kernel (and every replay) starts with
-the worker's libraries already imported and no state left by a previous kernel.
+the worker's libraries already imported and no state left by a previous kernel. When the worker has
+run the notebook's leading provided cells already (its snapshot), every kernel starts with their
+variables, and those cells are not run again: they get the output the worker recorded.
 """
 from __future__ import annotations
 
@@ -30,7 +32,8 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning import LocalProvisioner
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
-from protocol import GUARD_FILE, INPUTS_FILE, NOTEBOOK_DIR, PROBE_DIR, PROBES_FILE, REPORT_FD, RunLog, RunRequest
+from protocol import (FINGERPRINT_BITS, FINGERPRINT_SEED, FINGERPRINT_WIDTH, GUARD_FILE, INPUTS_FILE, NOTEBOOK_DIR,
+                      PROBE_DIR, PROBES_FILE, REPORT_FD, RunLog, RunRequest)
 
 MAX_REPLAYS = 3
 MAX_EXECUTED_CHARS = 20 * 2**20
@@ -97,13 +100,13 @@ class KernelSpawner:
     """A fork of the runner, made before any kernel exists, that forks a fresh kernel on request.
     It closes `private_fds` first, so that no kernel inherits them."""
 
-    def __init__(self, private_fds: tuple[int, ...] = ()):
+    def __init__(self, private_fds: tuple[int, ...] = (), user_ns: dict | None = None):
         requests, self.requests = os.pipe()
         self.replies, replies = os.pipe()
         if os.fork() == 0:
             for fd in (self.requests, self.replies, *private_fds):
                 os.close(fd)
-            self.serve(requests, replies)
+            self.serve(requests, replies, user_ns)
         os.close(requests)
         os.close(replies)
 
@@ -118,7 +121,7 @@ class KernelSpawner:
         return int(reply)
 
     @staticmethod
-    def serve(requests: int, replies: int) -> None:
+    def serve(requests: int, replies: int, user_ns: dict | None) -> None:
         with os.fdopen(requests) as lines:
             for line in lines:
                 connection_file, cwd = json.loads(line)
@@ -129,7 +132,7 @@ class KernelSpawner:
                     os.setpgid(0, 0)
                     os.chdir(cwd)
                     from ipykernel.kernelapp import IPKernelApp
-                    IPKernelApp.launch_instance(argv=["-f", connection_file])
+                    IPKernelApp.launch_instance(argv=["-f", connection_file], user_ns=user_ns)
                     os._exit(0)
                 try:
                     os.setpgid(pid, pid)
@@ -194,7 +197,7 @@ class CappedClient(NotebookClient):
 
 
 class Runner:
-    def __init__(self, request: RunRequest):
+    def __init__(self, request: RunRequest, snapshot=None):
         self.request = request
         self.notebook_path = request.path(NOTEBOOK_DIR, request.notebook)
         self.notebook = nbformat.read(self.notebook_path, as_version=4)
@@ -203,6 +206,18 @@ class Runner:
         self.autograd_seen: set[str] = set()
         self.executions: dict[int, int] = {}  # the kernel's execution count -> cell index
         self.log = RunLog()
+        self.ran_before = self.cells_in(snapshot)
+
+    def cells_in(self, snapshot) -> dict[int, str]:
+        """Cell index -> recorded output, for the notebook's leading code cells that are the snapshot's
+        (all of them, in order, or none)."""
+        if snapshot is None:
+            return {}
+        code = [(index, cell) for index, cell in enumerate(self.notebook.cells) if cell.cell_type == "code"]
+        leading = code[:len(snapshot.sources)]
+        if [cell.source for _, cell in leading] != list(snapshot.sources):
+            return {}
+        return {index: printed for (index, _), printed in zip(leading, snapshot.outputs)}
 
     def new_client(self) -> CappedClient:
         client = CappedClient(self.notebook, kernel_name="python3", timeout=self.request.cell_seconds,
@@ -246,10 +261,15 @@ class Runner:
         # The worker imported matplotlib's inline backend before this kernel's shell existed: enabling it
         # now registers the shell's PNG formatter, so plots reach the executed notebook as pictures.
         inline = "get_ipython().run_line_magic('matplotlib', 'inline')\n"
-        await self.silent(client, inline + module_setup("coursekit_guard", HERE / GUARD_FILE,
-                                                        f"__coursekit_guard.install({self.request.no_autograd})"), timeout=60)
+        install = (f"__coursekit_guard.install({self.request.no_autograd}, {FINGERPRINT_SEED}, {FINGERPRINT_BITS}, "
+                   f"{FINGERPRINT_WIDTH})")
+        await self.silent(client, inline + module_setup("coursekit_guard", HERE / GUARD_FILE, install), timeout=60)
         for index, cell in enumerate(self.notebook.cells):
             if cell.cell_type != "code" or index in self.fatal_cells:
+                continue
+            if index in self.ran_before:
+                cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=self.ran_before[index])]
+                self.log.cells[index] = "ok"
                 continue
             if time.monotonic() > self.deadline:
                 self.log.cells[index] = "skipped: notebook time limit reached"
@@ -298,8 +318,10 @@ class Runner:
     def where(self, record: dict, index: int) -> dict:
         """A record's cell index (code made at run time: the cell that was running), line and API."""
         execution = record.get("running") if record.get("dynamic") else record.get("execution")
+        within = record.get("within") if isinstance(record.get("within"), list) else []
         return {"cell": self.executions.get(execution, index), "line": record.get("line"),
-                "api": str(record.get("api"))[:100], "dynamic": bool(record.get("dynamic"))}
+                "api": str(record.get("api"))[:100], "dynamic": bool(record.get("dynamic")),
+                "within": [name[:60] for name in within[:20] if isinstance(name, str)]}
 
     async def run_probes(self, client) -> None:
         probe_dir = self.request.path(PROBE_DIR)
@@ -350,11 +372,12 @@ class Runner:
         os.close(fd)
 
 
-def main(argv: list[str]) -> None:
-    """Run the request in argv (`RunRequest.to_argv`); report on REPORT_FD, which the worker opened."""
+def main(argv: list[str], snapshot=None) -> None:
+    """Run the request in argv (`RunRequest.to_argv`), with the worker's snapshot of the leading
+    provided cells if it has one; report on REPORT_FD, which the worker opened."""
     request = RunRequest.from_argv(argv)
-    ForkedProvisioner.spawner = KernelSpawner(private_fds=(REPORT_FD,))
-    runner = Runner(request)
+    ForkedProvisioner.spawner = KernelSpawner(private_fds=(REPORT_FD,), user_ns=snapshot and snapshot.namespace)
+    runner = Runner(request, snapshot)
     try:
         asyncio.run(runner.run())
     finally:

@@ -1,5 +1,8 @@
 """A warm worker: imports the notebook's heavy libraries once, then runs submissions one at a time,
-each in a fresh fork of itself.
+each in a fresh fork of itself, and (inside bubblewrap) in a sandbox of its own: new user, mount
+and PID namespaces in which /tmp and /dev/shm are new empty tmpfs, /dev is read-only (the root
+already is), and the runner is the namespace's init, so every process the submission started,
+in whatever session, dies with it, and nothing it wrote outlives it.
 
 The grader starts this inside the sandbox and talks to it over stdin/stdout, one JSON line each way:
 a request `{"argv": [...runner arguments...], "env": {...}, "threads": n, "log": path}` is answered
@@ -10,11 +13,17 @@ what a submission does to its process cannot reach the next one, and after each 
 it left behind is killed and /tmp emptied. This process is made non-dumpable: a submission runs as the same user but
 cannot ptrace it or read its memory.
 
+The notebook's leading provided cells (the data loading, identical for every student) run once,
+in this process, before any fork: a request names them, and every kernel of every later submission
+starts with their variables (a Snapshot), while the runner shows their recorded output.
+
 Like runner.py, it imports nothing from `coursekit` but `protocol`.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import io
 import json
 import os
 import select
@@ -25,6 +34,10 @@ import traceback
 
 from protocol import REPORT_FD
 
+CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID = 0x00020000, 0x10000000, 0x20000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND = 1, 2, 4, 32, 4096
+PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, CAPABILITY_VERSION_3 = 24, 38, 0x20080522
+LIBC = ctypes.CDLL(None, use_errno=True)
 PRELOAD = ("torch", "fastai.vision.all", "matplotlib.pyplot", "matplotlib_inline.backend_inline",
            "ipykernel.kernelapp", "ipykernel.ipkernel", "nbclient", "nbformat", "safetensors.torch")
 PR_SET_DUMPABLE = 4
@@ -42,10 +55,36 @@ def preload() -> None:
             traceback.print_exc()
 
 
-def run_submission(request: dict, report: int) -> None:
-    """In the fork: become the runner for one submission, reporting on `report`; never returns."""
+class Snapshot:
+    """The notebook's leading provided cells, run in this process: their sources, what they printed,
+    and the namespace they left, which every kernel forked from here starts with."""
+
+    def __init__(self, sources: tuple[str, ...]):
+        self.sources, self.outputs = sources, []
+        self.namespace: dict = {"__name__": "__main__"}
+
+    @classmethod
+    def take(cls, sources: tuple[str, ...]) -> Snapshot | None:
+        snapshot = cls(sources)
+        try:
+            for source in sources:
+                printed = io.StringIO()
+                with contextlib.redirect_stdout(printed):
+                    exec(compile(source, "<provided cell>", "exec"), snapshot.namespace)
+                snapshot.outputs.append(printed.getvalue())
+        except Exception:  # every submission then runs these cells itself
+            traceback.print_exc()
+            return None
+        return snapshot
+
+
+def run_submission(request: dict, report: int, isolated: bool, snapshot: Snapshot | None) -> None:
+    """In the fork: become the runner for one submission, in a sandbox of its own when `isolated`,
+    reporting on `report`; never returns."""
     code = 1
     try:
+        if isolated:
+            own_sandbox(report)
         log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
@@ -59,7 +98,7 @@ def run_submission(request: dict, report: int) -> None:
         import torch
         torch.set_num_threads(int(request["threads"]))
         import runner
-        runner.main(request["argv"])
+        runner.main(request["argv"], snapshot)
         code = 0
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else 1
@@ -69,6 +108,54 @@ def run_submission(request: dict, report: int) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def checked(result: int, what: str) -> None:
+    if result != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"{what}: {os.strerror(error)}")
+
+
+def enter_namespaces(flags: int) -> None:
+    """New namespaces for this process, keeping its user and group ids."""
+    uid, gid = os.getuid(), os.getgid()
+    checked(LIBC.unshare(flags), "unshare")
+    with open("/proc/self/setgroups", "w") as setgroups:
+        setgroups.write("deny")
+    for name, value in (("uid_map", uid), ("gid_map", gid)):
+        with open(f"/proc/self/{name}", "w") as mapping:
+            mapping.write(f"{value} {value} 1")
+
+
+def mount(source: str | None, target: str, kind: str | None, flags: int, data: str | None = None) -> None:
+    encoded = [value.encode() if value else None for value in (source, target, kind, data)]
+    checked(LIBC.mount(encoded[0], encoded[1], encoded[2], flags, encoded[3]), f"mount {target}")
+
+
+def drop_capabilities() -> None:
+    """No capabilities at all, for good, in the namespaces the submission runs in."""
+    for capability in range(64):
+        LIBC.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0)
+    header, data = (ctypes.c_uint32 * 2)(CAPABILITY_VERSION_3, 0), (ctypes.c_uint32 * 6)()
+    checked(LIBC.capset(header, data), "capset")
+    checked(LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+
+
+def own_sandbox(report: int) -> None:
+    """Give the rest of this fork a sandbox of its own (see the module's doc). The second pair of
+    namespaces locks the first one's mounts, so the submission cannot take them away; this process
+    waits for the namespace's init and leaves with its exit status."""
+    enter_namespaces(CLONE_NEWUSER | CLONE_NEWNS)
+    for folder in ("/tmp", "/dev/shm"):
+        mount("tmpfs", folder, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    mount(None, "/dev", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    enter_namespaces(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID)
+    init = os.fork()
+    if init:
+        os.close(report)
+        _, status = os.waitpid(init, 0)
+        os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+    drop_capabilities()
 
 
 def receive_report(pipe: int, runner: int) -> tuple[bytes, int]:
@@ -145,37 +232,6 @@ def reap_children() -> None:
         except ChildProcessError:
             return
 
-
-def clear_tmp() -> None:
-    """Empty the sandbox's /tmp, leaving the sandbox's own mount points (a venv under /tmp) alone."""
-    folders = []
-    for directory, names, files in os.walk("/tmp"):
-        for name in list(names):
-            path = os.path.join(directory, name)
-            if os.path.ismount(path):
-                names.remove(name)
-                continue
-            if os.path.islink(path):
-                names.remove(name)
-                files.append(name)
-                continue
-            folders.append(path)
-            try:
-                os.chmod(path, 0o700)
-            except OSError:
-                pass
-        for name in files:
-            try:
-                os.unlink(os.path.join(directory, name))
-            except OSError:
-                pass
-    for path in reversed(folders):
-        try:
-            os.rmdir(path)
-        except OSError:  # holds a mount point
-            pass
-
-
 def main() -> None:
     isolated = "--isolated" in sys.argv[1:]
     own_uid = "--own-uid" in sys.argv[1:]  # the unprivileged fallback (coursekit/grading/unprivileged.py)
@@ -186,18 +242,20 @@ def main() -> None:
     answers = os.dup(1)
     os.dup2(2, 1)  # stray prints of this process go to its log, never into the answers
     os.write(answers, b'{"ready": true}\n')
+    snapshots: dict[tuple[str, ...], Snapshot | None] = {}
     for line in sys.stdin:
         request = json.loads(line)
+        preamble = tuple(request.get("preamble") or ())
+        if preamble not in snapshots:
+            snapshots[preamble] = Snapshot.take(preamble) if preamble else None
         pipe, report_end = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(pipe)
-            run_submission(request, report_end)
+            run_submission(request, report_end, isolated, snapshots[preamble])
         os.close(report_end)
         report, status = receive_report(pipe, pid)
         sweep(isolated, pid, own_uid)
-        if isolated:
-            clear_tmp()
         answer = {"returncode": os.waitstatus_to_exitcode(status), "report": report.decode("utf-8", "replace")}
         os.write(answers, json.dumps(answer).encode() + b"\n")
 

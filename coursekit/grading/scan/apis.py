@@ -111,6 +111,13 @@ OS_PROCESS = frozenset({
     "system", "popen", "fork", "forkpty", "kill", "killpg", "_exit", "abort",
 })
 DYNAMIC_MODULES = frozenset({"importlib", "builtins", "runpy", "code", "codeop"})
+#: modules that look inside Python, or run code on another thread, out of the guard's sight
+INTROSPECTION_MODULES = frozenset({"gc", "inspect", "threading", "_thread", "concurrent", "sysconfig", "weakref"})
+#: attributes that reach a function's variables, a type's insides or the running frames
+INTROSPECTION_ATTRS = frozenset({
+    "__closure__", "__globals__", "__code__", "__mro__", "__bases__", "__subclasses__", "__dict__",
+    "__defaults__", "__kwdefaults__", "f_back", "f_globals", "f_locals", "tb_frame", "gi_frame", "cr_frame",
+})
 
 #: bare builtins
 DYNAMIC_BUILTINS = frozenset({"exec", "eval", "compile", "__import__"})
@@ -133,6 +140,8 @@ FILE_LIBRARIES = frozenset({
 #: ``get_ipython()`` methods
 IPY_SHELL = frozenset({"system", "system_piped", "system_raw", "getoutput"})
 IPY_DYNAMIC = frozenset({
+    "input_transformers_post", "input_transformers_cleanup", "ast_transformers", "events",
+    "register_magic_function", "register_magics", "set_hook", "set_custom_exc", "compile",
     "run_cell", "run_line_magic", "run_cell_magic", "ex", "ev", "run_code",
     "run_ast_nodes", "safe_execfile", "safe_execfile_ipy", "safe_run_module",
     "magic", "push", "user_ns", "user_global_ns", "transform_cell",
@@ -206,6 +215,10 @@ API_RULES: list[tuple[str, Optional[str], str]] = [
     ("torch.nn.**", "torch.nn", ""),
     ("torch._C._nn.**", "torch.nn", ""),
     ("torch.optim.**", "torch.optim", ""),
+    ("torch.distributions.**", "ready-made-function", "distributions (their normalisation is a softmax)"),
+    ("torch._C.**", "introspection", "reaches torch's C internals, where the grader's guard does not look"),
+    ("torch.ops.**", "introspection", "calls torch's operators directly, where the grader's guard does not look"),
+    ("torch.library.**", "introspection", "changes torch's operators"),
     ("torch.hub.**", "network", "downloads pretrained models"),
     ("torch.utils.model_zoo.**", "network", "downloads pretrained models"),
     ("torch.multiprocessing.**", "process", "uses `torch.multiprocessing` to control processes"),
@@ -229,6 +242,11 @@ API_RULES: list[tuple[str, Optional[str], str]] = [
     ("os.chdir", "file-access", "changes the working directory"),
     ("os.fchdir", "file-access", "changes the working directory"),
     ("sys.modules.**", "dynamic-code", "reaches modules through `sys.modules`"),
+    *[(f"sys.{f}", "introspection", "watches or changes the running code")
+      for f in ("settrace", "setprofile", "_getframe", "addaudithook", "_current_frames", "setswitchinterval")],
+    *[(f"os.{f}", "process", "starts a process group or session that can outlive the notebook")
+      for f in ("setsid", "setpgid", "setpgrp", "daemon")],
+    *[(f"{mod}.**", "introspection", "uses the `{root}` module") for mod in sorted(INTROSPECTION_MODULES)],
     ("sys.exit.**", "process", "stops the Python process"),
     *[(f"{mod}.**", "dynamic-code", "uses the `{root}` module to load or run code")
       for mod in sorted(DYNAMIC_MODULES)],

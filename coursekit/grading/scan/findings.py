@@ -28,6 +28,7 @@ RULES: dict[str, str] = {
     "process": SUSPICIOUS,
     "monkeypatch": SUSPICIOUS,
     "encoded-blob": SUSPICIOUS,
+    "introspection": SUSPICIOUS,
     "syntax": UNPARSABLE,
 }
 MAX_LITERAL_CHARS = 2000  # a longer string or bytes literal in a cell may carry weights or data
@@ -73,6 +74,8 @@ TEMPLATES = {
                "so a person will review it.",
     "monkeypatch": "`{s}` replaces `{d}` from a library; the grader never scores with your "
                    "kernel's functions, but a person will review it.",
+    "introspection": "`{s}` {d}: code that looks inside Python, torch or the grader can step around "
+                     "the grader's checks, so a person will review it.",
 }
 
 

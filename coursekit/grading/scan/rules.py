@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 from . import magics
 from .apis import (ATTR_BUILTINS, AUTOGRAD_ATTRS, AUTOGRAD_BACKWARD_KW, DUNDER_ATTR_METHODS,
                    DYNAMIC_BUILTINS, EXIT_BUILTINS, FASTAI_DISTINCTIVE, FASTAI_FIT_METHODS,
-                   FILE_LIBRARIES, IPYTHON, NAMESPACE_MUTATORS, READY_MADE)
+                   FILE_LIBRARIES, INTROSPECTION_ATTRS, IPYTHON, NAMESPACE_MUTATORS, READY_MADE)
 from .resolver import str_const
 
 if TYPE_CHECKING:
@@ -137,6 +137,12 @@ def builtins_namespace(ctx: Context):
         ctx.report("dynamic-code", detail="reaches the builtins directly")
 
 
+def grader_name(ctx: Context):
+    """``__coursekit_guard``: the grader's own objects in the kernel."""
+    if "coursekit" in ctx.node.id.lower():
+        ctx.report("introspection", detail="reaches the grader's instrumentation")
+
+
 def free_builtin(ctx: Context):
     """Builtins that run code, stop the process or look attributes up by name."""
     name = ctx.node.id
@@ -183,8 +189,25 @@ def module_namespace(ctx: Context):
 
 
 def autograd_attribute(ctx: Context):
-    if ctx.attr in AUTOGRAD_ATTRS and is_autograd_use(ctx):
+    if ctx.attr in AUTOGRAD_ATTRS and not switches_off(ctx) and is_autograd_use(ctx):
         ctx.report("autograd", detail=f" (`.{ctx.attr}`)")
+
+
+def switches_off(ctx: Context) -> bool:
+    """Reading ``x.requires_grad``, or ``x.requires_grad_(False)``: saying "no gradient" is not autograd."""
+    if ctx.attr == "requires_grad":
+        return not ctx.store
+    call = ctx.call
+    return (ctx.attr == "requires_grad_" and call is not None and bool(call.args)
+            and isinstance(call.args[0], ast.Constant) and not call.args[0].value)
+
+
+def introspection_attribute(ctx: Context):
+    """``f.__closure__``, ``type(t).__mro__``, ``frame.f_back``: except a student's own ``self.__dict__``."""
+    if ctx.attr in INTROSPECTION_ATTRS and not (ctx.attr == "__dict__" and ctx.resolver.is_self(ctx.receiver)):
+        ctx.report("introspection", detail="looks inside a function, a type or the running frames")
+    elif "coursekit" in ctx.attr.lower():
+        ctx.report("introspection", detail="reaches the grader's instrumentation")
 
 
 def is_autograd_use(ctx: Context) -> bool:
@@ -261,9 +284,34 @@ def subscript_path(ctx: Context):
 
 
 def requires_grad_keyword(ctx: Context):
+    """``requires_grad=True`` is autograd, ``requires_grad=False`` is not; a value or ``**`` keywords
+    the checker cannot read, passed to torch, go to a person."""
     for kw in ctx.node.keywords:
         if kw.arg == "requires_grad":
-            ctx.report("autograd", kw, " (`requires_grad=`)")
+            _requires_grad_value(ctx, kw, kw.value)
+        elif kw.arg is None:
+            keys = _literal_keywords(kw.value)
+            if keys is not None and "requires_grad" in keys:
+                _requires_grad_value(ctx, kw, keys["requires_grad"])
+            elif keys is None and (ctx.func_path or "").startswith("torch."):
+                ctx.report("dynamic-code", kw, "passes keywords the checker cannot read (`**`) to torch")
+
+
+def _requires_grad_value(ctx: Context, node, value) -> None:
+    if not isinstance(value, ast.Constant):
+        ctx.report("dynamic-code", node, "sets `requires_grad` to a value computed at run time")
+    elif value.value:
+        ctx.report("autograd", node, " (`requires_grad=`)")
+
+
+def _literal_keywords(node) -> Optional[dict]:
+    """The keywords of ``**{"a": 1}`` or ``**dict(a=1)``, or None when they cannot be read."""
+    if isinstance(node, ast.Dict) and all(str_const(k) is not None for k in node.keys):
+        return {str_const(k): v for k, v in zip(node.keys, node.values)}
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict"
+            and not node.args and all(kw.arg for kw in node.keywords)):
+        return {kw.arg: kw.value for kw in node.keywords}
+    return None
 
 
 def ipython_call(ctx: Context):
@@ -385,9 +433,9 @@ def imported_path(ctx: Context):
 #: node kind -> its rules, in the order they run (the first message for a
 #: cell, line and rule is the one kept)
 REGISTRY: dict[str, tuple[Callable[[Context], Optional[str]], ...]] = {
-    "name": (builtins_namespace, free_builtin, name_path),
+    "name": (builtins_namespace, grader_name, free_builtin, name_path),
     "attribute": (attribute_path, attribute_name, module_namespace),
-    "attribute-name": (autograd_attribute, ready_made_method, fastai_fit, fastai_distinctive),
+    "attribute-name": (autograd_attribute, introspection_attribute, ready_made_method, fastai_fit, fastai_distinctive),
     "subscript": (namespace_subscript, subscript_path),
     "call": (requires_grad_keyword, ipython_call, import_call_path, set_grad_enabled,
              attribute_builtins, dunder_attribute_methods, operator_getters,

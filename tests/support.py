@@ -1,0 +1,253 @@
+"""Shared test helpers: a reference solution, trained and probed without a sandbox.
+
+The reference solution (plain torch, written here) is exec'd as `__main__`, like a notebook's cells,
+with the real training recorder of coursekit/in_sandbox/instrument.py following its `train` and
+`sgd_step` (the guard itself is not installed: it would patch torch for the whole test process). It
+trains the three graded models on a made-up subset, then the real probes (in_sandbox/probes.py) export
+what the grader reads, through safetensors and JSON as in a grading run."""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import types
+
+import torch
+from safetensors.torch import load, save
+
+from conftest import ROOT
+from coursekit.config import Floors
+from coursekit.grading.checks import Context
+from coursekit.grading.probe_data import PROBE_NAMES, ProbeOutput, make_inputs
+from coursekit.grading.retrain import row_weights
+
+
+def load_module(name: str, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SANDBOX_PROBE = load_module("sandbox_probe_under_test", ROOT / "coursekit" / "in_sandbox" / "probes.py")
+
+# What a student's notebook defines: run as `__main__`, like the notebook's own cells.
+REFERENCE = '''
+import torch
+
+
+class Linear:
+    def __init__(self, n_in, n_out):
+        self.params = {"W": torch.randn(n_in, n_out) * (2 / n_in) ** 0.5, "b": torch.zeros(n_out)}
+        self.grads = {}
+
+    def forward(self, x):
+        self.x = x
+        return x @ self.params["W"] + self.params["b"]
+
+    def backward(self, grad_out):
+        self.grads = {"W": self.x.T @ grad_out, "b": grad_out.sum(0)}
+        return grad_out @ self.params["W"].T
+
+
+class ReLU:
+    def __init__(self):
+        self.params, self.grads = {}, {}
+
+    def forward(self, x):
+        self.mask = x > 0
+        return torch.where(self.mask, x, torch.zeros_like(x))
+
+    def backward(self, grad_out):
+        return torch.where(self.mask, grad_out, torch.zeros_like(grad_out))
+
+
+class Sequential:
+    def __init__(self, *layers):
+        self.layers = list(layers)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, grad_out):
+        for layer in reversed(self.layers):
+            grad_out = layer.backward(grad_out)
+        return grad_out
+
+
+def log_softmax(logits):
+    shifted = logits - logits.max(dim=1, keepdim=True).values
+    return shifted - shifted.exp().sum(dim=1, keepdim=True).log()
+
+
+class MSELoss:
+    def forward(self, pred, target):
+        self.shape, self.diff = pred.shape, pred.reshape(-1) - target
+        return (self.diff ** 2).mean()
+
+    def backward(self):
+        return (2 * self.diff / self.diff.numel()).reshape(self.shape)
+
+
+class CrossEntropyLoss:
+    def forward(self, logits, target):
+        self.logits, self.target = logits, target
+        return -log_softmax(logits)[torch.arange(len(target)), target].mean()
+
+    def backward(self):
+        n, c = self.logits.shape
+        return (log_softmax(self.logits).exp() - torch.eye(c)[self.target]) / n
+
+
+def sgd_step(model, lr):
+    for layer in model.layers:
+        for key in layer.params:
+            layer.params[key] -= lr * layer.grads[key]
+
+
+def train(model, loss_fn, x, y, lr, epochs, batch_size, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    losses = []
+    for _ in range(epochs):
+        order, total = torch.randperm(len(x), generator=generator), 0.0
+        for start in range(0, len(x), batch_size):
+            batch = order[start:start + batch_size]
+            loss = loss_fn.forward(model.forward(x[batch]), y[batch])
+            model.backward(loss_fn.backward())
+            sgd_step(model, lr)
+            total += float(loss) * len(batch)
+        losses.append(total / len(x))
+    return losses
+
+
+def accuracy(logits, y):
+    return float((logits.argmax(dim=1) == y).float().mean())
+'''
+
+# The grader's subset, made up: the label is in the pixels (one-hot in the first ten, on a noisy
+# background in [0, 1] like MNIST's), 20 training and 10 test images per digit.
+G = torch.Generator().manual_seed(1234)
+
+
+def images(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    y = torch.arange(count) % 10
+    noise = torch.randint(0, 64, (count, 784), generator=G).float() / 255
+    return torch.maximum(noise, torch.cat([torch.eye(10)[y], torch.zeros(count, 774)], dim=1)), y
+
+
+X, Y = images(200)
+X_TEST, Y_TEST = images(100)
+
+TRAINING = '''
+torch.manual_seed(0)
+regression_model = Sequential(Linear(784, 1))
+regression_losses = train(regression_model, MSELoss(), x, y.float(), lr=0.01, epochs=20, batch_size=20)
+logistic_model = Sequential(Linear(784, 10))
+logistic_losses = train(logistic_model, CrossEntropyLoss(), x, y, lr=0.05, epochs=2, batch_size=20)
+mlp_model = Sequential(Linear(784, 30), ReLU(), Linear(30, 10))
+mlp_losses = train(mlp_model, CrossEntropyLoss(), x, y, lr=0.2, epochs=10, batch_size=10)
+'''
+
+
+class Shell:
+    """What the training recorder asks of IPython."""
+
+    def __init__(self, namespace: dict):
+        self.compile = types.SimpleNamespace(_filename_map={})
+        self.execution_count, self.user_ns, self.ast_transformers = 1, namespace, []
+
+
+def student_namespace() -> dict:
+    """The reference solution, its three models trained under the training recorder."""
+    ns: dict = {"__name__": "__main__"}
+    recorder = load_module("coursekit_guard_under_test", ROOT / "coursekit" / "in_sandbox" / "instrument.py")
+    recorder.SHELL[:] = [Shell(ns)]
+    recorder.ROW_WEIGHTS[:] = [row_weights()]
+    exec(compile(REFERENCE, "<reference solution>", "exec"), ns)
+    recorder.follow_definitions(ns)
+    ns["__coursekit_guard"] = recorder
+    with torch.inference_mode():
+        exec(compile(TRAINING, "<reference training>", "exec"), {**ns, "x": X, "y": Y}, ns)
+    return ns
+
+
+def exported(rec) -> ProbeOutput:
+    """Through the same formats as a real export: safetensors and JSON."""
+    meta = json.loads(json.dumps(rec.meta))
+    return ProbeOutput(load(save(rec.tensors)), meta, error=meta.get("error"))
+
+
+@functools.cache
+def perfect_outputs(seed: int) -> dict[str, ProbeOutput]:
+    torch.manual_seed(seed)  # the reference Linear's initialisation
+    inputs, ns, outputs = make_inputs(seed), student_namespace(), {}
+    for name in PROBE_NAMES:
+        rec = SANDBOX_PROBE.Recorder()
+        with torch.inference_mode():
+            SANDBOX_PROBE.PROBES[name](ns, inputs, rec)
+        outputs[name] = exported(rec)
+    return outputs
+
+
+def model_metrics(outputs: dict[str, ProbeOutput]) -> dict[str, float]:
+    """The models' test MSE and accuracies, as the grader recomputes them."""
+    tensors = outputs["models"].tensors
+
+    def forward(name, count):
+        x = X_TEST
+        for position in range(count):
+            if f"{name}.{position}.params.W" in tensors:
+                x = x @ tensors[f"{name}.{position}.params.W"] + tensors[f"{name}.{position}.params.b"]
+            else:
+                x = x.clamp(min=0)
+        return x
+    return {"regression": float((forward("regression_model", 1).reshape(-1) - Y_TEST).pow(2).mean()),
+            "logistic": float((forward("logistic_model", 1).argmax(1) == Y_TEST).float().mean()),
+            "mlp": float((forward("mlp_model", 3).argmax(1) == Y_TEST).float().mean())}
+
+
+def floors_for(outputs: dict[str, ProbeOutput]) -> Floors:
+    """Floors the trained models clear with a small margin."""
+    metrics = model_metrics(outputs)
+    return Floors(regression_mse=metrics["regression"] + 0.5, logistic_accuracy=metrics["logistic"] - 0.05,
+                  mlp_accuracy=metrics["mlp"] - 0.05)
+
+
+def context(seed: int, outputs: dict[str, ProbeOutput] | None = None) -> Context:
+    import copy
+
+    outputs = outputs if outputs is not None else copy.deepcopy(perfect_outputs(seed))
+    return Context(outputs, make_inputs(seed), X_TEST, Y_TEST, X, Y, floors_for(perfect_outputs(seed)))
+
+
+
+def grade_catalogue(tmp_path_factory, cases: dict, files: dict | None = None, build_notebook=None) -> tuple:
+    """Grade every case (student name -> edits of the complete solution) in one parallel batch in the
+    real sandbox, on a copy of the course; (course, {student: Submission}). `files`: student -> {name:
+    () -> bytes} of other files; `build_notebook(course, edits)` makes a case's notebook (examples.build)."""
+    import shutil
+
+    import nbformat
+
+    from coursekit.config import Course
+    from coursekit.examples import build
+    from coursekit.grading.batch import grade_class
+    from coursekit.grading.pipeline import tree_digest
+
+    root = tmp_path_factory.mktemp("course")
+    for folder in ("source", "release"):
+        shutil.copytree(ROOT / folder, root / folder)
+    shutil.copy(ROOT / "course.toml", root / "course.toml")
+    course = Course(root)
+    for name, edits in cases.items():
+        folder = course.submission(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        nbformat.write((build_notebook or build)(course, edits), folder / course.notebook_name)
+        for filename, content in (files or {}).get(name, {}).items():
+            (folder / filename).write_bytes(content())
+    before = tree_digest(root / "submitted")
+    results = grade_class(course, list(cases), jobs=2, require_sandbox=True, progress=False)
+    assert tree_digest(root / "submitted") == before, "grading must never modify a submission"
+    return course, {r.student: r for r in results}
