@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
+from typing import Callable
+
+from dateutil import parser as date_parser
 
 from coursekit import ASSIGNMENT
 
@@ -25,9 +28,27 @@ class Setting:
     kind: type | tuple[type, ...]
     choices: tuple = ()
     positive: bool = False
+    bounds: tuple[float, float] | None = None       # inclusive
+    check: Callable[[object], str | None] | None = None  # what was expected, when the value is wrong
 
 
 NUMBER = (int, float)
+# Two defaults that differ in every field a due date must state: dateutil fills a missing field from
+# its default, so "friday" or "2026-12-04" parse to different moments and are refused as incomplete.
+DATE_DEFAULTS = (datetime(2000, 1, 1, 0, 0), datetime(2001, 2, 2, 1, 1))
+
+
+def due_date_problem(value: object) -> str | None:
+    """None when value names one moment (a TOML date-time, or text with a date and a time)."""
+    if value == "" or isinstance(value, datetime):
+        return None
+    expected = 'a date and time such as "2026-12-04 23:59:00 UTC" (no zone means UTC), or "" for none'
+    try:
+        moments = {date_parser.parse(str(value), default=default) for default in DATE_DEFAULTS}
+    except (ValueError, OverflowError):
+        return expected
+    return None if len(moments) == 1 else expected
+
 SCHEMA: dict[str, dict[str, Setting]] = {
     "policy": {"no_autograd": Setting(True, bool)},
     "limits": {"memory_gib": Setting(4, NUMBER, positive=True),       # per submission, whole sandbox
@@ -39,9 +60,10 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     "floors": {"regression_mse": Setting(4.0, NUMBER, positive=True),  # test MSE at most this
                "logistic_accuracy": Setting(0.87, NUMBER, positive=True),
                "mlp_accuracy": Setting(0.90, NUMBER, positive=True)},
-    "late": {"due": Setting("", (str, datetime)),  # a TOML date-time, or text nbgrader's parse_utc reads
+    "late": {"due": Setting("", (str, datetime), check=due_date_problem),  # read by nbgrader's parse_utc
              "policy": Setting("none", str, LATE_METHODS),
-             "percent_per_day": Setting(0, NUMBER), "grace_minutes": Setting(0, NUMBER)},
+             "percent_per_day": Setting(0, NUMBER, bounds=(0, 100)),
+             "grace_minutes": Setting(0, NUMBER, bounds=(0, float("inf")))},
     "collect": {"repo_prefix": Setting("", str),  # empty: the assignment's name with dashes
                 "lms_pattern": Setting(CANVAS_PATTERN, str), "lms_timezone": Setting("UTC", str)},
     "lms": {"canvas_match_column": Setting("ID", str), "moodle_match_column": Setting("Email address", str),
@@ -91,11 +113,23 @@ def checked(value: object, setting: Setting, where: str) -> object:
     if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
         expected = {bool: "true or false", int: "a whole number", str: "a string"}.get(kinds[0], "a number")
         raise ConfigError(f"{where} = {value!r}: expected {expected}")
-    if setting.choices and value not in setting.choices:
-        raise ConfigError(f"{where} = {value!r}: expected one of {', '.join(map(repr, setting.choices))}")
-    if setting.positive and not value > 0:
-        raise ConfigError(f"{where} = {value!r}: expected a number above 0")
+    problem = value_problem(value, setting)
+    if problem:
+        raise ConfigError(f"{where} = {value!r}: expected {problem}")
     return value
+
+
+def value_problem(value: object, setting: Setting) -> str | None:
+    """What was expected, for a value of the right type that the setting still refuses."""
+    if setting.choices and value not in setting.choices:
+        return f"one of {', '.join(map(repr, setting.choices))}"
+    number = value if isinstance(value, (int, float)) else None
+    if setting.positive and number is not None and not number > 0:
+        return "a number above 0"
+    if setting.bounds and number is not None and not setting.bounds[0] <= number <= setting.bounds[1]:
+        low, high = setting.bounds
+        return f"a number from {low:g}" + (f" to {high:g}" if high < float("inf") else " up")
+    return setting.check(value) if setting.check else None
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,13 @@ def test_the_repositorys_config_is_valid_and_read_once(tmp_path):
     ("[policy]\nno_autograd = 1\n", "[policy] no_autograd = 1: expected true or false"),
     ("[limits]\nprocesses = true\n", "expected a whole number"),
     ("[late]\npolicy = 'halve'\n", "expected one of 'none', 'zero', 'percent_per_day'"),
+    ("[late]\npercent_per_day = -10\n", "[late] percent_per_day = -10: expected a number from 0 to 100"),
+    ("[late]\npercent_per_day = 150\n", "expected a number from 0 to 100"),
+    ("[late]\ngrace_minutes = -5\n", "[late] grace_minutes = -5: expected a number from 0 up"),
+    ("[late]\ndue = 'next friday'\n", "[late] due = 'next friday': expected a date and time such as"),
+    ("[late]\ndue = 'friday'\n", "expected a date and time"),
+    ("[late]\ndue = '2026-12-04'\n", "expected a date and time"),
+    ("[late]\ndue = '2026-13-04 10:00'\n", "expected a date and time"),
     ("policy = 3\n", "policy must be a section"),
     ("[limits\n", "not valid TOML"),
 ])
@@ -48,6 +55,22 @@ def test_a_wrong_setting_is_a_clear_error(tmp_path, text, words):
     (tmp_path / "course.toml").write_text(text)
     with pytest.raises(ConfigError, match=".*".join(map(__import__("re").escape, [words]))):
         Course(tmp_path).settings
+
+
+@pytest.mark.parametrize("due", ["'2026-12-04 23:59:00 UTC'", "'2026-12-04T23:59:00+01:00'", "2026-12-04T23:59:00Z",
+                                 "2026-12-04T23:59:00", "''"])
+def test_a_due_date_with_a_date_and_a_time_is_accepted(tmp_path, due):
+    (tmp_path / "course.toml").write_text(f"[late]\ndue = {due}\n")
+    assert Course(tmp_path).settings.sections["late"]["due"] is not None
+
+
+@pytest.mark.parametrize("late", ["percent_per_day = -10", "due = 'next friday'"])
+def test_the_command_line_stops_at_a_wrong_late_policy_in_one_line(tmp_path, caplog, capsys, late):
+    from coursekit.cli import main
+
+    (tmp_path / "course.toml").write_text(f"[late]\n{late}\n")
+    assert main(["--root", str(tmp_path), "export"]) == 2
+    assert "[late]" in caplog.text and "Traceback" not in caplog.text + capsys.readouterr().err
 
 
 def test_the_command_line_stops_at_a_wrong_setting(tmp_path, caplog):
