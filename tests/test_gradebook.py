@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import warnings
 
 import nbformat
 import pytest
@@ -70,6 +71,20 @@ def test_auto_scores_are_recorded_and_written_answers_await_a_grader(course):
     total = student_totals(course)["alice"]
     assert (total.total, total.max_score) == (80, 100)
     assert total.manual_pending == ["comparison_answer", "reflection_answer", "regression_answer"]
+
+
+def test_recording_raises_no_sqlalchemy_warning(course):
+    from sqlalchemy.exc import SAWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SAWarning)
+        record_submission(course, result(course, "alice", 1.0))
+        record_submission(course, result(course, "alice", 0.5))
+        student_totals(course)
+    with open_gradebook(course) as gradebook:
+        notebook = gradebook.find_submission_notebook(NOTEBOOK, NOTEBOOK, "alice")
+        assert len(notebook.grades) == len(load_rubric(course.source_notebook).cells)
+        assert len(notebook.comments) == len(gradebook.find_notebook(NOTEBOOK, NOTEBOOK).solution_cells) > 0
 
 
 def test_regrading_updates_without_duplicates_and_keeps_manual_grades(course):

@@ -94,13 +94,22 @@ def record_submission(course: Course, result: Submission) -> StudentTotal:
     with open_gradebook(course) as gradebook:
         gradebook.update_or_create_assignment(course.assignment, duedate=policy.due)
         gradebook.update_or_create_student(result.student)
-        gradebook.update_or_create_submission(course.assignment, result.student,
-                                              timestamp=read_timestamp(course.submission(result.student)))
+        update_or_create_submission(gradebook, course, result.student)
         save_auto_grades(gradebook, course, result)
         if result.executed is not None:
             save_auto_comments(gradebook, course, result.student, result.executed)
         assign_late_penalty(gradebook, course, result.student, policy)
         return student_total(gradebook, course, result.student, manual_grade_ids(course))
+
+
+def update_or_create_submission(gradebook: Gradebook, course: Course, student: str) -> None:
+    """nbgrader's, with autoflush held until it adds the new submission to the session: it builds the
+    submission's notebooks, grades and comments first and reads the assignment's notebooks and cells
+    meanwhile, which autoflushes objects not yet in the session (SQLAlchemy 2 no longer adds them through
+    the backrefs) and warns "not in session". Its own `db.add` then adds them all."""
+    with gradebook.db.no_autoflush:
+        gradebook.update_or_create_submission(course.assignment, student,
+                                              timestamp=read_timestamp(course.submission(student)))
 
 
 def save_auto_grades(gradebook: Gradebook, course: Course, result: Submission) -> None:
