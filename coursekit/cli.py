@@ -41,6 +41,10 @@ def cmd_autograde(args) -> int:
     from coursekit.grading.bubblewrap import SandboxUnavailable
 
     course = Course(args.root.resolve())
+    missing = [student for student in args.students if not course.submission(student).is_dir()]
+    if missing:
+        print(f"error: {no_submission(course, missing)}", file=sys.stderr)
+        return 2
     students = shard(args.students or course.students(), args.shard)
     try:
         results = grade_class(course, students, jobs=args.jobs, require_sandbox=args.require_sandbox)
@@ -51,6 +55,18 @@ def cmd_autograde(args) -> int:
     print(f"\nGrades: {course.root / 'grades.csv'}; per student: autograded/<student>/{course.assignment}/results.json, "
           f"feedback/<student>/{course.assignment}/")
     return 0
+
+
+def no_submission(course, missing: list[str]) -> str:
+    """Why nothing is graded for these names, with the submission folders that do exist."""
+    import difflib
+
+    existing = course.students()
+    folder = course.submission(missing[0]).relative_to(course.root)
+    guesses = [match for name in missing for match in difflib.get_close_matches(name, existing, n=1)]
+    return (f"no submission for {', '.join(missing)} ({folder}/ does not exist); nothing was graded. "
+            + (f"Did you mean {', '.join(guesses)}? " if guesses else "")
+            + f"submitted/ has {len(existing)}: {', '.join(existing[:30])}{' ...' if len(existing) > 30 else ''}")
 
 
 def cmd_export(args) -> int:

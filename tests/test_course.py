@@ -188,3 +188,15 @@ def test_guard_records_become_violations_of_the_students_cells_only():
         ("log_softmax", 3, 2, "runtime-ready-made"), ("log_softmax", 4, None, "runtime-ready-made"),
         ("train", 9, None, "runtime-guard-removed")]
     assert found[1].message.startswith("`torch.log_softmax` was called by code created at run time")
+
+
+def test_autograding_a_misspelt_student_is_an_error_that_names_the_submissions(tmp_path, capsys):
+    from coursekit.cli import main
+
+    for name in ("alice", "bob"):
+        Course(tmp_path).submission(name).mkdir(parents=True)
+    assert main(["--root", str(tmp_path), "autograde", "alcie", "bob"]) == 2
+    error = capsys.readouterr().err
+    assert "no submission for alcie (submitted/alcie/classifier_from_scratch/ does not exist)" in error
+    assert "Did you mean alice?" in error and "submitted/ has 2: alice, bob" in error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["submitted"]  # no gradebook, grades or feedback
