@@ -137,3 +137,18 @@ def test_the_review_list_puts_violations_first_then_by_student_and_cell(tmp_path
     with open(tmp_path / "grades.csv", newline="") as handle:
         flags = {r["student"]: (r["violations"], r["needs_review"]) for r in csv.DictReader(handle)}
     assert flags == {"amy": ("0", "yes"), "bob": ("1", "yes"), "cat": ("0", "no")}
+
+
+def test_the_class_summary_counts_students_in_whole_numbers():
+    import matplotlib.pyplot as plt
+
+    from coursekit.grading.report import summary_figure
+
+    failing = {"name": "Part 1: test_linear", "score": 0, "max_score": 8}
+    results = {"ann": {"score": 80, "tests": [failing]}, "bob": {"score": 42, "tests": [failing]}, "cid": {"score": 42}}
+    figure = summary_figure(results)
+    histogram, failures = figure.axes
+    figure.canvas.draw()
+    for ticks in (histogram.get_yticks(), failures.get_xticks()):
+        assert len(ticks) >= 2 and all(float(tick).is_integer() for tick in ticks)
+    plt.close(figure)

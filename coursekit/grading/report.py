@@ -166,10 +166,21 @@ def write_review_list(results: dict[str, dict], path: Path) -> None:
 
 
 def class_summary_picture(results: dict[str, dict], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    figure = summary_figure(results)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+
+
+def summary_figure(results: dict[str, dict]):
+    """Score histogram and the most failed checks; both count students, in whole numbers."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     scores = [data.get("score", 0) for data in results.values()]
     failed: dict[str, int] = {}
@@ -183,12 +194,12 @@ def class_summary_picture(results: dict[str, dict], path: Path) -> None:
     to_review = sum(bool(review_of(data)) for data in results.values())
     left.set(title=f"Autograded scores ({len(scores)} students, {to_review} need a person: review.csv)",
              xlabel="points", ylabel="students")
+    left.yaxis.set_major_locator(MaxNLocator(integer=True))
     right.barh([name for name, _ in worst][::-1], [count for _, count in worst][::-1])
     right.set(title="Most failed checks", xlabel="students who lost points")
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
+    return figure
 
 
 def table(results: list[Submission]) -> str:
