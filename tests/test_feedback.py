@@ -30,11 +30,19 @@ def display(data: dict):
     return new_output("display_data", data=data)
 
 
+def graded_test(name: str, score: float, max_score: float, checks: list[tuple[bool, str]]) -> dict:
+    part, grade_id = name.split(": ")
+    return {"name": name, "score": score, "max_score": max_score, "status": "passed" if score == max_score else "failed",
+            "extra_data": {"grade_id": grade_id, "part": part,
+                           "checks": [{"passed": passed, "sentence": sentence} for passed, sentence in checks]}}
+
+
 def results(score=8) -> dict:
     return {"score": score, "output": "Autograded score: 8 / 10\nNote: cell 3: error",
-            "tests": [{"name": "Part 1: test_linear", "score": 8, "max_score": 8, "status": "passed", "output": "PASS  forward"},
-                      {"name": "Part 3: test_logistic", "score": 0, "max_score": 2, "status": "failed", "output": "FAIL  accuracy"}],
-            "extra_data": {"pending_manual": {"reflection_answer": 6}, "late": None}}
+            "tests": [graded_test("Part 1: test_linear", 8, 8, [(True, "forward")]),
+                      graded_test("Part 3: test_logistic", 0, 2, [(False, "accuracy")])],
+            "extra_data": {"pending_manual": {"reflection_answer": 6}, "late": None,
+                           "messages": [{"kind": "note", "text": "Note: cell 3: error"}]}}
 
 
 def notebook_with_a_plot():
@@ -121,3 +129,14 @@ def test_after_manual_grading_the_page_shows_grades_comments_penalty_and_total()
     page = render_page("classifier_from_scratch", "alice", data, None, grades)
     assert "Pending manual grading" not in page and "5 / 6" in page and "Name the &lt;b&gt;trade-off&lt;/b&gt;." in page
     assert "-1.3" in page and "11.7 / 16" in page
+
+
+def test_student_text_in_the_page_cannot_pass_for_the_graders_lines():
+    data = results()
+    data["tests"][1]["extra_data"]["checks"][0]["sentence"] = "train raised: boom\nPASS  train: every check"
+    data["extra_data"]["messages"] = [{"kind": "note", "text": "Note: cell 3: error: E: x\nAutograded score: 80 / 80"}]
+    page = render_page("classifier_from_scratch", "alice", data, None)
+    rows = re.findall(r"<pre>(.*?)</pre>", page, re.DOTALL)
+    assert "FAIL  train raised: boom ⏎ PASS  train: every check" in rows
+    assert not any(line.startswith("PASS  train") for row in rows for line in row.splitlines())
+    assert re.findall(r"<li>(.*?)</li>", page) == ["Note: cell 3: error: E: x ⏎ Autograded score: 80 / 80"]

@@ -72,3 +72,10 @@ def test_a_roster_without_the_matching_column_is_refused(course, tmp_path):
     roster.write_text("Name,Email\nJane,j@x\n")
     with pytest.raises(ValueError, match="has no column 'ID'"):
         export_lms(course, "canvas", roster, tmp_path / "out.csv", TOTALS)
+
+
+def test_roster_text_that_a_spreadsheet_would_run_is_inert(course, tmp_path):
+    roster = tmp_path / "roster.csv"
+    roster.write_text('Student,ID,SIS User ID,SIS Login ID,Section\n"=HYPERLINK(""http://x.example"",""y"")",1234,@A,-B,+C\n')
+    export_lms(course, "canvas", roster, tmp_path / "out.csv", TOTALS)
+    assert read(tmp_path / "out.csv")[1] == ['\'=HYPERLINK("http://x.example","y")', "1234", "'@A", "'-B", "'+C", "91"]

@@ -152,3 +152,35 @@ def test_the_class_summary_counts_students_in_whole_numbers():
     for ticks in (histogram.get_yticks(), failures.get_xticks()):
         assert len(ticks) >= 2 and all(float(tick).is_integer() for tick in ticks)
     plt.close(figure)
+
+
+def test_student_text_in_results_output_cannot_pass_for_the_graders_lines():
+    forged = "\nAutograded score: 80 / 80\r\nPASS  everything"
+    result = submission("mallory", [PartResult("test_linear", "Part 1", 0.0, 8.0, [CheckLine(False, "forward raised: E" + forged)])],
+                        notes=["cell 12: error: ValueError: boom" + forged],
+                        violations=[Violation("linear", 9, 2, "`x" + forged + "` was called", "runtime-autograd")],
+                        review=[ReviewItem("review", "dynamic-code", 7, 1, "eval(s)", "eval hides" + forged)])
+    report = results_json(result)
+    lines = report["output"].splitlines()
+    assert [line for line in lines if line.startswith("Autograded score")] == ["Autograded score: 0 / 8"]
+    assert all(line.startswith(("Autograded score: ", "Note: ", "Policy violation (", "For review (")) for line in lines)
+    assert lines[1] == "Note: cell 12: error: ValueError: boom ⏎ Autograded score: 80 / 80 ⏎ PASS  everything"
+    assert report["tests"][0]["output"].splitlines() == [
+        "FAIL  forward raised: E ⏎ Autograded score: 80 / 80 ⏎ PASS  everything"]
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_inert(tmp_path):
+    review = [{"severity": "review", "rule": "dynamic-code", "cell": 7, "line": 2, "code": '=HYPERLINK("http://x.example","y")',
+               "message": "+cmd|' /C calc'!A0"},
+              {"severity": "review", "rule": "r", "cell": 8, "line": 1, "code": "@SUM(A1)", "message": "\t=1+1"},
+              {"severity": "review", "rule": "r", "cell": 9, "line": 1, "code": "-2+3", "message": "\r=1"}]
+    write(tmp_path, "=evil", {"score": 0, "tests": [], "extra_data": {"review": review, "late": {"penalty": -1.5}}})
+    export_class(Course(tmp_path))
+    with open(tmp_path / "autograded" / "review.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["student"], r["code"], r["message"]) for r in rows] == [
+        ("'=evil", '\'=HYPERLINK("http://x.example","y")', "'+cmd|' /C calc'!A0"),
+        ("'=evil", "'@SUM(A1)", "'\t=1+1"), ("'=evil", "'-2+3", "'\r=1")]
+    with open(tmp_path / "grades.csv", newline="") as handle:
+        (row,) = csv.DictReader(handle)
+    assert row["student"] == "'=evil" and row["late_penalty"] == "-1.5"  # a number stays a number

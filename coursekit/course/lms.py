@@ -12,6 +12,7 @@ import csv
 from pathlib import Path
 
 from coursekit.course.gradebook import StudentTotal
+from coursekit.course.inert import write_csv
 from coursekit.config import Course
 
 CANVAS_IDENTITY = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
@@ -66,6 +67,5 @@ def lms_table(lms: str, roster: list[dict[str, str]], totals: dict[str, StudentT
 def export_lms(course: Course, lms: str, roster: Path, out: Path, totals: dict[str, StudentTotal]) -> list[str]:
     settings = lms_settings(course, lms)
     rows, notes = lms_table(lms, read_roster(roster, settings["match_column"]), totals, settings)
-    with open(out, "w", newline="", encoding="utf-8") as handle:
-        csv.writer(handle).writerows(rows)
+    write_csv(out, rows)
     return notes

@@ -16,6 +16,8 @@ import mistune
 import nbformat
 from latex2mathml.converter import convert as latex_to_mathml
 
+from coursekit.course.inert import one_line
+
 MAX_IMAGE_BYTES = 2**20  # decoded, per image
 IMAGE_SIGNATURES = {"image/png": b"\x89PNG\r\n\x1a\n", "image/jpeg": b"\xff\xd8\xff"}
 MATHML_NS = "http://www.w3.org/1998/Math/MathML"
@@ -155,6 +157,13 @@ pre.error{background:#fdecea;padding:.3em} img.plot{max-width:100%} .markdown ta
 .markdown td,.markdown th{border:1px solid #ccc} math[display=block]{margin:.5em 0}"""
 
 
+def checks_text(checks: object) -> str:
+    """A part's sub-checks, one line each (a sentence quoting the student stays on its line)."""
+    lines = [check for check in checks if isinstance(check, dict)] if isinstance(checks, list) else []
+    return "\n".join(("PASS  " if check.get("passed") else "FAIL  ") + one_line(check.get("sentence", ""))
+                     for check in lines)
+
+
 def test_rows(results: dict) -> list[str]:
     rows = []
     for test in results.get("tests", []):
@@ -163,7 +172,7 @@ def test_rows(results: dict) -> list[str]:
         status = "pass" if test.get("status") == "passed" else "fail"
         rows.append(f"<tr class='{status}'><td>{html.escape(part)}</td><td>{html.escape(grade_id)}</td>"
                     f"<td>{test.get('score', 0):g} / {test.get('max_score', 0):g}</td>"
-                    f"<td><pre>{html.escape(str(test.get('output', '')))}</pre></td></tr>")
+                    f"<td><pre>{html.escape(checks_text(extra.get('checks')))}</pre></td></tr>")
     return rows
 
 
@@ -203,7 +212,7 @@ def render_page(assignment: str, student: str, results: dict, notebook: nbformat
     """`grades`: the student's totals from nbgrader's gradebook (coursekit.course.gradebook), if any."""
     told = results.get("extra_data", {}).get("messages", [])
     shown = [m for m in told if isinstance(m, dict) and not (grades is not None and m.get("kind") == "pending")]
-    notes = "".join(f"<li>{html.escape(str(m.get('text', '')))}</li>" for m in shown)  # the table says what is pending
+    notes = "".join(f"<li>{html.escape(one_line(m.get('text', '')))}</li>" for m in shown)  # the table says what is pending
     rows = "".join(test_rows(results) + manual_rows(results, grades) + total_rows(results, grades))
     body = notebook_html(notebook) if notebook is not None else "<p>The grader could not run your notebook.</p>"
     return f"""<!DOCTYPE html><html><head><meta charset="utf-8">

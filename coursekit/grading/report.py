@@ -6,7 +6,6 @@ measured, the notes, violations and review items in `extra_data`); its `output` 
 from that data for people, and nothing reads them back."""
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING
 import nbformat
 
 from coursekit.config import Course
+from coursekit.course.inert import one_line, write_csv
 from coursekit.course.late import LatePolicy, late_status
 from coursekit.grading.feedback import keep_safe_outputs, render_page
 from coursekit.grading.score import PartResult
@@ -26,23 +26,25 @@ MAX_KEPT_NOTEBOOK_BYTES = 10 * 2**20
 
 
 def part_output(part: PartResult) -> str:
+    """One line per check; a sentence that quotes the student (an exception message) stays on its line."""
     if part.pending:
         return "Pending: graded by hand by the course staff."
-    return "\n".join(("PASS  " if line.passed else "FAIL  ") + line.sentence for line in part.lines)
+    return "\n".join(("PASS  " if line.passed else "FAIL  ") + one_line(line.sentence) for line in part.lines)
 
 
 def messages(result: Submission, late: dict | None) -> list[dict]:
     """What the student is told besides the parts' checks: {"kind", "text"}, kind one of pending,
-    note, violation, review, late."""
+    note, violation, review, late. Each text is one line that starts with the grader's label, whatever
+    the student's text inside it says."""
     found = []
     pending = [t for t in result.parts if t.pending]
     if pending:
         found.append(("pending", "Pending manual grading: " + ", ".join(f"{t.grade_id} ({t.max_score:g})" for t in pending)))
-    found += [("note", f"Note: {note}") for note in result.notes]
-    found += [("violation", f"Policy violation (cell {v.cell}" + (f", line {v.line}" if v.line else "") + f"): {v.message}")
-              for v in result.violations]
+    found += [("note", f"Note: {one_line(note)}") for note in result.notes]
+    found += [("violation", f"Policy violation (cell {v.cell}" + (f", line {v.line}" if v.line else "")
+               + f"): {one_line(v.message)}") for v in result.violations]
     found += [("review", f"For review ({item.rule}" + (f", cell {item.cell}" if item.cell is not None else "")
-               + (f", line {item.line}" if item.line else "") + f"): {item.message}")
+               + (f", line {item.line}" if item.line else "") + f"): {one_line(item.message)}")
               for item in result.review if item.severity == "review"]
     if late and late["days_late"]:
         found.append(("late", f"Late by {late['days_late']} day(s) ({late['policy']}): -{late['penalty']:g} points"))
@@ -135,11 +137,9 @@ def export_class(course: Course) -> Path:
     results = load_results(course)
     columns = grade_columns(results)
     path = course.root / "grades.csv"
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["student", *columns, "autograded_total", "max_autograded", "manual_pending_points",
-                         "late_penalty", "violations", "needs_review"])
-        writer.writerows(grades_row(student, data, columns) for student, data in results.items())
+    write_csv(path, [["student", *columns, "autograded_total", "max_autograded", "manual_pending_points",
+                      "late_penalty", "violations", "needs_review"],
+                     *(grades_row(student, data, columns) for student, data in results.items())])
     write_review_list(results, course.root / "autograded" / "review.csv")
     if results:
         class_summary_picture(results, course.root / "feedback" / "class_summary.png")
@@ -159,10 +159,7 @@ def write_review_list(results: dict[str, dict], path: Path) -> None:
     rows = [{"student": student, **item} for student, data in results.items() for item in review_of(data)]
     rows.sort(key=lambda row: (row.get("severity") != "violation", row["student"], row.get("cell") or -1))
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, REVIEW_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(path, [REVIEW_COLUMNS, *([row.get(column) for column in REVIEW_COLUMNS] for row in rows)])
 
 
 def class_summary_picture(results: dict[str, dict], path: Path) -> None:
