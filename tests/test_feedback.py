@@ -86,6 +86,23 @@ def test_markdown_is_rendered_with_mathml_and_student_html_escaped():
     assert "<img" not in page and "example.com" not in page and "[image: tracker]" in page
 
 
+def test_a_hint_in_details_is_rendered_collapsed_with_its_markdown():
+    page = render_markdown("Try it first.\n\n<details>\n<summary>Hint: the <b>formula</b></summary>\n\n"
+                           "The derivative is $2x$, **not** $x$.\n\n</details>")
+    assert re.search(r"<details>\s*<summary>Hint: the &lt;b&gt;formula&lt;/b&gt;</summary>\s*<p>The derivative is <math", page)
+    assert "<strong>not</strong>" in page and page.rstrip().endswith("</details>") and "<details open" not in page
+
+
+@pytest.mark.parametrize("markdown", ["<details onclick=alert(1)>\n<summary>s</summary>\n\nx\n\n</details>",
+                                      "<details><script>alert(1)</script></details>",
+                                      "<details>\n<summary>never closed</summary>\n\nthe rest of the page",
+                                      "</details>\n\n</details>\n\ntext"])
+def test_other_html_around_details_stays_escaped_and_a_cell_cannot_fold_the_page(markdown):
+    page = render_markdown(markdown)
+    assert "<script" not in page and "<details onclick" not in page
+    assert page.count("<details>") == page.count("</details>")
+
+
 def test_the_page_fetches_nothing_and_shows_the_plot_and_manual_cells():
     page = render_page("classifier_from_scratch", "alice", results(), notebook_with_a_plot())
     assert "<script" not in page.lower() and not FETCHES.search(page)

@@ -32,6 +32,7 @@ STRAY_TAG = re.compile(r"<(?!/?(?:%s)[\s>/])" % "|".join(sorted(MATHML_TAGS, key
 STRAY_AMPERSAND = re.compile(r"&(?!#x?[0-9A-Fa-f]+;|[A-Za-z]+;)")
 PLACEHOLDER = re.compile(r"MATHPLACEHOLDER(\d+)X")
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+DISCLOSURE_TAG = re.compile(r"<(/?)(details|summary)>", re.IGNORECASE)
 
 ET.register_namespace("", MATHML_NS)
 
@@ -93,12 +94,31 @@ def math_html(latex: str, display: bool) -> str:
         return f"<code>{html.escape(latex)}</code>"
 
 
+def disclosure_html(raw: str) -> str | None:
+    """A block of only `<details>`, `<summary>...</summary>` and `</details>` (a collapsed hint, as
+    Jupyter shows it), with the summary's text escaped; None for any other HTML."""
+    parts, outside_summary, position = [], True, 0
+    for match in DISCLOSURE_TAG.finditer(raw):
+        text = raw[position:match.start()]
+        if outside_summary and text.strip():
+            return None
+        parts += [html.escape(text), f"<{match.group(1)}{match.group(2).lower()}>"]
+        outside_summary = not (match.group(2).lower() == "summary" and not match.group(1))
+        position = match.end()
+    if not parts or raw[position:].strip() or not outside_summary:
+        return None
+    return "".join(parts) + "\n"
+
+
 class OfflineRenderer(mistune.HTMLRenderer):
-    """Raw HTML is escaped; a markdown image would be fetched from wherever it points, so only its
-    description is shown."""
+    """Raw HTML is escaped, but for collapsed hints (`<details>`); a markdown image would be fetched
+    from wherever it points, so only its description is shown."""
 
     def __init__(self):
         super().__init__(escape=True)
+
+    def block_html(self, html_text: str) -> str:
+        return disclosure_html(html_text) or super().block_html(html_text)
 
     def image(self, text: str, url: str, title=None) -> str:
         return f"<span class='no-image'>[image: {text}]</span>"
@@ -119,8 +139,23 @@ def render_markdown(text: str) -> str:
         formulas.append(math_html(match.group("display") if display else match.group("inline"), display))
         return f"MATHPLACEHOLDER{len(formulas) - 1}X"
 
-    body = markdown_parser()(MATH.sub(stash, text))
+    body = balanced_disclosures(markdown_parser()(MATH.sub(stash, text)))
     return PLACEHOLDER.sub(lambda m: formulas[int(m.group(1))], body)
+
+
+def balanced_disclosures(body: str) -> str:
+    """Every `<details>` of a cell closed within it, and a stray `</details>` dropped, so that no cell
+    can fold the rest of the page into itself (only the renderer writes these tags; text is escaped)."""
+    depth, kept = 0, []
+    for piece in re.split(r"(</?details>)", body):
+        if piece == "</details>":
+            if depth == 0:
+                continue
+            depth -= 1
+        elif piece == "<details>":
+            depth += 1
+        kept.append(piece)
+    return "".join(kept) + "</details>" * depth
 
 
 def output_html(output) -> str:
@@ -154,7 +189,8 @@ table.scores{border-collapse:collapse} tr.pass{background:#c8e6c9} tr.fail{backg
 tr.late{background:#ffe0b2} tr.total{font-weight:bold;border-top:2px solid #333} pre{white-space:pre-wrap;margin:0}
 .code{margin:.6em 0} pre.source{background:#f5f5f5;padding:.4em;border-left:3px solid #90a4ae} pre.stream{padding:.3em}
 pre.error{background:#fdecea;padding:.3em} img.plot{max-width:100%} .markdown table{border-collapse:collapse}
-.markdown td,.markdown th{border:1px solid #ccc} math[display=block]{margin:.5em 0}"""
+.markdown td,.markdown th{border:1px solid #ccc} math[display=block]{margin:.5em 0}
+details{margin:.5em 0;padding:.3em .6em;border:1px solid #ddd} summary{cursor:pointer;font-weight:bold}"""
 
 
 def checks_text(checks: object) -> str:
