@@ -157,3 +157,30 @@ def test_student_text_in_the_page_cannot_pass_for_the_graders_lines():
     assert "FAIL  train raised: boom ⏎ PASS  train: every check" in rows
     assert not any(line.startswith("PASS  train") for row in rows for line in row.splitlines())
     assert re.findall(r"<li>(.*?)</li>", page) == ["Note: cell 3: error: E: x ⏎ Autograded score: 80 / 80"]
+
+
+def late_results() -> dict:
+    """Graded 2 days late on the autograded score alone (56 points): -11.2, as results.json records it."""
+    data = results()
+    data["extra_data"]["late"] = {"days_late": 2, "penalty": 11.2, "policy": "10% of the score per day started late",
+                                  "timestamp": "2026-12-06T10:00:00", "due": "2026-12-04T23:59:00"}
+    data["extra_data"]["messages"].append({"kind": "late", "text": "Late by 2 day(s) (10% per day): -11.2 points"})
+    return data
+
+
+def test_the_late_line_comes_from_the_gradebook_once_there_are_manual_grades():
+    from coursekit.course.gradebook import ManualGrade, StudentTotal
+
+    grades = StudentTotal("erin", 71, 100, 14.2, [ManualGrade("reflection_answer", 6, 5)], days_late=2)
+    page = render_page("classifier_from_scratch", "erin", late_results(), None, grades)
+    assert "11.2" not in page and page.count("-14.2") == 1 and "56.8 / 100" in page
+
+
+def test_an_extension_leaves_no_late_penalty_anywhere_on_the_page():
+    from coursekit.course.gradebook import ManualGrade, StudentTotal
+
+    grades = StudentTotal("erin", 71, 100, 0.0, [ManualGrade("reflection_answer", 6, 5)], days_late=0,
+                          extension_seconds=3 * 86400)
+    page = render_page("classifier_from_scratch", "erin", late_results(), None, grades)
+    assert "11.2" not in page and "-0<" not in page and "Late by" not in page
+    assert "within your extension" in page and "with an extension of 3 day(s)" in page and "71 / 100" in page

@@ -162,6 +162,8 @@ class StudentTotal:
     max_score: float
     late_penalty: float
     manual: list[ManualGrade] = field(default_factory=list)
+    days_late: int = 0             # days started after the due date and the extension, past the grace period
+    extension_seconds: float = 0.0
 
     @property
     def total(self) -> float:
@@ -195,5 +197,26 @@ def student_total(gradebook: Gradebook, course: Course, student: str, manual_ids
     comments = {comment.name: comment.comment or "" for comment in notebook.comments}
     manual = [ManualGrade(grade.name, grade.max_score, grade.manual_score, comments.get(grade.name, ""))
               for grade in notebook.grades if grade.name in manual_ids]
+    days_late = LatePolicy.from_config(course.settings.sections).days_late(submission.total_seconds_late)
+    extension = submission.extension.total_seconds() if submission.extension else 0.0
     return StudentTotal(student, submission.score, submission.max_score, submission.late_submission_penalty or 0.0,
-                        sorted(manual, key=lambda g: g.grade_id))
+                        sorted(manual, key=lambda g: g.grade_id), days_late, extension)
+
+
+def has_gradebook(course: Course) -> bool:
+    """Whether the course's gradebook exists (opening a SQLite one that does not would create it)."""
+    db_url, _ = nbgrader_settings(course)
+    return not db_url.startswith("sqlite:///") or Path(db_url.removeprefix("sqlite:///")).is_file()
+
+
+def recorded_totals(course: Course) -> dict[str, StudentTotal]:
+    """student_totals, or none where the course has no gradebook (grades merged from CI shards)."""
+    return student_totals(course) if has_gradebook(course) else {}
+
+
+def grant_extension(course: Course, student: str, days: float, hours: float) -> StudentTotal:
+    """nbgrader's extension for a recorded submission (none when both are 0), the late penalty recomputed."""
+    with open_gradebook(course) as gradebook:
+        gradebook.grant_extension(course.assignment, student, days=days, hours=hours)
+        assign_late_penalty(gradebook, course, student, LatePolicy.from_config(course.settings.sections))
+        return student_total(gradebook, course, student, manual_grade_ids(course))

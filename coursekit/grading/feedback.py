@@ -226,29 +226,42 @@ def manual_rows(results: dict, grades) -> list[str]:
     return rows
 
 
+def late_row(results: dict, grades) -> str:
+    """The page's one late line: the gradebook's once the submission is recorded there (the extension,
+    and a penalty on the total with the manual grades), else the grader's."""
+    late = results.get("extra_data", {}).get("late") or {}
+    days, penalty = (grades.days_late, grades.late_penalty) if grades is not None else (late.get("days_late", 0), late.get("penalty", 0))
+    extension = grades.extension_seconds if grades is not None else 0
+    submitted = f"submitted {late.get('timestamp')}, due {late.get('due')}" + \
+        (f" with an extension of {extension / 86400:.3g} day(s)" if extension else "")
+    if days or penalty:
+        return (f"<tr class='late'><td>late</td><td>{days} day(s) late</td><td>-{penalty:g}</td>"
+                f"<td>{html.escape(str(late.get('policy', '')))}; {html.escape(submitted)}</td></tr>")
+    if extension and late.get("days_late"):
+        return f"<tr class='late'><td>late</td><td>within your extension</td><td></td><td>no penalty; {html.escape(submitted)}</td></tr>"
+    return ""
+
+
 def total_rows(results: dict, grades) -> list[str]:
     late = results.get("extra_data", {}).get("late") or {}
     if grades is not None:
-        penalty, total, maximum = grades.late_penalty, grades.total, grades.max_score
+        total, maximum = grades.total, grades.max_score
         remark = "written answers not all graded yet" if grades.manual_pending else ""
     else:
-        penalty, maximum = late.get("penalty", 0), sum(t.get("max_score", 0) for t in results.get("tests", []))
-        total, remark = max(0.0, results.get("score", 0) - penalty), "the autograded part; written answers are graded by hand"
-    rows = []
-    if penalty or late.get("days_late"):
-        rows.append(f"<tr class='late'><td>late</td><td>{late.get('days_late', '?')} day(s) late</td><td>-{penalty:g}</td>"
-                    f"<td>{html.escape(str(late.get('policy', '')))}; submitted {html.escape(str(late.get('timestamp')))}, "
-                    f"due {html.escape(str(late.get('due')))}</td></tr>")
-    rows.append(f"<tr class='total'><td>total</td><td></td><td>{total:g} / {maximum:g}</td><td>{remark}</td></tr>")
-    return rows
+        maximum = sum(t.get("max_score", 0) for t in results.get("tests", []))
+        total, remark = max(0.0, results.get("score", 0) - late.get("penalty", 0)), "the autograded part; written answers are graded by hand"
+    total_row = f"<tr class='total'><td>total</td><td></td><td>{total:g} / {maximum:g}</td><td>{remark}</td></tr>"
+    return [row for row in (late_row(results, grades), total_row) if row]
 
 
 def render_page(assignment: str, student: str, results: dict, notebook: nbformat.NotebookNode | None,
                 grades=None) -> str:
     """`grades`: the student's totals from nbgrader's gradebook (coursekit.course.gradebook), if any."""
     told = results.get("extra_data", {}).get("messages", [])
-    shown = [m for m in told if isinstance(m, dict) and not (grades is not None and m.get("kind") == "pending")]
-    notes = "".join(f"<li>{html.escape(one_line(m.get('text', '')))}</li>" for m in shown)  # the table says what is pending
+    # the table's rows say what is late, and, once there are grades, what is pending
+    hidden = {"late", "pending"} if grades is not None else {"late"}
+    shown = [m for m in told if isinstance(m, dict) and m.get("kind") not in hidden]
+    notes = "".join(f"<li>{html.escape(one_line(m.get('text', '')))}</li>" for m in shown)
     rows = "".join(test_rows(results) + manual_rows(results, grades) + total_rows(results, grades))
     body = notebook_html(notebook) if notebook is not None else "<p>The grader could not run your notebook.</p>"
     return f"""<!DOCTYPE html><html><head><meta charset="utf-8">
