@@ -35,6 +35,7 @@ def cmd_release(args) -> int:
 
 
 def cmd_autograde(args) -> int:
+    from coursekit.course.gradebook import recorded_totals
     from coursekit.grading.batch import grade_class, shard
     from coursekit.config import Course
     from coursekit.grading.report import table
@@ -51,7 +52,7 @@ def cmd_autograde(args) -> int:
     except SandboxUnavailable as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(table(results))
+    print(table(results, recorded_totals(course)))
     print(f"\nGrades: {course.root / 'grades.csv'}; per student: autograded/<student>/{course.assignment}/results.json, "
           f"feedback/<student>/{course.assignment}/")
     return 0
@@ -128,6 +129,7 @@ def cmd_feedback(args) -> int:
     """Rewrite every feedback page with the manual grades, comments and late penalties in the gradebook."""
     from coursekit.course.gradebook import student_totals
     from coursekit.grading.feedback import write_feedback
+    from coursekit.grading.report import export_class
     from coursekit.config import Course
 
     course = Course(args.root.resolve())
@@ -135,6 +137,30 @@ def cmd_feedback(args) -> int:
     for student in args.students or totals:
         path = write_feedback(course.root, course.assignment, student, totals.get(student))
         print(f"wrote {path}" if path else f"{student}: not autograded yet, no feedback written")
+    print(f"Wrote {export_class(course)} (manual grades, late penalties and totals from the gradebook)")
+    return 0
+
+
+def cmd_extension(args) -> int:
+    """nbgrader's extension for one recorded submission; its late penalty, page and grades.csv follow."""
+    from nbgrader.api import MissingEntry
+
+    from coursekit.config import Course
+    from coursekit.course.gradebook import grant_extension
+    from coursekit.grading.feedback import write_feedback
+    from coursekit.grading.report import export_class
+
+    course = Course(args.root.resolve())
+    try:
+        total = grant_extension(course, args.student, args.days, args.hours)
+    except MissingEntry:
+        print(f"error: {args.student} has no graded submission in the gradebook; autograde it first", file=sys.stderr)
+        return 1
+    write_feedback(course.root, course.assignment, args.student, total)
+    export_class(course)
+    given = f"an extension of {args.days:g} day(s) {args.hours:g} hour(s)" if args.days or args.hours else "no extension"
+    print(f"{args.student}: {given}; now {total.days_late} day(s) late, late penalty {total.late_penalty:g}, "
+          f"total {total.total:g} / {total.max_score:g} (feedback page and grades.csv rewritten)")
     return 0
 
 
@@ -216,6 +242,11 @@ def add_grading_commands(commands) -> None:
     autograde.add_argument("--require-sandbox", action="store_true", help="refuse to grade without bubblewrap")
     autograde.add_argument("--shard", metavar="K/N", type=shard_spec, help="grade only the K-th of N slices of the class (CI matrices)")
     autograde.set_defaults(run=cmd_autograde)
+    extension = commands.add_parser("extension", help="grant a student more time (nbgrader's extension; 0 removes it)")
+    extension.add_argument("student")
+    extension.add_argument("--days", type=float, default=0.0)
+    extension.add_argument("--hours", type=float, default=0.0)
+    extension.set_defaults(run=cmd_extension)
     feedback = commands.add_parser("feedback", help="rewrite feedback pages with the manual grades from the gradebook")
     feedback.add_argument("students", nargs="*", help="only these students (default: all in the gradebook)")
     feedback.set_defaults(run=cmd_feedback)

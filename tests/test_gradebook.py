@@ -7,7 +7,8 @@ import warnings
 import nbformat
 import pytest
 
-from coursekit.course.gradebook import ensure_assignment, open_gradebook, record_submission, student_totals
+from coursekit.course.gradebook import (ensure_assignment, grant_extension, open_gradebook, record_submission,
+                                        student_totals)
 from coursekit.config import Course
 from coursekit.grading.bubblewrap import Completed
 from coursekit.grading.execute import Execution
@@ -119,3 +120,64 @@ def test_an_answer_left_as_released_gets_nbgraders_no_response_comment(course):
     record_submission(course, result(course, "bob", 0.0, executed=release))
     with open_gradebook(course) as gradebook:
         assert gradebook.find_comment("regression_answer", NOTEBOOK, NOTEBOOK, "bob").auto_comment == "No response."
+
+
+def test_an_extension_given_in_nbgrader_removes_the_late_penalty(course):
+    course.submission("erin").mkdir(parents=True)
+    (course.submission("erin") / "timestamp.txt").write_text("2026-12-06 10:00:00 UTC")
+    record_submission(course, result(course, "erin", 0.5))
+    late = student_totals(course)["erin"]
+    assert (late.days_late, late.late_penalty, late.extension_seconds) == (2, 8, 0)
+    extended = grant_extension(course, "erin", days=2, hours=0)
+    assert (extended.days_late, extended.late_penalty, extended.extension_seconds) == (0, 0, 2 * 86400)
+    assert student_totals(course)["erin"].total == 40
+
+
+def test_the_extension_command_rewrites_the_page_and_refuses_an_unknown_student(course, capsys):
+    from coursekit.cli import main
+    from coursekit.grading.report import write_submission_report
+
+    course.submission("erin").mkdir(parents=True)
+    (course.submission("erin") / "timestamp.txt").write_text("2026-12-06 10:00:00 UTC")
+    graded = result(course, "erin", 0.5)
+    write_submission_report(graded, course)
+    record_submission(course, graded)
+    assert main(["--root", str(course.root), "extension", "erin", "--days", "1", "--hours", "12"]) == 0
+    assert "erin: an extension of 1 day(s) 12 hour(s); now 0 day(s) late, late penalty 0, total 40 / 100" \
+        in capsys.readouterr().out
+    page = (course.root / "feedback" / "erin" / NOTEBOOK / f"{NOTEBOOK}.html").read_text()
+    assert "within your extension" in page and "<td>-8</td>" not in page
+    assert main(["--root", str(course.root), "extension", "eri", "--days", "1"]) == 1
+    assert "eri has no graded submission" in capsys.readouterr().err
+
+
+def grades_csv(course: Course) -> dict[str, dict[str, str]]:
+    import csv
+
+    from coursekit.grading.report import export_class
+
+    with open(export_class(course), newline="") as handle:
+        return {row["student"]: row for row in csv.DictReader(handle)}
+
+
+def test_grades_csv_follows_the_gradebook_manual_grades_late_penalty_and_status(course):
+    from coursekit.grading.report import write_submission_report
+
+    course.submission("erin").mkdir(parents=True)
+    (course.submission("erin") / "timestamp.txt").write_text("2026-12-06 10:00:00 UTC")
+    for student, fraction in (("alice", 1.0), ("erin", 0.5)):
+        graded = result(course, student, fraction)
+        write_submission_report(graded, course)
+        record_submission(course, graded)
+    before = grades_csv(course)
+    assert [(r["status"], r["late_penalty"], r["total"], r["regression_answer"]) for r in before.values()] == [
+        ("manual_pending", "0", "80", ""), ("manual_pending", "8", "32", "")]
+    for grade_id, points in (("regression_answer", 5), ("comparison_answer", 6), ("reflection_answer", 4)):
+        grade_by_hand(course, "alice", grade_id, points)
+    grade_by_hand(course, "erin", "regression_answer", 5)
+    after = grades_csv(course)
+    alice, erin = after["alice"], after["erin"]
+    assert (alice["regression_answer"], alice["manual_total"], alice["total"], alice["max_total"], alice["status"]) == \
+        ("5", "15", "95", "100", "final")
+    assert (erin["regression_answer"], erin["manual_pending_points"], erin["late_penalty"], erin["days_late"],
+            erin["total"], erin["status"]) == ("5", "14", "9", "2", "36", "manual_pending")

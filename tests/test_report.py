@@ -86,14 +86,20 @@ def test_the_summary_tells_the_student_everything_that_was_found():
     assert messages(clean, late) == [{"kind": "late", "text": "Late by 2 day(s) (percent_per_day): -1.6 points"}]
 
 
-def test_the_printed_table_marks_who_needs_a_person():
+def test_the_printed_table_counts_violations_apart_from_what_is_for_review_and_shows_the_late_penalty():
+    from coursekit.course.gradebook import StudentTotal
+
     clean = submission("ann", [PartResult("test_linear", "Part 1", 8.0, 8.0)], seconds=3.0)
-    lines = table([clean, hand_made()]).splitlines()
-    assert lines[0].split() == ["student", "score", "seconds", "problems"]
+    unsure = submission("bo", [PartResult("test_linear", "Part 1", 8.0, 8.0)], seconds=4.0,
+                        review=[ReviewItem("review", "imported-data", 3, 1, "torch.load(f)", "data was loaded")])
+    recorded = {"zoë": StudentTotal("zoë", 11.33, 31, 2.27, days_late=2), "ann": StudentTotal("ann", 8, 8, 0.0)}
+    lines = table([clean, unsure, hand_made()], recorded).splitlines()
+    assert lines[0].split() == ["student", "score", "late", "seconds", "problems"]
     assert lines[1].split() == ["ann", "8", "/", "8", "3.0"]
-    assert lines[2].split()[:6] == ["zoë", "11.33", "/", "25", "12.3", "3"]
-    assert lines[2].endswith("3 (policy violation) (needs review)")
-    assert lines[-1] == "1 of 2 submissions need a person: see autograded/review.csv"
+    assert lines[2].split() == ["bo", "8", "/", "8", "4.0", "1", "for", "review"]
+    assert lines[3].split()[:7] == ["zoë", "11.33", "/", "25", "-2.27", "(2", "d)"]
+    assert lines[3].endswith("12.3  1 note, 2 violations, 2 for review")
+    assert "violation" not in lines[2] and lines[-1] == "2 of 3 submissions need a person: see autograded/review.csv"
 
 
 def write(root, student, report):
@@ -115,10 +121,12 @@ def test_grades_csv_has_a_column_per_part_of_any_student_and_the_totals(tmp_path
     with open(path, newline="") as handle:
         rows = list(csv.reader(handle))
     assert rows[0] == ["student", "test_linear", "test_train", "regression_answer", "reflection_answer", "test_relu",
-                       "test_mlp", "autograded_total", "max_autograded", "manual_pending_points", "late_penalty",
-                       "violations", "needs_review"]
-    assert rows[1:] == [["ann", "6", "1.5", "", "", "", "", "7.5", "15", "10", "0.75", "0", "no"],
-                        ["zoë", "8", "", "", "", "3.33", "0", "11.33", "25", "6", "0", "1", "yes"]]
+                       "test_mlp", "autograded_total", "max_autograded", "manual_total", "manual_pending_points",
+                       "late_penalty", "days_late", "total", "max_total", "status", "violations", "for_review", "needs_review"]
+    assert rows[1:] == [["ann", "6", "1.5", "", "", "", "", "7.5", "15", "0", "10", "0.75", "0", "6.75", "25", "auto_only",
+                         "0", "0", "no"],
+                        ["zoë", "8", "", "", "", "3.33", "0", "11.33", "25", "0", "6", "0", "0", "11.33", "31", "auto_only",
+                         "1", "2", "yes"]]
     assert (tmp_path / "feedback" / "class_summary.png").stat().st_size > 1000
 
 

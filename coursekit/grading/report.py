@@ -20,6 +20,7 @@ from coursekit.grading.feedback import keep_safe_outputs, render_page
 from coursekit.grading.score import PartResult
 
 if TYPE_CHECKING:
+    from coursekit.course.gradebook import StudentTotal
     from coursekit.grading.pipeline import Submission
 
 MAX_KEPT_NOTEBOOK_BYTES = 10 * 2**20
@@ -122,24 +123,46 @@ def grade_columns(results: dict[str, dict]) -> list[str]:
     return list(columns)
 
 
-def grades_row(student: str, data: dict, columns: list[str]) -> list:
-    scores = {grade_id_of(t): f"{t['score']:g}" for t in data.get("tests", [])}
-    extra, items = data.get("extra_data", {}), review_of(data)
-    return [student, *(scores.get(c, "") for c in columns), f"{data.get('score', 0):g}",
-            f"{sum(t['max_score'] for t in data.get('tests', [])):g}", f"{sum(extra.get('pending_manual', {}).values()):g}",
-            f"{(extra.get('late') or {}).get('penalty', 0):g}",
-            sum(item.get("severity") == "violation" for item in items), "yes" if items else "no"]
+GRADES_TOTALS = ("autograded_total", "max_autograded", "manual_total", "manual_pending_points", "late_penalty",
+                 "days_late", "total", "max_total", "status", "violations", "for_review", "needs_review")
+
+
+def grades_row(student: str, data: dict, columns: list[str], recorded: StudentTotal | None) -> list:
+    """One student's row: the autograded parts from results.json; the manual grades, the late penalty
+    and the total from the gradebook once the submission is recorded there (status `final` or
+    `manual_pending`), else from results.json alone (`auto_only`, e.g. grades merged from CI shards)."""
+    tests, extra = data.get("tests", []), data.get("extra_data", {})
+    scores = {grade_id_of(t): t["score"] for t in tests}
+    auto, max_auto = data.get("score", 0), sum(t["max_score"] for t in tests)
+    late = extra.get("late") or {}
+    if recorded is None:
+        manual, pending = {}, sum(extra.get("pending_manual", {}).values())
+        penalty, days, status = late.get("penalty", 0), late.get("days_late", 0), "auto_only"
+        total, max_total = max(0.0, auto - penalty), max_auto + pending
+    else:
+        manual = {grade.grade_id: grade.score for grade in recorded.manual if grade.score is not None}
+        pending = sum(grade.max_score for grade in recorded.manual if grade.score is None)
+        penalty, days = recorded.late_penalty, recorded.days_late
+        status = "manual_pending" if recorded.manual_pending else "final"
+        total, max_total = recorded.total, recorded.max_score
+    items = review_of(data)
+    violations = sum(item.get("severity") == "violation" for item in items)
+    points = {**scores, **manual}
+    return [student, *(f"{points[c]:g}" if c in points else "" for c in columns),
+            *(f"{value:g}" for value in (auto, max_auto, sum(manual.values()), pending, penalty)), days,
+            f"{total:g}", f"{max_total:g}", status, violations, len(items) - violations, "yes" if items else "no"]
 
 
 def export_class(course: Course) -> Path:
-    """grades.csv (one row per student, one column per graded cell, the total), review.csv and a
-    class summary picture."""
-    results = load_results(course)
+    """grades.csv (one row per student, one column per graded cell, the totals), review.csv and a
+    class summary picture, from results.json and, where there is one, nbgrader's gradebook."""
+    from coursekit.course.gradebook import recorded_totals  # imported here: the gradebook imports the pipeline, which imports this
+
+    results, recorded = load_results(course), recorded_totals(course)
     columns = grade_columns(results)
     path = course.root / "grades.csv"
-    write_csv(path, [["student", *columns, "autograded_total", "max_autograded", "manual_pending_points",
-                      "late_penalty", "violations", "needs_review"],
-                     *(grades_row(student, data, columns) for student, data in results.items())])
+    write_csv(path, [["student", *columns, *GRADES_TOTALS],
+                     *(grades_row(student, data, columns, recorded.get(student)) for student, data in results.items())])
     write_review_list(results, course.root / "autograded" / "review.csv")
     if results:
         class_summary_picture(results, course.root / "feedback" / "class_summary.png")
@@ -199,14 +222,28 @@ def summary_figure(results: dict[str, dict]):
     return figure
 
 
-def table(results: list[Submission]) -> str:
+def late_cell(recorded: StudentTotal | None) -> str:
+    if recorded is None or not (recorded.late_penalty or recorded.days_late):
+        return ""
+    return f"-{recorded.late_penalty:g} ({recorded.days_late} d)"
+
+
+def problems_cell(result: Submission) -> str:
+    """Counted by kind: only a violation is called one; anything inconclusive is "for review"."""
+    for_review = sum(item.severity == "review" for item in result.review)
+    counts = [(len(result.notes), "note", "notes"), (len(result.violations), "violation", "violations"),
+              (for_review, "for review", "for review")]
+    return ", ".join(f"{count} {one if count == 1 else many}" for count, one, many in counts if count)
+
+
+def table(results: list[Submission], recorded: dict[str, StudentTotal] | None = None) -> str:
+    """The end-of-run table; the late penalty as the gradebook has it (extensions included)."""
+    recorded = recorded or {}
     width = max([len(r.student) for r in results] + [7])
-    lines = [f"{'student':<{width}}  {'score':>12}  {'seconds':>7}  problems"]
+    lines = [f"{'student':<{width}}  {'score':>12}  {'late':>12}  {'seconds':>7}  problems"]
     for r in results:
-        problems = len(r.notes) + len(r.violations)
-        lines.append(f"{r.student:<{width}}  {f'{r.score:g} / {r.max_autograded:g}':>12}  {r.seconds:7.1f}  "
-                     f"{problems or ''}{' (policy violation)' if r.violations else ''}"
-                     f"{' (needs review)' if r.review else ''}")
+        lines.append(f"{r.student:<{width}}  {f'{r.score:g} / {r.max_autograded:g}':>12}  "
+                     f"{late_cell(recorded.get(r.student)):>12}  {r.seconds:7.1f}  {problems_cell(r)}".rstrip())
     lines.append(f"\n{sum(bool(r.review) for r in results)} of {len(results)} submissions need a person: "
                  "see autograded/review.csv")
     return "\n".join(lines)
