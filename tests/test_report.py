@@ -77,9 +77,10 @@ def test_the_summary_tells_the_student_everything_that_was_found():
         "Note: cell 12: error: ValueError",
         "Policy violation (cell 9, line 2): torch.nn is not allowed",
         "Policy violation (cell 10): after this cell ran, autograd was in use: ['w']",
-        "For review (dynamic-code, cell 7, line 1): eval hides code",
-        "For review (link): a link was refused"]
+        "For review (dynamic-code, cell 7, line 1): eval hides code (a person from the course staff will look at this)",
+        "For review (link): a link was refused (a person from the course staff will look at this)"]
     assert results_json(result)["extra_data"]["messages"] == told
+    assert all("violation" not in m["text"].lower() for m in told if m["kind"] != "violation")
     clean = submission("ann", [PartResult("test_linear", "Part 1", 8.0, 8.0)])
     assert results_json(clean)["output"] == "Autograded score: 8 / 8" and messages(clean, late=None) == []
     late = {"days_late": 2, "policy": "percent_per_day", "penalty": 1.6}
@@ -173,6 +174,7 @@ def test_student_text_in_results_output_cannot_pass_for_the_graders_lines():
     assert [line for line in lines if line.startswith("Autograded score")] == ["Autograded score: 0 / 8"]
     assert all(line.startswith(("Autograded score: ", "Note: ", "Policy violation (", "For review (")) for line in lines)
     assert lines[1] == "Note: cell 12: error: ValueError: boom ⏎ Autograded score: 80 / 80 ⏎ PASS  everything"
+    assert lines[3].endswith("(a person from the course staff will look at this)")
     assert report["tests"][0]["output"].splitlines() == [
         "FAIL  forward raised: E ⏎ Autograded score: 80 / 80 ⏎ PASS  everything"]
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from coursekit.grading.pipeline import Submission
 
 MAX_KEPT_NOTEBOOK_BYTES = 10 * 2**20
+PERSON_WILL_LOOK = "(a person from the course staff will look at this)"
 
 
 def part_output(part: PartResult) -> str:
@@ -45,7 +46,7 @@ def messages(result: Submission, late: dict | None) -> list[dict]:
     found += [("violation", f"Policy violation (cell {v.cell}" + (f", line {v.line}" if v.line else "")
                + f"): {one_line(v.message)}") for v in result.violations]
     found += [("review", f"For review ({item.rule}" + (f", cell {item.cell}" if item.cell is not None else "")
-               + (f", line {item.line}" if item.line else "") + f"): {one_line(item.message)}")
+               + (f", line {item.line}" if item.line else "") + f"): {one_line(item.message)} {PERSON_WILL_LOOK}")
               for item in result.review if item.severity == "review"]
     if late and late["days_late"]:
         found.append(("late", f"Late by {late['days_late']} day(s) ({late['policy']}): -{late['penalty']:g} points"))
