@@ -181,3 +181,35 @@ def test_grades_csv_follows_the_gradebook_manual_grades_late_penalty_and_status(
         ("5", "15", "95", "100", "final")
     assert (erin["regression_answer"], erin["manual_pending_points"], erin["late_penalty"], erin["days_late"],
             erin["total"], erin["status"]) == ("5", "14", "9", "2", "36", "manual_pending")
+
+
+def formgrader_api(course: Course):
+    """nbgrader's API as formgrader builds it for this course folder."""
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.auth import Authenticator
+    from nbgrader.coursedir import CourseDirectory
+
+    coursedir = CourseDirectory(root=str(course.root))
+    return NbGraderAPI(coursedir, Authenticator(coursedir=coursedir))
+
+
+def test_a_submission_that_could_not_be_read_can_still_be_graded_by_hand_in_formgrader(course):
+    from coursekit.grading.report import write_submission_report
+
+    for student, fraction in (("alice", 1.0), ("frank", 0.0)):
+        graded = result(course, student, fraction)
+        if student == "frank":
+            graded.failure = "Your notebook could not be read: the notebook is not valid JSON (line 9, column 1)"
+        write_submission_report(graded, course)
+        record_submission(course, graded)
+    listed = {s["student"]: s for s in formgrader_api(course).get_notebook_submissions(NOTEBOOK, NOTEBOOK)}
+    assert set(listed) == {"alice", "frank"} and listed["frank"]["needs_manual_grade"]
+    stand_in = nbformat.read(course.root / "autograded" / "frank" / NOTEBOOK / f"{NOTEBOOK}.ipynb", as_version=4)
+    assert "not valid JSON (line 9, column 1)" in stand_in.cells[0].source
+    assert "submitted/frank/classifier_from_scratch/classifier_from_scratch.ipynb" in stand_in.cells[0].source
+    answers = [c for c in stand_in.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "regression_answer"]
+    assert len(answers) == 1
+    from coursekit.grading.feedback import write_feedback
+
+    page = write_feedback(course.root, NOTEBOOK, "frank").read_text()  # as `coursekit feedback` rewrites it
+    assert "The grader could not run your notebook." in page and "blank release notebook" not in page

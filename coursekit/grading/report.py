@@ -6,6 +6,7 @@ measured, the notes, violations and review items in `extra_data`); its `output` 
 from that data for people, and nothing reads them back."""
 from __future__ import annotations
 
+import html
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -16,7 +17,7 @@ import nbformat
 from coursekit.config import Course
 from coursekit.course.inert import one_line, write_csv
 from coursekit.course.late import LatePolicy, late_status
-from coursekit.grading.feedback import keep_safe_outputs, render_page
+from coursekit.grading.feedback import STAND_IN, keep_safe_outputs, render_page
 from coursekit.grading.score import PartResult
 
 if TYPE_CHECKING:
@@ -88,16 +89,36 @@ def write_submission_report(result: Submission, course: Course) -> None:
     autograded.mkdir(parents=True, exist_ok=True)
     feedback.mkdir(parents=True, exist_ok=True)
     (autograded / "results.json").write_text(json.dumps(results_json(result, course), indent=1))
-    if result.executed is not None:
-        keep_safe_outputs(result.executed)
-        text = nbformat.writes(result.executed)
-        if len(text.encode()) > MAX_KEPT_NOTEBOOK_BYTES:
-            for cell in result.executed.cells:
-                if cell.cell_type == "code":
-                    cell.outputs = []
-            text = nbformat.writes(result.executed)
-        (autograded / course.notebook_name).write_text(text)
+    (autograded / course.notebook_name).write_text(kept_notebook(result, course))
     (feedback / course.notebook_name.replace(".ipynb", ".html")).write_text(feedback_html(result, course))
+
+
+def kept_notebook(result: Submission, course: Course) -> str:
+    """The executed notebook (safe outputs, size-capped), or a stand-in where nothing could run."""
+    if result.executed is None:
+        return nbformat.writes(stand_in_notebook(result, course))
+    keep_safe_outputs(result.executed)
+    text = nbformat.writes(result.executed)
+    if len(text.encode()) > MAX_KEPT_NOTEBOOK_BYTES:
+        for cell in result.executed.cells:
+            if cell.cell_type == "code":
+                cell.outputs = []
+        text = nbformat.writes(result.executed)
+    return text
+
+
+def stand_in_notebook(result: Submission, course: Course) -> nbformat.NotebookNode:
+    """The release notebook under a note saying why nothing ran. formgrader lists only submissions that
+    have an autograded notebook: with this one, the written answers can still be graded by hand, from
+    the student's own file."""
+    notebook = nbformat.read(course.release_notebook, as_version=4)
+    where = course.submission(result.student).relative_to(course.root) / course.notebook_name
+    note = (f"**The grader could not grade this submission:** {html.escape(one_line(result.failure or 'nothing ran'))}\n\n"
+            f"Below is the blank release notebook, so that the written answers can be graded here by hand: read them "
+            f"in the student's own file, `{where}`, with a text editor (do not run it).")
+    notebook.cells.insert(0, nbformat.v4.new_markdown_cell(note))
+    notebook.metadata[STAND_IN] = True
+    return notebook
 
 
 def load_results(course: Course) -> dict[str, dict]:
