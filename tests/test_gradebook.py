@@ -184,13 +184,46 @@ def test_grades_csv_follows_the_gradebook_manual_grades_late_penalty_and_status(
 
 
 def formgrader_api(course: Course):
-    """nbgrader's API as formgrader builds it for this course folder."""
+    """nbgrader's API as formgrader builds it for this course folder, with its nbgrader_config.py."""
     from nbgrader.apps import NbGraderAPI
     from nbgrader.auth import Authenticator
     from nbgrader.coursedir import CourseDirectory
+    from traitlets.config.loader import PyFileConfigLoader
 
-    coursedir = CourseDirectory(root=str(course.root))
-    return NbGraderAPI(coursedir, Authenticator(coursedir=coursedir))
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(course.root)).load_config()
+    coursedir = CourseDirectory(config=config)
+    return NbGraderAPI(coursedir, Authenticator(coursedir=coursedir, config=config), config=config)
+
+
+def graded_by_coursekit(course: Course, student: str) -> None:
+    """alice's submission (the release notebook), graded and recorded as coursekit does."""
+    from coursekit.grading.report import write_submission_report
+
+    course.submission(student).mkdir(parents=True, exist_ok=True)
+    shutil.copy(RELEASE, course.submission(student) / course.notebook_name)
+    graded = result(course, student, 0.5, executed=nbformat.read(RELEASE, as_version=4))
+    write_submission_report(graded, course)
+    record_submission(course, graded)
+
+
+def test_formgraders_autograde_button_cannot_replace_what_the_sandbox_graded(course):
+    graded_by_coursekit(course, "alice")
+    results = (course.root / "autograded" / "alice" / NOTEBOOK / "results.json").read_text()
+    outcome = formgrader_api(course).autograde(NOTEBOOK, "alice")
+    assert not outcome["success"] and "python -m coursekit autograde alice" in outcome["log"]
+    assert (course.root / "autograded" / "alice" / NOTEBOOK / "results.json").read_text() == results
+    with open_gradebook(course) as gradebook:
+        assert gradebook.find_grade("test_linear", NOTEBOOK, NOTEBOOK, "alice").auto_score == 4
+
+
+def test_formgraders_feedback_button_writes_the_kits_offline_page(course):
+    graded_by_coursekit(course, "alice")
+    grade_by_hand(course, "alice", "regression_answer", 5, "Name the scalar target.")
+    outcome = formgrader_api(course).generate_feedback(NOTEBOOK, "alice")
+    assert outcome["success"], outcome.get("error")
+    page = (course.root / "feedback" / "alice" / NOTEBOOK / f"{NOTEBOOK}.html").read_text()
+    assert "Content-Security-Policy" in page and "feedback for alice" in page and "Name the scalar target." in page
+    assert "mathjax" not in page.lower() and "<script" not in page.lower()
 
 
 def test_a_submission_that_could_not_be_read_can_still_be_graded_by_hand_in_formgrader(course):

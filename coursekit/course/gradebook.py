@@ -203,6 +203,18 @@ def student_total(gradebook: Gradebook, course: Course, student: str, manual_ids
                         sorted(manual, key=lambda g: g.grade_id), days_late, extension)
 
 
+def recorded_total(course: Course, student: str) -> StudentTotal | None:
+    """One student's total as student_totals gives it, or None if not recorded."""
+    if not has_gradebook(course):
+        return None
+    with open_gradebook(course) as gradebook:
+        try:
+            assign_late_penalty(gradebook, course, student, LatePolicy.from_config(course.settings.sections))
+        except MissingEntry:
+            return None
+        return student_total(gradebook, course, student, manual_grade_ids(course))
+
+
 def has_gradebook(course: Course) -> bool:
     """Whether the course's gradebook exists (opening a SQLite one that does not would create it)."""
     db_url, _ = nbgrader_settings(course)

@@ -275,8 +275,9 @@ def render_page(assignment: str, student: str, results: dict, notebook: nbformat
 {body}</body></html>"""
 
 
-def write_feedback(root: Path, assignment: str, student: str, grades=None) -> Path | None:
-    """Rewrite a student's page from autograded/ (results.json and the executed notebook) and `grades`."""
+def feedback_page(root: Path, assignment: str, student: str, grades=None) -> str | None:
+    """A student's page from autograded/ (results.json and the executed notebook) and `grades`; None
+    when the student has not been autograded."""
     autograded = root / "autograded" / student / assignment
     try:
         results = json.loads((autograded / "results.json").read_text())
@@ -288,7 +289,15 @@ def write_feedback(root: Path, assignment: str, student: str, grades=None) -> Pa
         notebook = None
     if notebook is not None and notebook.metadata.get(STAND_IN):
         notebook = None
+    return render_page(assignment, student, results, notebook, grades)
+
+
+def write_feedback(root: Path, assignment: str, student: str, grades=None) -> Path | None:
+    """Rewrite a student's page (see feedback_page)."""
+    page = feedback_page(root, assignment, student, grades)
+    if page is None:
+        return None
     path = root / "feedback" / student / assignment / f"{assignment}.html"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_page(assignment, student, results, notebook, grades))
+    path.write_text(page)
     return path
