@@ -26,12 +26,39 @@ def cmd_data(args) -> int:
 
 
 def cmd_release(args) -> int:
-    """Generate release/ from source/ with nbgrader (solutions and hidden tests removed)."""
+    """Generate release/ from source/ with nbgrader (solutions and hidden tests removed), record the
+    assignment and its due date in the gradebook, and say what was released."""
+    from coursekit.config import Course
+    from coursekit.course.gradebook import record_due_date
+
     scripts = Path(sys.executable).parent  # nbgrader runs `alembic` from the same environment
     command = [str(scripts / "nbgrader"), "generate_assignment", ASSIGNMENT, "--force",
-               f"--CourseDirectory.root={args.root}", "--log-level=WARN"]
+               f"--CourseDirectory.root={args.root}", "--log-level=ERROR"]
     env = {**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return subprocess.run(command, cwd=args.root, env=env).returncode
+    completed = subprocess.run(command, cwd=args.root, env=env)
+    if completed.returncode != 0:
+        return completed.returncode
+    course = Course(args.root.resolve())
+    record_due_date(course)
+    print(release_summary(course))
+    return 0
+
+
+def release_summary(course) -> str:
+    import nbformat
+
+    from coursekit.course.late import LatePolicy
+    from coursekit.grading.rubric import load_rubric
+
+    rubric, policy = load_rubric(course.source_notebook), LatePolicy.from_config(course.settings.sections)
+    cells = len(nbformat.read(course.release_notebook, as_version=4).cells)
+    due = f"due {policy.due:%Y-%m-%d %H:%M} UTC, late work: {policy.describe()}" if policy.due else "no due date"
+    grace = f" after {policy.grace_seconds / 60:g} minutes' grace" if policy.due and policy.grace_seconds else ""
+    return (f"Released {course.assignment}: {course.release_notebook.relative_to(course.root)} ({cells} cells)\n"
+            f"  graded: {len(rubric.autograded)} test cells, {sum(c.points for c in rubric.autograded):g} points "
+            f"autograded; {len(rubric.manual)} written answers, {sum(c.points for c in rubric.manual):g} points by hand\n"
+            f"  {due}{grace} (course.toml [late])\n"
+            f"  recorded in nbgrader's gradebook with its grade cells and due date")
 
 
 def cmd_autograde(args) -> int:
@@ -108,6 +135,7 @@ def cmd_collect(args) -> int:
     import zipfile
 
     from coursekit.course.collect import from_lms_zip, from_repositories
+    from coursekit.course.late import LatePolicy
     from coursekit.config import Course
 
     course = Course(args.root.resolve())
@@ -119,9 +147,14 @@ def cmd_collect(args) -> int:
     except zipfile.BadZipFile:
         print(f"error: {args.source} is neither a folder of repositories nor a zip", file=sys.stderr)
         return 1
+    policy = LatePolicy.from_config(course.settings.sections)
     for outcome in outcomes:
-        print(outcome)
-    print(f"{sum(o.collected for o in outcomes)} collected, {sum(not o.collected for o in outcomes)} skipped")
+        late = outcome.late_by(policy)
+        print(f"{outcome}; {late}" if late else outcome)
+    late_students = [o.student for o in outcomes if o.late_by(policy)]
+    print(f"{sum(o.collected for o in outcomes)} collected ({len(late_students)} late"
+          f"{': ' + ', '.join(map(str, late_students)) if late_students else ''}), "
+          f"{sum(not o.collected for o in outcomes)} skipped")
     return 0
 
 

@@ -104,3 +104,21 @@ def test_the_lms_pattern_and_time_zone_come_from_the_config(course, tmp_path):
         add(archive, "jdoe--my notebook.ipynb", "jdoe", when=(2026, 7, 1, 12, 0, 0))
     assert from_lms_zip(course, path)[0].collected
     assert read_timestamp(course.submission("jdoe")) == datetime(2026, 7, 1, 10, 0)
+
+
+def test_collect_says_which_submissions_are_late(course, tmp_path, capsys):
+    from coursekit.cli import main
+
+    (course.root / "course.toml").write_text('[late]\ndue = "2026-12-04 23:59:00 UTC"\npolicy = "percent_per_day"\n'
+                                             'percent_per_day = 10\ngrace_minutes = 15\n')
+    repos = tmp_path / "repos"
+    commit(repos / "classifier-from-scratch-alice", "a", "2026-12-04T20:00:00+00:00")
+    commit(repos / "classifier-from-scratch-bob", "b", "2026-12-05T00:10:00+00:00")    # within the grace period
+    commit(repos / "classifier-from-scratch-erin", "e", "2026-12-06T10:00:00+00:00")
+    assert main(["--root", str(course.root), "collect", str(repos)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    erin = next(line for line in lines if "erin" in line)
+    assert erin.endswith("submitted 2026-12-06 10:00:00.000000 UTC; LATE by 1 d 10 h 1 min "
+                         "(2 day(s) started: 10% of the score per day started late)")
+    assert not any("LATE" in line for line in lines if "alice" in line or "bob" in line)
+    assert lines[-1] == "3 collected (1 late: erin), 0 skipped"

@@ -200,3 +200,35 @@ def test_autograding_a_misspelt_student_is_an_error_that_names_the_submissions(t
     assert "no submission for alcie (submitted/alcie/classifier_from_scratch/ does not exist)" in error
     assert "Did you mean alice?" in error and "submitted/ has 2: alice, bob" in error
     assert sorted(p.name for p in tmp_path.iterdir()) == ["submitted"]  # no gradebook, grades or feedback
+
+
+def test_release_says_what_it_released_and_records_the_due_date(tmp_path, capfd):
+    import shutil
+
+    from coursekit.cli import main
+    from coursekit.course.gradebook import open_gradebook
+
+    for folder in ("source", "release"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    for name in ("nbgrader_config.py", "course.toml"):
+        shutil.copy(ROOT / name, tmp_path)
+    assert main(["--root", str(tmp_path), "release"]) == 0
+    assert main(["--root", str(tmp_path), "release"]) == 0  # again: nbgrader replaces the release
+    out, err = capfd.readouterr()
+    import nbformat
+
+    from coursekit.grading.rubric import load_rubric
+
+    rubric, course = load_rubric(Course(tmp_path).source_notebook), Course(tmp_path)
+    cells = len(nbformat.read(course.release_notebook, as_version=4).cells)
+    autograded, manual = sum(c.points for c in rubric.autograded), sum(c.points for c in rubric.manual)
+    assert out.splitlines()[-4:] == [
+        f"Released classifier_from_scratch: release/classifier_from_scratch/classifier_from_scratch.ipynb ({cells} cells)",
+        f"  graded: {len(rubric.autograded)} test cells, {autograded:g} points autograded; "
+        f"{len(rubric.manual)} written answers, {manual:g} points by hand",
+        "  due 2026-12-04 23:59 UTC, late work: 10% of the score per day started late after 15 minutes' grace"
+        " (course.toml [late])",
+        "  recorded in nbgrader's gradebook with its grade cells and due date"]
+    assert "Removing existing assignment" not in out + err
+    with open_gradebook(Course(tmp_path)) as gradebook:
+        assert str(gradebook.find_assignment("classifier_from_scratch").duedate) == "2026-12-04 23:59:00"

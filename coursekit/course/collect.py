@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from coursekit.course.late import read_timestamp
+from coursekit.course.late import LatePolicy, read_timestamp
 from coursekit.config import Course
 
 MAX_NOTEBOOK_BYTES = 50 * 2**20
@@ -32,10 +32,21 @@ class Outcome:
     student: str | None
     collected: bool
     why: str
+    timestamp: datetime | None = None  # of a collected submission, naive UTC
 
     def __str__(self) -> str:
         verb = "collected" if self.collected else "skipped"
         return f"{verb:9}  {self.student or '?':20}  {self.source}: {self.why}"
+
+    def late_by(self, policy: LatePolicy) -> str:
+        """How late a collected submission is against the due date ("" if on time or within the grace
+        period); an extension granted in the gradebook is counted when grading."""
+        seconds = policy.seconds_late(self.timestamp) if self.collected else 0.0
+        days = policy.days_late(seconds)
+        if not days:
+            return ""
+        hours, minutes = divmod(round(seconds / 60), 60)
+        return f"LATE by {hours // 24} d {hours % 24} h {minutes} min ({days} day(s) started: {policy.describe()})"
 
 
 @dataclass(frozen=True)
@@ -72,7 +83,8 @@ def store(course: Course, candidate: Candidate) -> Outcome:
     if target.exists():
         shutil.rmtree(target)
     staging.rename(target)
-    return Outcome(candidate.source, candidate.student, True, f"submitted {utc_text(candidate.timestamp)}")
+    return Outcome(candidate.source, candidate.student, True, f"submitted {utc_text(candidate.timestamp)}",
+                   candidate.timestamp)
 
 
 def collect(course: Course, candidates: list[Candidate | Outcome]) -> list[Outcome]:

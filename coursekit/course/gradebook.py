@@ -71,6 +71,12 @@ def record_assignment_from_source(course: Course) -> None:
                         "--log-level=WARN"], cwd=course.root, check=True)
 
 
+def record_due_date(course: Course) -> None:
+    """The assignment's due date from course.toml, as formgrader shows it and late penalties use it."""
+    with open_gradebook(course) as gradebook:
+        gradebook.update_or_create_assignment(course.assignment, duedate=LatePolicy.from_config(course.settings.sections).due)
+
+
 def record_graded(course: Course, result: Submission) -> None:
     """Record a graded submission, then rewrite its feedback page with what the gradebook holds (manual
     grades from an earlier round, the late penalty). A gradebook problem is reported, grading goes on."""
