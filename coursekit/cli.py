@@ -109,7 +109,8 @@ def cmd_export(args) -> int:
 
 
 def cmd_export_lms(args) -> int:
-    """A grade file for Canvas's or Moodle's import, with totals from nbgrader's gradebook."""
+    """A grade file for Canvas's or Moodle's import, with totals from nbgrader's gradebook; the roster's
+    names go into the gradebook too."""
     from coursekit.course.gradebook import student_totals
     from coursekit.course.lms import export_lms
     from coursekit.config import Course
@@ -119,34 +120,45 @@ def cmd_export_lms(args) -> int:
         return 2
     course = Course(args.root.resolve())
     out = args.out or course.root / f"grades-{args.lms}.csv"
+    totals = student_totals(course)
     try:
-        notes = export_lms(course, args.lms, args.roster, out, student_totals(course))
+        notes = export_lms(course, args.lms, args.roster, out, totals)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"Wrote {out}")
-    return 0
+    return record_roster_names(course, args.roster, list(totals))
 
 
 def cmd_collect(args) -> int:
     """Bring submissions into submitted/ from cloned student repositories or an LMS zip."""
     import zipfile
 
-    from coursekit.course.collect import from_lms_zip, from_repositories
-    from coursekit.course.late import LatePolicy
+    from coursekit.course.collect import from_lms_zip, from_repositories, retire_examples
     from coursekit.config import Course
 
     course = Course(args.root.resolve())
     if not args.source.exists():
         print(f"error: {args.source} does not exist", file=sys.stderr)
         return 1
+    retired = retire_examples(course)
+    if retired:
+        print(f"Removed the kit's example submissions ({', '.join(retired)}) from submitted/, autograded/, feedback/ "
+              "and the gradebook: a real course starts without them (`python -m coursekit examples` writes them again).")
     try:
         outcomes = from_lms_zip(course, args.source) if args.source.is_file() else from_repositories(course, args.source)
     except zipfile.BadZipFile:
         print(f"error: {args.source} is neither a folder of repositories nor a zip", file=sys.stderr)
         return 1
+    print_outcomes(course, outcomes)
+    return record_roster_names(course, args.roster, [o.student for o in outcomes if o.collected]) if args.roster else 0
+
+
+def print_outcomes(course, outcomes) -> None:
+    from coursekit.course.late import LatePolicy
+
     policy = LatePolicy.from_config(course.settings.sections)
     for outcome in outcomes:
         late = outcome.late_by(policy)
@@ -155,6 +167,22 @@ def cmd_collect(args) -> int:
     print(f"{sum(o.collected for o in outcomes)} collected ({len(late_students)} late"
           f"{': ' + ', '.join(map(str, late_students)) if late_students else ''}), "
           f"{sum(not o.collected for o in outcomes)} skipped")
+
+
+def record_roster_names(course, roster: Path, students: list) -> int:
+    """The roster's names of these students, into the gradebook (formgrader shows them)."""
+    from coursekit.course.gradebook import record_names
+    from coursekit.course.lms import roster_names
+
+    try:
+        people = roster_names(course, roster, students)
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    record_names(course, people)
+    missing = sorted(set(students) - set(people))
+    print(f"Names from {roster.name} recorded for {len(people)} student(s)"
+          + (f"; not found once in the roster: {', '.join(missing)}" if missing else ""))
     return 0
 
 
@@ -268,6 +296,7 @@ def add_setup_commands(commands) -> None:
 def add_grading_commands(commands) -> None:
     collect = commands.add_parser("collect", help="bring submissions into submitted/ (student repositories or an LMS zip)")
     collect.add_argument("source", type=Path, help="a folder of cloned repositories <prefix>-<username>/, or an LMS zip")
+    collect.add_argument("--roster", type=Path, help="the LMS's roster as CSV: the students' names go into the gradebook")
     collect.set_defaults(run=cmd_collect)
     autograde = commands.add_parser("autograde", help="grade submitted/<student>/ in sandboxes")
     autograde.add_argument("students", nargs="*", help="only these students (default: all)")

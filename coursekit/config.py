@@ -38,6 +38,12 @@ NUMBER = (int, float)
 DATE_DEFAULTS = (datetime(2000, 1, 1, 0, 0), datetime(2001, 2, 2, 1, 1))
 
 
+def names_problem(value: object) -> str | None:
+    """None for a non-empty list of column names."""
+    good = isinstance(value, list) and value and all(isinstance(item, str) and item for item in value)
+    return None if good else 'a list of column names, such as ["ID", "SIS Login ID"]'
+
+
 def due_date_problem(value: object) -> str | None:
     """None when value names one moment (a TOML date-time, or text with a date and a time)."""
     if value == "" or isinstance(value, datetime):
@@ -66,9 +72,12 @@ SCHEMA: dict[str, dict[str, Setting]] = {
              "grace_minutes": Setting(0, NUMBER, bounds=(0, float("inf")))},
     "collect": {"repo_prefix": Setting("", str),  # empty: the assignment's name with dashes
                 "lms_pattern": Setting(CANVAS_PATTERN, str), "lms_timezone": Setting("UTC", str)},
-    "lms": {"canvas_match_column": Setting("ID", str), "moodle_match_column": Setting("Email address", str),
+    # roster columns that may hold a student's id (a Canvas user id from a zip, a username from a repository)
+    "lms": {"canvas_match_columns": Setting(["ID", "SIS Login ID"], list, check=names_problem),
+            "moodle_match_columns": Setting(["Email address", "ID number"], list, check=names_problem),
             "moodle_identifier": Setting("Email address", str),
-            "canvas_column": Setting("", str), "moodle_column": Setting("", str)},  # empty: the assignment's id
+            "canvas_column": Setting("", str),   # empty: the roster's column named like the assignment
+            "moodle_column": Setting("", str)},  # empty: the assignment's id
 }
 
 
@@ -111,7 +120,7 @@ def validated(raw: dict, source: str) -> dict[str, dict]:
 def checked(value: object, setting: Setting, where: str) -> object:
     kinds = setting.kind if isinstance(setting.kind, tuple) else (setting.kind,)
     if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-        expected = {bool: "true or false", int: "a whole number", str: "a string"}.get(kinds[0], "a number")
+        expected = {bool: "true or false", int: "a whole number", str: "a string", list: "a list"}.get(kinds[0], "a number")
         raise ConfigError(f"{where} = {value!r}: expected {expected}")
     problem = value_problem(value, setting)
     if problem:

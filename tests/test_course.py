@@ -232,3 +232,11 @@ def test_release_says_what_it_released_and_records_the_due_date(tmp_path, capfd)
     assert "Removing existing assignment" not in out + err
     with open_gradebook(Course(tmp_path)) as gradebook:
         assert str(gradebook.find_assignment("classifier_from_scratch").duedate) == "2026-12-04 23:59:00"
+
+
+@pytest.mark.parametrize("path", ["grades-canvas.csv", "grades-moodle.csv", "nbgrader-grades.csv", "roster.csv",
+                                  "similarity/report.html", "grades.csv", "gradebook.db"])
+def test_files_with_students_names_and_ids_are_never_committed(path):
+    import subprocess
+
+    assert subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", path]).returncode == 0

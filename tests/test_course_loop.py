@@ -47,7 +47,7 @@ def course(tmp_path_factory) -> Course:
     for folder in ("source", "release"):
         shutil.copytree(ROOT / folder, root / folder)
     shutil.copy(ROOT / "nbgrader_config.py", root)
-    (root / "course.toml").write_text((ROOT / "course.toml").read_text() + '\n[lms]\ncanvas_match_column = "SIS Login ID"\n')
+    (root / "course.toml").write_text((ROOT / "course.toml").read_text() + '\n[lms]\ncanvas_match_columns = ["SIS Login ID"]\n')
     repos = tmp_path_factory.mktemp("repos")
     submitted = ROOT / "submitted"
     commit(repos / "classifier-from-scratch-alice", submitted / "alice_complete" / NOTEBOOK / f"{NOTEBOOK}.ipynb",
@@ -139,10 +139,12 @@ def test_graded_by_hand_then_feedback_and_exports(course, formgrader, tmp_path):
         == [("98.0", "0.0", "98.0"), ("67.0", "13.4", "53.6")]
 
     roster = tmp_path / "roster.csv"
-    roster.write_text('Student,ID,SIS User ID,SIS Login ID,Section\n"Liddell, Alice",11,S1,alice,A\n"Erin, E.",12,S2,erin,B\n')
+    roster.write_text('Student,ID,SIS User ID,SIS Login ID,Section,Classifier from scratch (1234)\n'
+                      '"Liddell, Alice",11,S1,alice,A,\n"Erin, E.",12,S2,erin,B,\n')
     assert main(["--root", str(course.root), "export", "--lms", "canvas", "--roster", str(roster),
                  "--out", str(tmp_path / "canvas.csv")]) == 0
     with open(tmp_path / "canvas.csv", newline="") as handle:
-        assert list(csv.reader(handle)) == [["Student", "ID", "SIS User ID", "SIS Login ID", "Section", NOTEBOOK],
+        assert list(csv.reader(handle)) == [["Student", "ID", "SIS User ID", "SIS Login ID", "Section",
+                                             "Classifier from scratch (1234)"],
                                             ["Liddell, Alice", "11", "S1", "alice", "A", "98"],
                                             ["Erin, E.", "12", "S2", "erin", "B", ""]]

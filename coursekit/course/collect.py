@@ -180,6 +180,24 @@ def zip_candidate(archive: zipfile.ZipFile, info: zipfile.ZipInfo, pattern: re.P
     return Candidate(name, match["student"], when, content)
 
 
+def retire_examples(course: Course) -> list[str]:
+    """The kit's example submissions (named as `coursekit examples` names them, and never collected: no
+    timestamp.txt), removed from submitted/, autograded/, feedback/ and the gradebook, so that they
+    never reach a real course's grades. `python -m coursekit examples` writes them again."""
+    from coursekit.course.gradebook import remove_students  # imported here: it loads the grader
+    from coursekit.examples import EXAMPLES, MALFORMED
+
+    retired = [name for name in (*EXAMPLES, MALFORMED[0])
+               if course.submission(name).is_dir() and not (course.submission(name) / "timestamp.txt").exists()]
+    for name in retired:
+        for top in ("submitted", "autograded", "feedback"):
+            folder = course.root / top / name
+            if folder.is_dir() and not folder.is_symlink():
+                shutil.rmtree(folder)
+    remove_students(course, retired)
+    return retired
+
+
 def from_lms_zip(course: Course, path: Path) -> list[Outcome]:
     """An LMS's "download submissions" zip; the time is the zip entry's (the LMS's submission time)."""
     settings = collect_settings(course)

@@ -71,6 +71,25 @@ def record_assignment_from_source(course: Course) -> None:
                         "--log-level=WARN"], cwd=course.root, check=True)
 
 
+def record_names(course: Course, people: dict[str, dict[str, str]]) -> None:
+    """Students' names (first_name, last_name, email), as formgrader shows them."""
+    with open_gradebook(course) as gradebook:
+        for student, names in people.items():
+            gradebook.update_or_create_student(student, **names)
+
+
+def remove_students(course: Course, students: list[str]) -> None:
+    """These students and their submissions, from the gradebook (where there is one)."""
+    if not has_gradebook(course):
+        return
+    with open_gradebook(course) as gradebook:
+        for student in students:
+            try:
+                gradebook.remove_student(student)
+            except MissingEntry:
+                continue
+
+
 def record_due_date(course: Course) -> None:
     """The assignment's due date from course.toml, as formgrader shows it and late penalties use it."""
     with open_gradebook(course) as gradebook:
