@@ -225,6 +225,26 @@ def cmd_extension(args) -> int:
     return 0
 
 
+def cmd_similarity(args) -> int:
+    """Which students' code is too alike (copydetect), with the template as boilerplate."""
+    from coursekit.config import Course
+    from coursekit.course.similarity import boilerplate_hashes, compare_class, read_class, write_report
+
+    course = Course(args.root.resolve())
+    codes, notes = read_class(course, args.students or course.students())
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    pairs = compare_class(codes, boilerplate_hashes(course))
+    report = write_report(pairs, args.threshold, course.root / "similarity")
+    listed = [pair for pair in pairs if pair.share >= args.threshold]
+    for pair in listed:
+        print(f"{pair.first.student:>20} {pair.shares[0]:4.0%}  {pair.second.student:<20} {pair.shares[1]:4.0%}  "
+              f"matching in {', '.join(pair.cells(0))}")
+    print(f"{len(listed)} of {len(pairs)} pairs of {len(codes)} students at or over {args.threshold:.0%}; "
+          f"report: {report.relative_to(course.root)}, {report.with_name('pairs.csv').relative_to(course.root)}")
+    return 0
+
+
 def cmd_examples(args) -> int:
     """Rewrite the example submissions in submitted/ from the source notebook."""
     from coursekit.examples import write_examples
@@ -312,6 +332,11 @@ def add_grading_commands(commands) -> None:
     feedback = commands.add_parser("feedback", help="rewrite feedback pages with the manual grades from the gradebook")
     feedback.add_argument("students", nargs="*", help="only these students (default: all in the gradebook)")
     feedback.set_defaults(run=cmd_feedback)
+    similarity = commands.add_parser("similarity", help="pairs of students whose code is too alike (similarity/report.html)")
+    similarity.add_argument("students", nargs="*", help="only these students (default: all)")
+    similarity.add_argument("--threshold", type=float, default=0.5,
+                            help="list a pair when either one's share of code found in the other's is at least this")
+    similarity.set_defaults(run=cmd_similarity)
     export = commands.add_parser("export", help="write grades.csv and the class summary from autograded/")
     export.set_defaults(run=cmd_export)
     export.add_argument("--lms", choices=("canvas", "moodle"),

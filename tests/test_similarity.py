@@ -1,0 +1,84 @@
+"""coursekit similarity: copies with renamed variables are found, honest independent solutions are not,
+and the template everyone was given never counts."""
+from __future__ import annotations
+
+import csv
+import re
+import shutil
+
+import nbformat
+import pytest
+
+from conftest import RELEASE, ROOT
+from coursekit.cli import main
+from coursekit.config import Course
+from coursekit.course.similarity import THRESHOLD, boilerplate_hashes, compare_class, read_class
+from coursekit.examples import solved
+from independent_solution import independent_solution
+
+RENAMES = {"x": "inputs", "grad_out": "upstream", "generator": "rng", "losses": "epoch_losses", "total": "acc",
+           "order": "perm", "batch": "idx", "layer": "lyr", "shifted": "centred", "grad": "dlogits", "n": "count",
+           "mask": "positive", "diff": "delta", "rows": "row_ids", "g": "gen", "history": "curve", "chunk": "ids",
+           "running": "summed", "lp": "logp", "top": "peak", "hidden": "width"}
+
+
+def disguised(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy as a student hides one: variables renamed, comments dropped, the blank lines doubled."""
+    copy = nbformat.reads(nbformat.writes(notebook), as_version=4)
+    for cell in copy.cells:
+        if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("solution"):
+            source = re.sub(r"\s*#[^\n]*", "", cell.source)
+            for old, new in RENAMES.items():
+                source = re.sub(rf"\b{old}\b", new, source)
+            cell.source = source.replace("\n\n", "\n\n\n")
+    return copy
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory) -> Course:
+    root = tmp_path_factory.mktemp("course")
+    for folder in ("release", "fundamentals"):
+        shutil.copytree(ROOT / folder, root / folder)
+    course = Course(root)
+    release = nbformat.read(RELEASE, as_version=4)
+    honest = {"ann": solved(Course(ROOT)), "ben": independent_solution(release)}
+    notebooks = {**honest, "cat": disguised(honest["ann"]), "dan": disguised(honest["ben"]), "eve": release}
+    for student, notebook in notebooks.items():
+        course.submission(student).mkdir(parents=True)
+        nbformat.write(notebook, course.submission(student) / course.notebook_name)
+    course.submission("fay").mkdir(parents=True)
+    (course.submission("fay") / course.notebook_name).write_text('{"cells": [')
+    return course
+
+
+@pytest.fixture(scope="module")
+def pairs(course):
+    codes, notes = read_class(course, course.students())
+    assert [code.student for code in codes] == ["ann", "ben", "cat", "dan", "eve"] and notes[0].startswith("fay: not compared")
+    return {(p.first.student, p.second.student): p for p in compare_class(codes, boilerplate_hashes(course))}
+
+
+def test_copies_with_renamed_variables_are_found(pairs):
+    assert {names for names, pair in pairs.items() if pair.share >= THRESHOLD} == {("ann", "cat"), ("ben", "dan")}
+    assert min(pairs["ann", "cat"].shares + pairs["ben", "dan"].shares) > 0.95
+
+
+def test_honest_independent_solutions_stay_well_under_the_threshold(pairs):
+    assert pairs["ann", "ben"].share < THRESHOLD / 1.5  # measured: 0.21 and 0.19 of each one's code
+
+
+def test_the_template_everyone_was_given_does_not_count(pairs):
+    assert all(pair.shares[1] == 0 for names, pair in pairs.items() if names[1] == "eve")
+
+
+def test_the_report_lists_the_pairs_with_their_matching_cells_offline(course, capsys):
+    assert main(["--root", str(course.root), "similarity"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == "2 of 10 pairs of 5 students at or over 50%; report: similarity/report.html, similarity/pairs.csv"
+    with open(course.root / "similarity" / "pairs.csv", newline="") as handle:
+        rows = {(row["student_a"], row["student_b"]): row for row in csv.DictReader(handle)}
+    assert set(rows) == {("ann", "cat"), ("ben", "dan")}
+    assert rows["ben", "dan"]["cells_a"].split()[:3] == ["linear", "relu", "sequential"]
+    page = (course.root / "similarity" / "report.html").read_text()
+    assert page.count("<mark>") >= 2 and "<script" not in page and "http:" not in page and "https:" not in page
+    assert "&lt;" in page or "&#" in page  # the students' code is escaped
