@@ -178,7 +178,8 @@ def grades_row(student: str, data: dict, columns: list[str], recorded: StudentTo
 def export_class(course: Course) -> Path:
     """grades.csv (one row per student, one column per graded cell, the totals), review.csv and a
     class summary picture, from results.json and, where there is one, nbgrader's gradebook."""
-    from coursekit.course.gradebook import recorded_totals  # imported here: the gradebook imports the pipeline, which imports this
+    # imported here: the gradebook module imports the pipeline, which imports this one
+    from coursekit.course.gradebook import recorded_totals
 
     results, recorded = load_results(course), recorded_totals(course)
     columns = grade_columns(results)
