@@ -33,7 +33,6 @@ return torch.clamp(x, min=0)""",
         """return self.keep * grad_out""",
     ],
     "sequential": [
-        """self.layers = [layer for layer in layers]""",
         """out = x
 for i in range(len(self.layers)):
     out = self.layers[i].forward(out)
@@ -47,8 +46,8 @@ return g""",
     ],
     "log_softmax": [
         """top, _ = torch.max(logits, dim=1, keepdim=True)
-lse = top + torch.log(torch.sum(torch.exp(logits - top), dim=1, keepdim=True))
-return logits - lse""",
+centred = logits - top
+return centred - torch.log(torch.sum(torch.exp(centred), dim=1, keepdim=True))""",
     ],
     "mse_loss": [
         """p = pred.flatten()
@@ -116,6 +115,8 @@ mlp_losses = train(mlp_model, CrossEntropyLoss(), x_train, y_train, 0.1, 40, 32)
 
 def fill(source: str, bodies: list[str]) -> str:
     """The release cell's source with its stubs replaced by the bodies, each at the stub's indentation."""
+    if len(STUB.findall(source)) != len(bodies):
+        raise ValueError(f"{len(bodies)} bodies for {len(STUB.findall(source))} stubs in:\n{source}")
     remaining = iter(bodies)
 
     def body(match: re.Match) -> str:

@@ -2,8 +2,8 @@
 and the template everyone was given never counts."""
 from __future__ import annotations
 
+import ast
 import csv
-import re
 import shutil
 
 import nbformat
@@ -18,19 +18,32 @@ from independent_solution import independent_solution
 
 RENAMES = {"x": "inputs", "grad_out": "upstream", "generator": "rng", "losses": "epoch_losses", "total": "acc",
            "order": "perm", "batch": "idx", "layer": "lyr", "shifted": "centred", "grad": "dlogits", "n": "count",
-           "mask": "positive", "diff": "delta", "rows": "row_ids", "g": "gen", "history": "curve", "chunk": "ids",
-           "running": "summed", "lp": "logp", "top": "peak", "hidden": "width"}
+           "diff": "delta", "rows": "row_ids", "g": "gen", "history": "curve", "chunk": "ids", "running": "summed",
+           "lp": "logp", "top": "peak", "hidden": "width", "perm": "shuffled", "centred": "moved"}
+
+
+class Renamer(ast.NodeTransformer):
+    """Renames local variables; a function's parameters keep their names (callers pass them by keyword)."""
+
+    def __init__(self, keep: set[str]):
+        self.keep = keep
+
+    def visit_Name(self, node: ast.Name) -> ast.Name:
+        if node.id in RENAMES and node.id not in self.keep:
+            node.id = RENAMES[node.id]
+        return node
 
 
 def disguised(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """A copy as a student hides one: variables renamed, comments dropped, the blank lines doubled."""
+    """A copy as a student hides one: local variables renamed, comments dropped, the code re-laid out
+    (every solution cell parsed and written back)."""
     copy = nbformat.reads(nbformat.writes(notebook), as_version=4)
     for cell in copy.cells:
         if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("solution"):
-            source = re.sub(r"\s*#[^\n]*", "", cell.source)
-            for old, new in RENAMES.items():
-                source = re.sub(rf"\b{old}\b", new, source)
-            cell.source = source.replace("\n\n", "\n\n\n")
+            tree = ast.parse(cell.source)
+            parameters = {arg.arg for node in ast.walk(tree) if isinstance(node, ast.arguments)
+                          for arg in [*node.posonlyargs, *node.args, *node.kwonlyargs, node.vararg, node.kwarg] if arg}
+            cell.source = ast.unparse(Renamer(parameters).visit(tree))
     return copy
 
 
@@ -64,7 +77,7 @@ def test_copies_with_renamed_variables_are_found(pairs):
 
 
 def test_honest_independent_solutions_stay_well_under_the_threshold(pairs):
-    assert pairs["ann", "ben"].share < THRESHOLD / 1.5  # measured: 0.21 and 0.19 of each one's code
+    assert pairs["ann", "ben"].share < THRESHOLD / 1.5  # measured: 0.23 and 0.21 of each one's code
 
 
 def test_the_template_everyone_was_given_does_not_count(pairs):

@@ -137,7 +137,7 @@ def report_page(listed: list[Pair], compared: int, threshold: float) -> str:
     return f"""<!DOCTYPE html><html><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
 <title>Similarity report</title><style>body{{font-family:sans-serif;margin:1em}} .pair{{display:flex;gap:1em}}
-.pair pre{{flex:1;overflow:auto;background:#f5f5f5;padding:.5em;font-size:80%}} mark{{background:#ffcdd2}}</style></head><body>
+.pair pre{{flex:1;overflow:auto;background:#f5f5f5;padding:.5em;font-size:80%;line-height:1.5}} mark{{background:#ffcdd2}}</style></head><body>
 <h1>Similarity report</h1><p>{len(listed)} of {compared} pairs at or over {threshold:.0%} (a student's share of code
 found in the other's; code everyone was given does not count). Similar code is a reason to look, not a verdict.</p>
 {sections}</body></html>"""
