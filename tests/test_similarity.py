@@ -95,3 +95,8 @@ def test_the_report_lists_the_pairs_with_their_matching_cells_offline(course, ca
     page = (course.root / "similarity" / "report.html").read_text()
     assert page.count("<mark>") >= 2 and "<script" not in page and "http:" not in page and "https:" not in page
     assert "&lt;" in page or "&#" in page  # the students' code is escaped
+
+
+def test_pairs_with_nothing_in_common_can_be_listed_too(course, capsys):
+    assert main(["--root", str(course.root), "similarity", "ann", "eve", "--threshold", "0"]) == 0
+    assert "1 of 1 pairs of 2 students at or over 0%" in capsys.readouterr().out

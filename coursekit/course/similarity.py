@@ -92,9 +92,15 @@ def compare_class(codes: list[StudentCode], boilerplate: np.ndarray) -> list[Pai
     pairs = []
     for i, first in enumerate(codes):
         for j in range(i + 1, len(codes)):
-            tokens, shares, slices = compare_files(prints[i], prints[j])
+            tokens, shares, (first_slices, second_slices) = compare_files(prints[i], prints[j])
+            slices = (regions(first_slices), regions(second_slices))
             pairs.append(Pair(first, codes[j], (float(shares[0]), float(shares[1])), int(tokens), slices))
     return sorted(pairs, key=lambda pair: -pair.share)
+
+
+def regions(slices: np.ndarray) -> np.ndarray:
+    """copydetect's slices as 2 x n (starts, ends); it gives a flat empty array when nothing matches."""
+    return slices.reshape(2, -1).astype(int) if slices.size else np.zeros((2, 0), dtype=int)
 
 
 def read_class(course: Course, students: list[str]) -> tuple[list[StudentCode], list[str]]:
