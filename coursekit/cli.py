@@ -26,31 +26,75 @@ def cmd_data(args) -> int:
 
 
 def cmd_release(args) -> int:
-    """Generate release/ from source/ with nbgrader (solutions and hidden tests removed)."""
+    """Generate release/ from source/ with nbgrader (solutions and hidden tests removed), record the
+    assignment and its due date in the gradebook, and say what was released."""
+    from coursekit.config import Course
+    from coursekit.course.gradebook import record_due_date
+
     scripts = Path(sys.executable).parent  # nbgrader runs `alembic` from the same environment
     command = [str(scripts / "nbgrader"), "generate_assignment", ASSIGNMENT, "--force",
-               f"--CourseDirectory.root={args.root}", "--log-level=WARN"]
+               f"--CourseDirectory.root={args.root}", "--log-level=ERROR"]
     env = {**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return subprocess.run(command, cwd=args.root, env=env).returncode
+    completed = subprocess.run(command, cwd=args.root, env=env)
+    if completed.returncode != 0:
+        return completed.returncode
+    course = Course(args.root.resolve())
+    record_due_date(course)
+    print(release_summary(course))
+    return 0
+
+
+def release_summary(course) -> str:
+    import nbformat
+
+    from coursekit.course.late import LatePolicy
+    from coursekit.grading.rubric import load_rubric
+
+    rubric, policy = load_rubric(course.source_notebook), LatePolicy.from_config(course.settings.sections)
+    cells = len(nbformat.read(course.release_notebook, as_version=4).cells)
+    due = f"due {policy.due:%Y-%m-%d %H:%M} UTC, late work: {policy.describe()}" if policy.due else "no due date"
+    grace = f" after {policy.grace_seconds / 60:g} minutes' grace" if policy.due and policy.grace_seconds else ""
+    return (f"Released {course.assignment}: {course.release_notebook.relative_to(course.root)} ({cells} cells)\n"
+            f"  graded: {len(rubric.autograded)} test cells, {sum(c.points for c in rubric.autograded):g} points "
+            f"autograded; {len(rubric.manual)} written answers, {sum(c.points for c in rubric.manual):g} points by hand\n"
+            f"  {due}{grace} (course.toml [late])\n"
+            f"  recorded in nbgrader's gradebook with its grade cells and due date")
 
 
 def cmd_autograde(args) -> int:
+    from coursekit.course.gradebook import recorded_totals
     from coursekit.grading.batch import grade_class, shard
     from coursekit.config import Course
     from coursekit.grading.report import table
     from coursekit.grading.bubblewrap import SandboxUnavailable
 
     course = Course(args.root.resolve())
+    missing = [student for student in args.students if not course.submission(student).is_dir()]
+    if missing:
+        print(f"error: {no_submission(course, missing)}", file=sys.stderr)
+        return 2
     students = shard(args.students or course.students(), args.shard)
     try:
         results = grade_class(course, students, jobs=args.jobs, require_sandbox=args.require_sandbox)
     except SandboxUnavailable as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(table(results))
+    print(table(results, recorded_totals(course)))
     print(f"\nGrades: {course.root / 'grades.csv'}; per student: autograded/<student>/{course.assignment}/results.json, "
           f"feedback/<student>/{course.assignment}/")
     return 0
+
+
+def no_submission(course, missing: list[str]) -> str:
+    """Why nothing is graded for these names, with the submission folders that do exist."""
+    import difflib
+
+    existing = course.students()
+    folder = course.submission(missing[0]).relative_to(course.root)
+    guesses = [match for name in missing for match in difflib.get_close_matches(name, existing, n=1)]
+    return (f"no submission for {', '.join(missing)} ({folder}/ does not exist); nothing was graded. "
+            + (f"Did you mean {', '.join(guesses)}? " if guesses else "")
+            + f"submitted/ has {len(existing)}: {', '.join(existing[:30])}{' ...' if len(existing) > 30 else ''}")
 
 
 def cmd_export(args) -> int:
@@ -65,7 +109,8 @@ def cmd_export(args) -> int:
 
 
 def cmd_export_lms(args) -> int:
-    """A grade file for Canvas's or Moodle's import, with totals from nbgrader's gradebook."""
+    """A grade file for Canvas's or Moodle's import, with totals from nbgrader's gradebook; the roster's
+    names go into the gradebook too."""
     from coursekit.course.gradebook import student_totals
     from coursekit.course.lms import export_lms
     from coursekit.config import Course
@@ -75,36 +120,69 @@ def cmd_export_lms(args) -> int:
         return 2
     course = Course(args.root.resolve())
     out = args.out or course.root / f"grades-{args.lms}.csv"
+    totals = student_totals(course)
     try:
-        notes = export_lms(course, args.lms, args.roster, out, student_totals(course))
+        notes = export_lms(course, args.lms, args.roster, out, totals)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"Wrote {out}")
-    return 0
+    return record_roster_names(course, args.roster, list(totals))
 
 
 def cmd_collect(args) -> int:
     """Bring submissions into submitted/ from cloned student repositories or an LMS zip."""
     import zipfile
 
-    from coursekit.course.collect import from_lms_zip, from_repositories
+    from coursekit.course.collect import from_lms_zip, from_repositories, retire_examples
     from coursekit.config import Course
 
     course = Course(args.root.resolve())
     if not args.source.exists():
         print(f"error: {args.source} does not exist", file=sys.stderr)
         return 1
+    retired = retire_examples(course)
+    if retired:
+        print(f"Removed the kit's example submissions ({', '.join(retired)}) from submitted/, autograded/, feedback/ "
+              "and the gradebook: a real course starts without them (`python -m coursekit examples` writes them again).")
     try:
         outcomes = from_lms_zip(course, args.source) if args.source.is_file() else from_repositories(course, args.source)
     except zipfile.BadZipFile:
         print(f"error: {args.source} is neither a folder of repositories nor a zip", file=sys.stderr)
         return 1
+    print_outcomes(course, outcomes)
+    return record_roster_names(course, args.roster, [o.student for o in outcomes if o.collected]) if args.roster else 0
+
+
+def print_outcomes(course, outcomes) -> None:
+    from coursekit.course.late import LatePolicy
+
+    policy = LatePolicy.from_config(course.settings.sections)
     for outcome in outcomes:
-        print(outcome)
-    print(f"{sum(o.collected for o in outcomes)} collected, {sum(not o.collected for o in outcomes)} skipped")
+        late = outcome.late_by(policy)
+        print(f"{outcome}; {late}" if late else outcome)
+    late_students = [o.student for o in outcomes if o.late_by(policy)]
+    print(f"{sum(o.collected for o in outcomes)} collected ({len(late_students)} late"
+          f"{': ' + ', '.join(map(str, late_students)) if late_students else ''}), "
+          f"{sum(not o.collected for o in outcomes)} skipped")
+
+
+def record_roster_names(course, roster: Path, students: list) -> int:
+    """The roster's names of these students, into the gradebook (formgrader shows them)."""
+    from coursekit.course.gradebook import record_names
+    from coursekit.course.lms import roster_names
+
+    try:
+        people = roster_names(course, roster, students)
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    record_names(course, people)
+    missing = sorted(set(students) - set(people))
+    print(f"Names from {roster.name} recorded for {len(people)} student(s)"
+          + (f"; not found once in the roster: {', '.join(missing)}" if missing else ""))
     return 0
 
 
@@ -112,6 +190,7 @@ def cmd_feedback(args) -> int:
     """Rewrite every feedback page with the manual grades, comments and late penalties in the gradebook."""
     from coursekit.course.gradebook import student_totals
     from coursekit.grading.feedback import write_feedback
+    from coursekit.grading.report import export_class
     from coursekit.config import Course
 
     course = Course(args.root.resolve())
@@ -119,6 +198,50 @@ def cmd_feedback(args) -> int:
     for student in args.students or totals:
         path = write_feedback(course.root, course.assignment, student, totals.get(student))
         print(f"wrote {path}" if path else f"{student}: not autograded yet, no feedback written")
+    print(f"Wrote {export_class(course)} (manual grades, late penalties and totals from the gradebook)")
+    return 0
+
+
+def cmd_extension(args) -> int:
+    """nbgrader's extension for one recorded submission; its late penalty, page and grades.csv follow."""
+    from nbgrader.api import MissingEntry
+
+    from coursekit.config import Course
+    from coursekit.course.gradebook import grant_extension
+    from coursekit.grading.feedback import write_feedback
+    from coursekit.grading.report import export_class
+
+    course = Course(args.root.resolve())
+    try:
+        total = grant_extension(course, args.student, args.days, args.hours)
+    except MissingEntry:
+        print(f"error: {args.student} has no graded submission in the gradebook; autograde it first", file=sys.stderr)
+        return 1
+    write_feedback(course.root, course.assignment, args.student, total)
+    export_class(course)
+    given = f"an extension of {args.days:g} day(s) {args.hours:g} hour(s)" if args.days or args.hours else "no extension"
+    print(f"{args.student}: {given}; now {total.days_late} day(s) late, late penalty {total.late_penalty:g}, "
+          f"total {total.total:g} / {total.max_score:g} (feedback page and grades.csv rewritten)")
+    return 0
+
+
+def cmd_similarity(args) -> int:
+    """Which students' code is too alike (copydetect), with the template as boilerplate."""
+    from coursekit.config import Course
+    from coursekit.course.similarity import boilerplate_hashes, compare_class, read_class, write_report
+
+    course = Course(args.root.resolve())
+    codes, notes = read_class(course, args.students or course.students())
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    pairs = compare_class(codes, boilerplate_hashes(course))
+    report = write_report(pairs, args.threshold, course.root / "similarity")
+    listed = [pair for pair in pairs if pair.share >= args.threshold]
+    for pair in listed:
+        print(f"{pair.first.student:>20} {pair.shares[0]:4.0%}  {pair.second.student:<20} {pair.shares[1]:4.0%}  "
+              f"matching in {', '.join(pair.cells(0))}")
+    print(f"{len(listed)} of {len(pairs)} pairs of {len(codes)} students at or over {args.threshold:.0%}; "
+          f"report: {report.relative_to(course.root)}, {report.with_name('pairs.csv').relative_to(course.root)}")
     return 0
 
 
@@ -209,6 +332,7 @@ def add_setup_commands(commands) -> None:
 def add_grading_commands(commands) -> None:
     collect = commands.add_parser("collect", help="bring submissions into submitted/ (student repositories or an LMS zip)")
     collect.add_argument("source", type=Path, help="a folder of cloned repositories <prefix>-<username>/, or an LMS zip")
+    collect.add_argument("--roster", type=Path, help="the LMS's roster as CSV: the students' names go into the gradebook")
     collect.set_defaults(run=cmd_collect)
     autograde = commands.add_parser("autograde", help="grade submitted/<student>/ in sandboxes")
     autograde.add_argument("students", nargs="*", help="only these students (default: all)")
@@ -217,9 +341,19 @@ def add_grading_commands(commands) -> None:
     autograde.add_argument("--shard", metavar="K/N", type=shard_spec, help="grade only the K-th of N slices of the class "
                            "(CI matrices); auto/N or auto: K (and N) from the scheduler's task index (README: More than one machine)")
     autograde.set_defaults(run=cmd_autograde)
+    extension = commands.add_parser("extension", help="grant a student more time (nbgrader's extension; 0 removes it)")
+    extension.add_argument("student")
+    extension.add_argument("--days", type=float, default=0.0)
+    extension.add_argument("--hours", type=float, default=0.0)
+    extension.set_defaults(run=cmd_extension)
     feedback = commands.add_parser("feedback", help="rewrite feedback pages with the manual grades from the gradebook")
     feedback.add_argument("students", nargs="*", help="only these students (default: all in the gradebook)")
     feedback.set_defaults(run=cmd_feedback)
+    similarity = commands.add_parser("similarity", help="pairs of students whose code is too alike (similarity/report.html)")
+    similarity.add_argument("students", nargs="*", help="only these students (default: all)")
+    similarity.add_argument("--threshold", type=float, default=0.5,
+                            help="list a pair when either one's share of code found in the other's is at least this")
+    similarity.set_defaults(run=cmd_similarity)
     export = commands.add_parser("export", help="write grades.csv and the class summary from autograded/")
     export.set_defaults(run=cmd_export)
     export.add_argument("--lms", choices=("canvas", "moodle"),

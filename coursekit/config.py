@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
+from typing import Callable
+
+from dateutil import parser as date_parser
 
 from coursekit import ASSIGNMENT
 
@@ -26,9 +29,33 @@ class Setting:
     kind: type | tuple[type, ...]
     choices: tuple = ()
     positive: bool = False
+    bounds: tuple[float, float] | None = None       # inclusive
+    check: Callable[[object], str | None] | None = None  # what was expected, when the value is wrong
 
 
 NUMBER = (int, float)
+# Two defaults that differ in every field a due date must state: dateutil fills a missing field from
+# its default, so "friday" or "2026-12-04" parse to different moments and are refused as incomplete.
+DATE_DEFAULTS = (datetime(2000, 1, 1, 0, 0), datetime(2001, 2, 2, 1, 1))
+
+
+def names_problem(value: object) -> str | None:
+    """None for a non-empty list of column names."""
+    good = isinstance(value, list) and value and all(isinstance(item, str) and item for item in value)
+    return None if good else 'a list of column names, such as ["ID", "SIS Login ID"]'
+
+
+def due_date_problem(value: object) -> str | None:
+    """None when value names one moment (a TOML date-time, or text with a date and a time)."""
+    if value == "" or isinstance(value, datetime):
+        return None
+    expected = 'a date and time such as "2026-12-04 23:59:00 UTC" (no zone means UTC), or "" for none'
+    try:
+        moments = {date_parser.parse(str(value), default=default) for default in DATE_DEFAULTS}
+    except (ValueError, OverflowError):
+        return expected
+    return None if len(moments) == 1 else expected
+
 SCHEMA: dict[str, dict[str, Setting]] = {
     "policy": {"no_autograd": Setting(True, bool)},
     "limits": {"memory_gib": Setting(4, NUMBER, positive=True),       # per submission, whole sandbox
@@ -40,14 +67,18 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     "floors": {"regression_mse": Setting(4.0, NUMBER, positive=True),  # test MSE at most this
                "logistic_accuracy": Setting(0.87, NUMBER, positive=True),
                "mlp_accuracy": Setting(0.90, NUMBER, positive=True)},
-    "late": {"due": Setting("", (str, datetime)),  # a TOML date-time, or text nbgrader's parse_utc reads
+    "late": {"due": Setting("", (str, datetime), check=due_date_problem),  # read by nbgrader's parse_utc
              "policy": Setting("none", str, LATE_METHODS),
-             "percent_per_day": Setting(0, NUMBER), "grace_minutes": Setting(0, NUMBER)},
+             "percent_per_day": Setting(0, NUMBER, bounds=(0, 100)),
+             "grace_minutes": Setting(0, NUMBER, bounds=(0, float("inf")))},
     "collect": {"repo_prefix": Setting("", str),  # empty: the assignment's name with dashes
                 "lms_pattern": Setting(CANVAS_PATTERN, str), "lms_timezone": Setting("UTC", str)},
-    "lms": {"canvas_match_column": Setting("ID", str), "moodle_match_column": Setting("Email address", str),
+    # roster columns that may hold a student's id (a Canvas user id from a zip, a username from a repository)
+    "lms": {"canvas_match_columns": Setting(["ID", "SIS Login ID"], list, check=names_problem),
+            "moodle_match_columns": Setting(["Email address", "ID number"], list, check=names_problem),
             "moodle_identifier": Setting("Email address", str),
-            "canvas_column": Setting("", str), "moodle_column": Setting("", str)},  # empty: the assignment's id
+            "canvas_column": Setting("", str),   # empty: the roster's column named like the assignment
+            "moodle_column": Setting("", str)},  # empty: the assignment's id
     "gradescope": {"visibility": Setting("after_published", str, GRADESCOPE_VISIBILITY),  # of the graded checks
                    "output_format": Setting("text", str, ("text", "md")),
                    "leaderboard": Setting(False, bool),  # the models' test accuracy and MSE
@@ -94,13 +125,25 @@ def validated(raw: dict, source: str) -> dict[str, dict]:
 def checked(value: object, setting: Setting, where: str) -> object:
     kinds = setting.kind if isinstance(setting.kind, tuple) else (setting.kind,)
     if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-        expected = {bool: "true or false", int: "a whole number", str: "a string"}.get(kinds[0], "a number")
+        expected = {bool: "true or false", int: "a whole number", str: "a string", list: "a list"}.get(kinds[0], "a number")
         raise ConfigError(f"{where} = {value!r}: expected {expected}")
-    if setting.choices and value not in setting.choices:
-        raise ConfigError(f"{where} = {value!r}: expected one of {', '.join(map(repr, setting.choices))}")
-    if setting.positive and not value > 0:
-        raise ConfigError(f"{where} = {value!r}: expected a number above 0")
+    problem = value_problem(value, setting)
+    if problem:
+        raise ConfigError(f"{where} = {value!r}: expected {problem}")
     return value
+
+
+def value_problem(value: object, setting: Setting) -> str | None:
+    """What was expected, for a value of the right type that the setting still refuses."""
+    if setting.choices and value not in setting.choices:
+        return f"one of {', '.join(map(repr, setting.choices))}"
+    number = value if isinstance(value, (int, float)) else None
+    if setting.positive and number is not None and not number > 0:
+        return "a number above 0"
+    if setting.bounds and number is not None and not setting.bounds[0] <= number <= setting.bounds[1]:
+        low, high = setting.bounds
+        return f"a number from {low:g}" + (f" to {high:g}" if high < float("inf") else " up")
+    return setting.check(value) if setting.check else None
 
 
 @dataclass(frozen=True)

@@ -104,3 +104,53 @@ def test_the_lms_pattern_and_time_zone_come_from_the_config(course, tmp_path):
         add(archive, "jdoe--my notebook.ipynb", "jdoe", when=(2026, 7, 1, 12, 0, 0))
     assert from_lms_zip(course, path)[0].collected
     assert read_timestamp(course.submission("jdoe")) == datetime(2026, 7, 1, 10, 0)
+
+
+def test_collect_says_which_submissions_are_late(course, tmp_path, capsys):
+    from coursekit.cli import main
+
+    (course.root / "course.toml").write_text('[late]\ndue = "2026-12-04 23:59:00 UTC"\npolicy = "percent_per_day"\n'
+                                             'percent_per_day = 10\ngrace_minutes = 15\n')
+    repos = tmp_path / "repos"
+    commit(repos / "classifier-from-scratch-alice", "a", "2026-12-04T20:00:00+00:00")
+    commit(repos / "classifier-from-scratch-bob", "b", "2026-12-05T00:10:00+00:00")    # within the grace period
+    commit(repos / "classifier-from-scratch-erin", "e", "2026-12-06T10:00:00+00:00")
+    assert main(["--root", str(course.root), "collect", str(repos)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    erin = next(line for line in lines if "erin" in line)
+    assert erin.endswith("submitted 2026-12-06 10:00:00.000000 UTC; LATE by 1 d 10 h 1 min "
+                         "(2 day(s) started: 10% of the score per day started late)")
+    assert not any("LATE" in line for line in lines if "alice" in line or "bob" in line)
+    assert lines[-1] == "3 collected (1 late: erin), 0 skipped"
+
+
+def test_collect_keeps_the_kits_examples_out_of_a_real_course(course, tmp_path, capsys):
+    from coursekit.cli import main
+
+    for example in ("alice_complete", "frank_malformed"):
+        (course.submission(example)).mkdir(parents=True)
+        (course.submission(example) / NOTEBOOK).write_text("example")
+        (course.root / "autograded" / example / "classifier_from_scratch").mkdir(parents=True)
+    course.submission("bob_uses_autograd").mkdir(parents=True)  # a real student who happens to have an example's name
+    (course.submission("bob_uses_autograd") / "timestamp.txt").write_text("2026-12-01 10:00:00 UTC")
+    repos = tmp_path / "repos"
+    commit(repos / "classifier-from-scratch-erin", "e", "2026-12-04T10:00:00+00:00")
+    assert main(["--root", str(course.root), "collect", str(repos)]) == 0
+    assert "Removed the kit's example submissions (alice_complete, frank_malformed)" in capsys.readouterr().out
+    assert sorted(p.name for p in (course.root / "submitted").iterdir()) == ["bob_uses_autograd", "erin"]
+    assert list((course.root / "autograded").iterdir()) == []
+
+
+def test_collect_records_the_rosters_names_for_formgrader(course, tmp_path, capsys):
+    from coursekit.cli import main
+    from coursekit.course.gradebook import open_gradebook
+
+    repos, roster = tmp_path / "repos", tmp_path / "roster.csv"
+    commit(repos / "classifier-from-scratch-jdoe", "j", "2026-12-04T10:00:00+00:00")
+    commit(repos / "classifier-from-scratch-zed", "z", "2026-12-04T10:00:00+00:00")
+    roster.write_text('Student,ID,SIS User ID,SIS Login ID,Section\n"Doe, Jane",1234,S-01,jdoe,Lab A\n')
+    assert main(["--root", str(course.root), "collect", str(repos), "--roster", str(roster)]) == 0
+    assert "Names from roster.csv recorded for 1 student(s); not found once in the roster: zed" in capsys.readouterr().out
+    with open_gradebook(course) as gradebook:
+        jane = gradebook.find_student("jdoe")
+        assert (jane.first_name, jane.last_name) == ("Jane", "Doe")

@@ -41,6 +41,13 @@ def test_the_repositorys_config_is_valid_and_read_once(tmp_path):
     ("[policy]\nno_autograd = 1\n", "[policy] no_autograd = 1: expected true or false"),
     ("[limits]\nprocesses = true\n", "expected a whole number"),
     ("[late]\npolicy = 'halve'\n", "expected one of 'none', 'zero', 'percent_per_day'"),
+    ("[late]\npercent_per_day = -10\n", "[late] percent_per_day = -10: expected a number from 0 to 100"),
+    ("[late]\npercent_per_day = 150\n", "expected a number from 0 to 100"),
+    ("[late]\ngrace_minutes = -5\n", "[late] grace_minutes = -5: expected a number from 0 up"),
+    ("[late]\ndue = 'next friday'\n", "[late] due = 'next friday': expected a date and time such as"),
+    ("[late]\ndue = 'friday'\n", "expected a date and time"),
+    ("[late]\ndue = '2026-12-04'\n", "expected a date and time"),
+    ("[late]\ndue = '2026-13-04 10:00'\n", "expected a date and time"),
     ("policy = 3\n", "policy must be a section"),
     ("[limits\n", "not valid TOML"),
 ])
@@ -48,6 +55,22 @@ def test_a_wrong_setting_is_a_clear_error(tmp_path, text, words):
     (tmp_path / "course.toml").write_text(text)
     with pytest.raises(ConfigError, match=".*".join(map(__import__("re").escape, [words]))):
         Course(tmp_path).settings
+
+
+@pytest.mark.parametrize("due", ["'2026-12-04 23:59:00 UTC'", "'2026-12-04T23:59:00+01:00'", "2026-12-04T23:59:00Z",
+                                 "2026-12-04T23:59:00", "''"])
+def test_a_due_date_with_a_date_and_a_time_is_accepted(tmp_path, due):
+    (tmp_path / "course.toml").write_text(f"[late]\ndue = {due}\n")
+    assert Course(tmp_path).settings.sections["late"]["due"] is not None
+
+
+@pytest.mark.parametrize("late", ["percent_per_day = -10", "due = 'next friday'"])
+def test_the_command_line_stops_at_a_wrong_late_policy_in_one_line(tmp_path, caplog, capsys, late):
+    from coursekit.cli import main
+
+    (tmp_path / "course.toml").write_text(f"[late]\n{late}\n")
+    assert main(["--root", str(tmp_path), "export"]) == 2
+    assert "[late]" in caplog.text and "Traceback" not in caplog.text + capsys.readouterr().err
 
 
 def test_the_command_line_stops_at_a_wrong_setting(tmp_path, caplog):
@@ -165,3 +188,55 @@ def test_guard_records_become_violations_of_the_students_cells_only():
         ("log_softmax", 3, 2, "runtime-ready-made"), ("log_softmax", 4, None, "runtime-ready-made"),
         ("train", 9, None, "runtime-guard-removed")]
     assert found[1].message.startswith("`torch.log_softmax` was called by code created at run time")
+
+
+def test_autograding_a_misspelt_student_is_an_error_that_names_the_submissions(tmp_path, capsys):
+    from coursekit.cli import main
+
+    for name in ("alice", "bob"):
+        Course(tmp_path).submission(name).mkdir(parents=True)
+    assert main(["--root", str(tmp_path), "autograde", "alcie", "bob"]) == 2
+    error = capsys.readouterr().err
+    assert "no submission for alcie (submitted/alcie/classifier_from_scratch/ does not exist)" in error
+    assert "Did you mean alice?" in error and "submitted/ has 2: alice, bob" in error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["submitted"]  # no gradebook, grades or feedback
+
+
+def test_release_says_what_it_released_and_records_the_due_date(tmp_path, capfd):
+    import shutil
+
+    from coursekit.cli import main
+    from coursekit.course.gradebook import open_gradebook
+
+    for folder in ("source", "release"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    for name in ("nbgrader_config.py", "course.toml"):
+        shutil.copy(ROOT / name, tmp_path)
+    assert main(["--root", str(tmp_path), "release"]) == 0
+    assert main(["--root", str(tmp_path), "release"]) == 0  # again: nbgrader replaces the release
+    out, err = capfd.readouterr()
+    import nbformat
+
+    from coursekit.grading.rubric import load_rubric
+
+    rubric, course = load_rubric(Course(tmp_path).source_notebook), Course(tmp_path)
+    cells = len(nbformat.read(course.release_notebook, as_version=4).cells)
+    autograded, manual = sum(c.points for c in rubric.autograded), sum(c.points for c in rubric.manual)
+    assert out.splitlines()[-4:] == [
+        f"Released classifier_from_scratch: release/classifier_from_scratch/classifier_from_scratch.ipynb ({cells} cells)",
+        f"  graded: {len(rubric.autograded)} test cells, {autograded:g} points autograded; "
+        f"{len(rubric.manual)} written answers, {manual:g} points by hand",
+        "  due 2026-12-04 23:59 UTC, late work: 10% of the score per day started late after 15 minutes' grace"
+        " (course.toml [late])",
+        "  recorded in nbgrader's gradebook with its grade cells and due date"]
+    assert "Removing existing assignment" not in out + err
+    with open_gradebook(Course(tmp_path)) as gradebook:
+        assert str(gradebook.find_assignment("classifier_from_scratch").duedate) == "2026-12-04 23:59:00"
+
+
+@pytest.mark.parametrize("path", ["grades-canvas.csv", "grades-moodle.csv", "nbgrader-grades.csv", "roster.csv",
+                                  "similarity/report.html", "grades.csv", "gradebook.db"])
+def test_files_with_students_names_and_ids_are_never_committed(path):
+    import subprocess
+
+    assert subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", path]).returncode == 0

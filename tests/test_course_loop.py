@@ -47,16 +47,18 @@ def course(tmp_path_factory) -> Course:
     for folder in ("source", "release"):
         shutil.copytree(ROOT / folder, root / folder)
     shutil.copy(ROOT / "nbgrader_config.py", root)
-    (root / "course.toml").write_text((ROOT / "course.toml").read_text() + '\n[lms]\ncanvas_match_column = "SIS Login ID"\n')
+    (root / "course.toml").write_text((ROOT / "course.toml").read_text() + '\n[lms]\ncanvas_match_columns = ["SIS Login ID"]\n')
     repos = tmp_path_factory.mktemp("repos")
     submitted = ROOT / "submitted"
     commit(repos / "classifier-from-scratch-alice", submitted / "alice_complete" / NOTEBOOK / f"{NOTEBOOK}.ipynb",
            "2026-12-04T20:00:00+00:00")
     commit(repos / "classifier-from-scratch-erin", submitted / "erin_partial" / NOTEBOOK / f"{NOTEBOOK}.ipynb",
            "2026-12-06T10:00:00+00:00")  # 2 days started after the due date: 20% off
+    commit(repos / "classifier-from-scratch-frank", submitted / "frank_malformed" / NOTEBOOK / f"{NOTEBOOK}.ipynb",
+           "2026-12-04T21:00:00+00:00")  # cut off in the middle: not a notebook
     assert main(["--root", str(root), "collect", str(repos)]) == 0
     results = grade_class(Course(root), jobs=2, require_sandbox=True, progress=False)
-    assert {r.student: r.score for r in results} == {"alice": 80, "erin": 56}
+    assert {r.student: r.score for r in results} == {"alice": 80, "erin": 56, "frank": 0}
     return Course(root)
 
 
@@ -71,7 +73,8 @@ def formgrader(course, tmp_path_factory):
     """Jupyter server with nbgrader's formgrader extension, on loopback only, for a bounded time."""
     port, scripts = free_port(), Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}",
-           "JUPYTER_RUNTIME_DIR": str(tmp_path_factory.mktemp("runtime"))}
+           "JUPYTER_RUNTIME_DIR": str(tmp_path_factory.mktemp("runtime")),
+           "PYTHONPATH": str(ROOT)}  # the kit, importable as it is in its own course folder
     server = subprocess.Popen([str(scripts / "jupyter"), "server", "--allow-root", "--ServerApp.ip=127.0.0.1",
                                f"--ServerApp.port={port}", "--ServerApp.port_retries=0", "--ServerApp.open_browser=False",
                                f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={course.root}"],
@@ -93,9 +96,9 @@ def formgrader(course, tmp_path_factory):
         server.wait(timeout=30)
 
 
-def request(base: str, path: str, body: dict | None = None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(base + path, data=data, method="PUT" if body is not None else "GET",
+def request(base: str, path: str, body: dict | None = None, method: str | None = None):
+    data = json.dumps(body).encode() if body is not None else b"" if method == "POST" else None
+    req = urllib.request.Request(base + path, data=data, method=method or ("PUT" if body is not None else "GET"),
                                  headers={"Authorization": f"token {TOKEN}", "Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=60) as response:
         text = response.read().decode()
@@ -113,6 +116,23 @@ def test_formgrader_shows_the_autograded_submission(course, formgrader):
     grades = {g["name"]: g for g in request(formgrader, f"/formgrader/api/grades?submission_id={submission_id(course, 'erin')}")}
     assert grades["test_linear"]["auto_score"] == 8 and grades["test_logistic"]["auto_score"] == 0
     assert grades["regression_answer"]["needs_manual_grade"]
+
+
+def test_formgrader_lists_the_unreadable_submission_for_grading_by_hand(course, formgrader):
+    page = request(formgrader, f"/formgrader/submissions/{submission_id(course, 'frank')}/")
+    assert "frank" in page and "could not grade this submission" in page and "reflection_answer" in page
+
+
+def test_formgraders_buttons_keep_the_sandboxed_results(course, formgrader):
+    results = course.root / "autograded" / "erin" / NOTEBOOK / "results.json"
+    before = results.read_text()
+    outcome = request(formgrader, f"/formgrader/api/submission/{NOTEBOOK}/erin/autograde", method="POST")
+    assert not outcome["success"] and "python -m coursekit autograde erin" in outcome["log"]
+    assert results.read_text() == before
+    outcome = request(formgrader, f"/formgrader/api/assignment/{NOTEBOOK}/erin/generate_feedback", method="POST")
+    assert outcome["success"], outcome
+    page = (course.root / "feedback" / "erin" / NOTEBOOK / f"{NOTEBOOK}.html").read_text()
+    assert "Content-Security-Policy" in page and "mathjax" not in page.lower()
 
 
 def test_graded_by_hand_then_feedback_and_exports(course, formgrader, tmp_path):
@@ -137,12 +157,20 @@ def test_graded_by_hand_then_feedback_and_exports(course, formgrader, tmp_path):
         exported = {row["student_id"]: row for row in csv.DictReader(handle)}
     assert [(exported[s]["raw_score"], exported[s]["late_submission_penalty"], exported[s]["score"]) for s in ("alice", "erin")] \
         == [("98.0", "0.0", "98.0"), ("67.0", "13.4", "53.6")]
+    with open(course.root / "grades.csv", newline="") as handle:
+        grades = {row["student"]: row for row in csv.DictReader(handle)}
+    assert [(grades[s]["total"], grades[s]["late_penalty"], grades[s]["status"]) for s in ("alice", "erin", "frank")] \
+        == [("98", "0", "final"), ("53.6", "13.4", "manual_pending"), ("0", "0", "manual_pending")]
 
     roster = tmp_path / "roster.csv"
-    roster.write_text('Student,ID,SIS User ID,SIS Login ID,Section\n"Liddell, Alice",11,S1,alice,A\n"Erin, E.",12,S2,erin,B\n')
+    roster.write_text('Student,ID,SIS User ID,SIS Login ID,Section,Classifier from scratch (1234)\n'
+                      '"Liddell, Alice",11,S1,alice,A,\n"Erin, E.",12,S2,erin,B,\n')
     assert main(["--root", str(course.root), "export", "--lms", "canvas", "--roster", str(roster),
                  "--out", str(tmp_path / "canvas.csv")]) == 0
     with open(tmp_path / "canvas.csv", newline="") as handle:
-        assert list(csv.reader(handle)) == [["Student", "ID", "SIS User ID", "SIS Login ID", "Section", NOTEBOOK],
+        assert list(csv.reader(handle)) == [["Student", "ID", "SIS User ID", "SIS Login ID", "Section",
+                                             "Classifier from scratch (1234)"],
                                             ["Liddell, Alice", "11", "S1", "alice", "A", "98"],
                                             ["Erin, E.", "12", "S2", "erin", "B", ""]]
+    with open_gradebook(course) as gradebook:  # the roster's names, for formgrader
+        assert (gradebook.find_student("alice").first_name, gradebook.find_student("alice").last_name) == ("Alice", "Liddell")

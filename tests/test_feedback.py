@@ -30,11 +30,19 @@ def display(data: dict):
     return new_output("display_data", data=data)
 
 
+def graded_test(name: str, score: float, max_score: float, checks: list[tuple[bool, str]]) -> dict:
+    part, grade_id = name.split(": ")
+    return {"name": name, "score": score, "max_score": max_score, "status": "passed" if score == max_score else "failed",
+            "extra_data": {"grade_id": grade_id, "part": part,
+                           "checks": [{"passed": passed, "sentence": sentence} for passed, sentence in checks]}}
+
+
 def results(score=8) -> dict:
     return {"score": score, "output": "Autograded score: 8 / 10\nNote: cell 3: error",
-            "tests": [{"name": "Part 1: test_linear", "score": 8, "max_score": 8, "status": "passed", "output": "PASS  forward"},
-                      {"name": "Part 3: test_logistic", "score": 0, "max_score": 2, "status": "failed", "output": "FAIL  accuracy"}],
-            "extra_data": {"pending_manual": {"reflection_answer": 6}, "late": None}}
+            "tests": [graded_test("Part 1: test_linear", 8, 8, [(True, "forward")]),
+                      graded_test("Part 3: test_logistic", 0, 2, [(False, "accuracy")])],
+            "extra_data": {"pending_manual": {"reflection_answer": 6}, "late": None,
+                           "messages": [{"kind": "note", "text": "Note: cell 3: error"}]}}
 
 
 def notebook_with_a_plot():
@@ -76,6 +84,23 @@ def test_markdown_is_rendered_with_mathml_and_student_html_escaped():
     assert re.search(r"<math[^>]*><mrow><mfrac>", page) and "<code>$not math$</code>" in page
     assert re.search(r"<math[^>]*display=\"block\"><mrow><mtext>a.&lt;b&gt;.text</mtext><munder>", page)
     assert "<img" not in page and "example.com" not in page and "[image: tracker]" in page
+
+
+def test_a_hint_in_details_is_rendered_collapsed_with_its_markdown():
+    page = render_markdown("Try it first.\n\n<details>\n<summary>Hint: the <b>formula</b></summary>\n\n"
+                           "The derivative is $2x$, **not** $x$.\n\n</details>")
+    assert re.search(r"<details>\s*<summary>Hint: the &lt;b&gt;formula&lt;/b&gt;</summary>\s*<p>The derivative is <math", page)
+    assert "<strong>not</strong>" in page and page.rstrip().endswith("</details>") and "<details open" not in page
+
+
+@pytest.mark.parametrize("markdown", ["<details onclick=alert(1)>\n<summary>s</summary>\n\nx\n\n</details>",
+                                      "<details><script>alert(1)</script></details>",
+                                      "<details>\n<summary>never closed</summary>\n\nthe rest of the page",
+                                      "</details>\n\n</details>\n\ntext"])
+def test_other_html_around_details_stays_escaped_and_a_cell_cannot_fold_the_page(markdown):
+    page = render_markdown(markdown)
+    assert "<script" not in page and "<details onclick" not in page
+    assert page.count("<details>") == page.count("</details>")
 
 
 def test_the_page_fetches_nothing_and_shows_the_plot_and_manual_cells():
@@ -121,3 +146,41 @@ def test_after_manual_grading_the_page_shows_grades_comments_penalty_and_total()
     page = render_page("classifier_from_scratch", "alice", data, None, grades)
     assert "Pending manual grading" not in page and "5 / 6" in page and "Name the &lt;b&gt;trade-off&lt;/b&gt;." in page
     assert "-1.3" in page and "11.7 / 16" in page
+
+
+def test_student_text_in_the_page_cannot_pass_for_the_graders_lines():
+    data = results()
+    data["tests"][1]["extra_data"]["checks"][0]["sentence"] = "train raised: boom\nPASS  train: every check"
+    data["extra_data"]["messages"] = [{"kind": "note", "text": "Note: cell 3: error: E: x\nAutograded score: 80 / 80"}]
+    page = render_page("classifier_from_scratch", "alice", data, None)
+    rows = re.findall(r"<pre>(.*?)</pre>", page, re.DOTALL)
+    assert "FAIL  train raised: boom ⏎ PASS  train: every check" in rows
+    assert not any(line.startswith("PASS  train") for row in rows for line in row.splitlines())
+    assert re.findall(r"<li>(.*?)</li>", page) == ["Note: cell 3: error: E: x ⏎ Autograded score: 80 / 80"]
+
+
+def late_results() -> dict:
+    """Graded 2 days late on the autograded score alone (56 points): -11.2, as results.json records it."""
+    data = results()
+    data["extra_data"]["late"] = {"days_late": 2, "penalty": 11.2, "policy": "10% of the score per day started late",
+                                  "timestamp": "2026-12-06T10:00:00", "due": "2026-12-04T23:59:00"}
+    data["extra_data"]["messages"].append({"kind": "late", "text": "Late by 2 day(s) (10% per day): -11.2 points"})
+    return data
+
+
+def test_the_late_line_comes_from_the_gradebook_once_there_are_manual_grades():
+    from coursekit.course.gradebook import ManualGrade, StudentTotal
+
+    grades = StudentTotal("erin", 71, 100, 14.2, [ManualGrade("reflection_answer", 6, 5)], days_late=2)
+    page = render_page("classifier_from_scratch", "erin", late_results(), None, grades)
+    assert "11.2" not in page and page.count("-14.2") == 1 and "56.8 / 100" in page
+
+
+def test_an_extension_leaves_no_late_penalty_anywhere_on_the_page():
+    from coursekit.course.gradebook import ManualGrade, StudentTotal
+
+    grades = StudentTotal("erin", 71, 100, 0.0, [ManualGrade("reflection_answer", 6, 5)], days_late=0,
+                          extension_seconds=3 * 86400)
+    page = render_page("classifier_from_scratch", "erin", late_results(), None, grades)
+    assert "11.2" not in page and "-0<" not in page and "Late by" not in page
+    assert "within your extension" in page and "with an extension of 3 day(s)" in page and "71 / 100" in page

@@ -77,23 +77,30 @@ def test_the_summary_tells_the_student_everything_that_was_found():
         "Note: cell 12: error: ValueError",
         "Policy violation (cell 9, line 2): torch.nn is not allowed",
         "Policy violation (cell 10): after this cell ran, autograd was in use: ['w']",
-        "For review (dynamic-code, cell 7, line 1): eval hides code",
-        "For review (link): a link was refused"]
+        "For review (dynamic-code, cell 7, line 1): eval hides code (a person from the course staff will look at this)",
+        "For review (link): a link was refused (a person from the course staff will look at this)"]
     assert results_json(result)["extra_data"]["messages"] == told
+    assert all("violation" not in m["text"].lower() for m in told if m["kind"] != "violation")
     clean = submission("ann", [PartResult("test_linear", "Part 1", 8.0, 8.0)])
     assert results_json(clean)["output"] == "Autograded score: 8 / 8" and messages(clean, late=None) == []
     late = {"days_late": 2, "policy": "percent_per_day", "penalty": 1.6}
     assert messages(clean, late) == [{"kind": "late", "text": "Late by 2 day(s) (percent_per_day): -1.6 points"}]
 
 
-def test_the_printed_table_marks_who_needs_a_person():
+def test_the_printed_table_counts_violations_apart_from_what_is_for_review_and_shows_the_late_penalty():
+    from coursekit.course.gradebook import StudentTotal
+
     clean = submission("ann", [PartResult("test_linear", "Part 1", 8.0, 8.0)], seconds=3.0)
-    lines = table([clean, hand_made()]).splitlines()
-    assert lines[0].split() == ["student", "score", "seconds", "problems"]
+    unsure = submission("bo", [PartResult("test_linear", "Part 1", 8.0, 8.0)], seconds=4.0,
+                        review=[ReviewItem("review", "imported-data", 3, 1, "torch.load(f)", "data was loaded")])
+    recorded = {"zoë": StudentTotal("zoë", 11.33, 31, 2.27, days_late=2), "ann": StudentTotal("ann", 8, 8, 0.0)}
+    lines = table([clean, unsure, hand_made()], recorded).splitlines()
+    assert lines[0].split() == ["student", "score", "late", "seconds", "problems"]
     assert lines[1].split() == ["ann", "8", "/", "8", "3.0"]
-    assert lines[2].split()[:6] == ["zoë", "11.33", "/", "25", "12.3", "3"]
-    assert lines[2].endswith("3 (policy violation) (needs review)")
-    assert lines[-1] == "1 of 2 submissions need a person: see autograded/review.csv"
+    assert lines[2].split() == ["bo", "8", "/", "8", "4.0", "1", "for", "review"]
+    assert lines[3].split()[:7] == ["zoë", "11.33", "/", "25", "-2.27", "(2", "d)"]
+    assert lines[3].endswith("12.3  1 note, 2 violations, 2 for review")
+    assert "violation" not in lines[2] and lines[-1] == "2 of 3 submissions need a person: see autograded/review.csv"
 
 
 def write(root, student, report):
@@ -115,10 +122,12 @@ def test_grades_csv_has_a_column_per_part_of_any_student_and_the_totals(tmp_path
     with open(path, newline="") as handle:
         rows = list(csv.reader(handle))
     assert rows[0] == ["student", "test_linear", "test_train", "regression_answer", "reflection_answer", "test_relu",
-                       "test_mlp", "autograded_total", "max_autograded", "manual_pending_points", "late_penalty",
-                       "violations", "needs_review"]
-    assert rows[1:] == [["ann", "6", "1.5", "", "", "", "", "7.5", "15", "10", "0.75", "0", "no"],
-                        ["zoë", "8", "", "", "", "3.33", "0", "11.33", "25", "6", "0", "1", "yes"]]
+                       "test_mlp", "autograded_total", "max_autograded", "manual_total", "manual_pending_points",
+                       "late_penalty", "days_late", "total", "max_total", "status", "violations", "for_review", "needs_review"]
+    assert rows[1:] == [["ann", "6", "1.5", "", "", "", "", "7.5", "15", "0", "10", "0.75", "0", "6.75", "25", "auto_only",
+                         "0", "0", "no"],
+                        ["zoë", "8", "", "", "", "3.33", "0", "11.33", "25", "0", "6", "0", "0", "11.33", "31", "auto_only",
+                         "1", "2", "yes"]]
     assert (tmp_path / "feedback" / "class_summary.png").stat().st_size > 1000
 
 
@@ -137,3 +146,51 @@ def test_the_review_list_puts_violations_first_then_by_student_and_cell(tmp_path
     with open(tmp_path / "grades.csv", newline="") as handle:
         flags = {r["student"]: (r["violations"], r["needs_review"]) for r in csv.DictReader(handle)}
     assert flags == {"amy": ("0", "yes"), "bob": ("1", "yes"), "cat": ("0", "no")}
+
+
+def test_the_class_summary_counts_students_in_whole_numbers():
+    import matplotlib.pyplot as plt
+
+    from coursekit.grading.report import summary_figure
+
+    failing = {"name": "Part 1: test_linear", "score": 0, "max_score": 8}
+    results = {"ann": {"score": 80, "tests": [failing]}, "bob": {"score": 42, "tests": [failing]}, "cid": {"score": 42}}
+    figure = summary_figure(results)
+    histogram, failures = figure.axes
+    figure.canvas.draw()
+    for ticks in (histogram.get_yticks(), failures.get_xticks()):
+        assert len(ticks) >= 2 and all(float(tick).is_integer() for tick in ticks)
+    plt.close(figure)
+
+
+def test_student_text_in_results_output_cannot_pass_for_the_graders_lines():
+    forged = "\nAutograded score: 80 / 80\r\nPASS  everything"
+    result = submission("mallory", [PartResult("test_linear", "Part 1", 0.0, 8.0, [CheckLine(False, "forward raised: E" + forged)])],
+                        notes=["cell 12: error: ValueError: boom" + forged],
+                        violations=[Violation("linear", 9, 2, "`x" + forged + "` was called", "runtime-autograd")],
+                        review=[ReviewItem("review", "dynamic-code", 7, 1, "eval(s)", "eval hides" + forged)])
+    report = results_json(result)
+    lines = report["output"].splitlines()
+    assert [line for line in lines if line.startswith("Autograded score")] == ["Autograded score: 0 / 8"]
+    assert all(line.startswith(("Autograded score: ", "Note: ", "Policy violation (", "For review (")) for line in lines)
+    assert lines[1] == "Note: cell 12: error: ValueError: boom ⏎ Autograded score: 80 / 80 ⏎ PASS  everything"
+    assert lines[3].endswith("(a person from the course staff will look at this)")
+    assert report["tests"][0]["output"].splitlines() == [
+        "FAIL  forward raised: E ⏎ Autograded score: 80 / 80 ⏎ PASS  everything"]
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_inert(tmp_path):
+    review = [{"severity": "review", "rule": "dynamic-code", "cell": 7, "line": 2, "code": '=HYPERLINK("http://x.example","y")',
+               "message": "+cmd|' /C calc'!A0"},
+              {"severity": "review", "rule": "r", "cell": 8, "line": 1, "code": "@SUM(A1)", "message": "\t=1+1"},
+              {"severity": "review", "rule": "r", "cell": 9, "line": 1, "code": "-2+3", "message": "\r=1"}]
+    write(tmp_path, "=evil", {"score": 0, "tests": [], "extra_data": {"review": review, "late": {"penalty": -1.5}}})
+    export_class(Course(tmp_path))
+    with open(tmp_path / "autograded" / "review.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["student"], r["code"], r["message"]) for r in rows] == [
+        ("'=evil", '\'=HYPERLINK("http://x.example","y")', "'+cmd|' /C calc'!A0"),
+        ("'=evil", "'@SUM(A1)", "'\t=1+1"), ("'=evil", "'-2+3", "'\r=1")]
+    with open(tmp_path / "grades.csv", newline="") as handle:
+        (row,) = csv.DictReader(handle)
+    assert row["student"] == "'=evil" and row["late_penalty"] == "-1.5"  # a number stays a number

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from coursekit.course.late import read_timestamp
+from coursekit.course.late import LatePolicy, read_timestamp
 from coursekit.config import Course
 
 MAX_NOTEBOOK_BYTES = 50 * 2**20
@@ -32,10 +32,21 @@ class Outcome:
     student: str | None
     collected: bool
     why: str
+    timestamp: datetime | None = None  # of a collected submission, naive UTC
 
     def __str__(self) -> str:
         verb = "collected" if self.collected else "skipped"
         return f"{verb:9}  {self.student or '?':20}  {self.source}: {self.why}"
+
+    def late_by(self, policy: LatePolicy) -> str:
+        """How late a collected submission is against the due date ("" if on time or within the grace
+        period); an extension granted in the gradebook is counted when grading."""
+        seconds = policy.seconds_late(self.timestamp) if self.collected else 0.0
+        days = policy.days_late(seconds)
+        if not days:
+            return ""
+        hours, minutes = divmod(round(seconds / 60), 60)
+        return f"LATE by {hours // 24} d {hours % 24} h {minutes} min ({days} day(s) started: {policy.describe()})"
 
 
 @dataclass(frozen=True)
@@ -72,7 +83,8 @@ def store(course: Course, candidate: Candidate) -> Outcome:
     if target.exists():
         shutil.rmtree(target)
     staging.rename(target)
-    return Outcome(candidate.source, candidate.student, True, f"submitted {utc_text(candidate.timestamp)}")
+    return Outcome(candidate.source, candidate.student, True, f"submitted {utc_text(candidate.timestamp)}",
+                   candidate.timestamp)
 
 
 def collect(course: Course, candidates: list[Candidate | Outcome]) -> list[Outcome]:
@@ -166,6 +178,24 @@ def zip_candidate(archive: zipfile.ZipFile, info: zipfile.ZipInfo, pattern: re.P
         return Outcome(name, match["student"], False, f"over {MAX_NOTEBOOK_BYTES // 2**20} MiB")
     when = datetime(*info.date_time, tzinfo=zone).astimezone(timezone.utc).replace(tzinfo=None)
     return Candidate(name, match["student"], when, content)
+
+
+def retire_examples(course: Course) -> list[str]:
+    """The kit's example submissions (named as `coursekit examples` names them, and never collected: no
+    timestamp.txt), removed from submitted/, autograded/, feedback/ and the gradebook, so that they
+    never reach a real course's grades. `python -m coursekit examples` writes them again."""
+    from coursekit.course.gradebook import remove_students  # imported here: it loads the grader
+    from coursekit.examples import EXAMPLES, MALFORMED
+
+    retired = [name for name in (*EXAMPLES, MALFORMED[0])
+               if course.submission(name).is_dir() and not (course.submission(name) / "timestamp.txt").exists()]
+    for name in retired:
+        for top in ("submitted", "autograded", "feedback"):
+            folder = course.root / top / name
+            if folder.is_dir() and not folder.is_symlink():
+                shutil.rmtree(folder)
+    remove_students(course, retired)
+    return retired
 
 
 def from_lms_zip(course: Course, path: Path) -> list[Outcome]:

@@ -81,6 +81,31 @@ def record_assignment_from_source(course: Course) -> None:
                         "--log-level=WARN"], cwd=course.root, check=True)
 
 
+def record_names(course: Course, people: dict[str, dict[str, str]]) -> None:
+    """Students' names (first_name, last_name, email), as formgrader shows them."""
+    with open_gradebook(course) as gradebook:
+        for student, names in people.items():
+            gradebook.update_or_create_student(student, **names)
+
+
+def remove_students(course: Course, students: list[str]) -> None:
+    """These students and their submissions, from the gradebook (where there is one)."""
+    if not has_gradebook(course):
+        return
+    with open_gradebook(course) as gradebook:
+        for student in students:
+            try:
+                gradebook.remove_student(student)
+            except MissingEntry:
+                continue
+
+
+def record_due_date(course: Course) -> None:
+    """The assignment's due date from course.toml, as formgrader shows it and late penalties use it."""
+    with open_gradebook(course) as gradebook:
+        gradebook.update_or_create_assignment(course.assignment, duedate=LatePolicy.from_config(course.settings.sections).due)
+
+
 def record_graded(course: Course, result: Submission) -> None:
     """Record a graded submission, then rewrite its feedback page with what the gradebook holds (manual
     grades from an earlier round, the late penalty). A gradebook problem is reported, grading goes on."""
@@ -104,13 +129,22 @@ def record_submission(course: Course, result: Submission) -> StudentTotal:
     with open_gradebook(course) as gradebook:
         gradebook.update_or_create_assignment(course.assignment, duedate=policy.due)
         gradebook.update_or_create_student(result.student)
-        gradebook.update_or_create_submission(course.assignment, result.student,
-                                              timestamp=read_timestamp(course.submission(result.student)))
+        update_or_create_submission(gradebook, course, result.student)
         save_auto_grades(gradebook, course, result)
         if result.executed is not None:
             save_auto_comments(gradebook, course, result.student, result.executed)
         assign_late_penalty(gradebook, course, result.student, policy)
         return student_total(gradebook, course, result.student, manual_grade_ids(course))
+
+
+def update_or_create_submission(gradebook: Gradebook, course: Course, student: str) -> None:
+    """nbgrader's, with autoflush held until it adds the new submission to the session: it builds the
+    submission's notebooks, grades and comments first and reads the assignment's notebooks and cells
+    meanwhile, which autoflushes objects not yet in the session (SQLAlchemy 2 no longer adds them through
+    the backrefs) and warns "not in session". Its own `db.add` then adds them all."""
+    with gradebook.db.no_autoflush:
+        gradebook.update_or_create_submission(course.assignment, student,
+                                              timestamp=read_timestamp(course.submission(student)))
 
 
 def save_auto_grades(gradebook: Gradebook, course: Course, result: Submission) -> None:
@@ -163,6 +197,8 @@ class StudentTotal:
     max_score: float
     late_penalty: float
     manual: list[ManualGrade] = field(default_factory=list)
+    days_late: int = 0             # days started after the due date and the extension, past the grace period
+    extension_seconds: float = 0.0
 
     @property
     def total(self) -> float:
@@ -196,5 +232,38 @@ def student_total(gradebook: Gradebook, course: Course, student: str, manual_ids
     comments = {comment.name: comment.comment or "" for comment in notebook.comments}
     manual = [ManualGrade(grade.name, grade.max_score, grade.manual_score, comments.get(grade.name, ""))
               for grade in notebook.grades if grade.name in manual_ids]
+    days_late = LatePolicy.from_config(course.settings.sections).days_late(submission.total_seconds_late)
+    extension = submission.extension.total_seconds() if submission.extension else 0.0
     return StudentTotal(student, submission.score, submission.max_score, submission.late_submission_penalty or 0.0,
-                        sorted(manual, key=lambda g: g.grade_id))
+                        sorted(manual, key=lambda g: g.grade_id), days_late, extension)
+
+
+def recorded_total(course: Course, student: str) -> StudentTotal | None:
+    """One student's total as student_totals gives it, or None if not recorded."""
+    if not has_gradebook(course):
+        return None
+    with open_gradebook(course) as gradebook:
+        try:
+            assign_late_penalty(gradebook, course, student, LatePolicy.from_config(course.settings.sections))
+        except MissingEntry:
+            return None
+        return student_total(gradebook, course, student, manual_grade_ids(course))
+
+
+def has_gradebook(course: Course) -> bool:
+    """Whether the course's gradebook exists (opening a SQLite one that does not would create it)."""
+    db_url, _ = nbgrader_settings(course)
+    return not db_url.startswith("sqlite:///") or Path(db_url.removeprefix("sqlite:///")).is_file()
+
+
+def recorded_totals(course: Course) -> dict[str, StudentTotal]:
+    """student_totals, or none where the course has no gradebook (grades merged from CI shards)."""
+    return student_totals(course) if has_gradebook(course) else {}
+
+
+def grant_extension(course: Course, student: str, days: float, hours: float) -> StudentTotal:
+    """nbgrader's extension for a recorded submission (none when both are 0), the late penalty recomputed."""
+    with open_gradebook(course) as gradebook:
+        gradebook.grant_extension(course.assignment, student, days=days, hours=hours)
+        assign_late_penalty(gradebook, course, student, LatePolicy.from_config(course.settings.sections))
+        return student_total(gradebook, course, student, manual_grade_ids(course))

@@ -16,7 +16,10 @@ import mistune
 import nbformat
 from latex2mathml.converter import convert as latex_to_mathml
 
+from coursekit.course.inert import one_line
+
 MAX_IMAGE_BYTES = 2**20  # decoded, per image
+STAND_IN = "coursekit_stand_in"  # notebook metadata: the release under a note, kept where nothing could run
 IMAGE_SIGNATURES = {"image/png": b"\x89PNG\r\n\x1a\n", "image/jpeg": b"\xff\xd8\xff"}
 MATHML_NS = "http://www.w3.org/1998/Math/MathML"
 MATHML_TAGS = {"math", "mrow", "mi", "mn", "mo", "ms", "mtext", "mspace", "mfrac", "msqrt", "mroot", "msub", "msup",
@@ -30,6 +33,7 @@ STRAY_TAG = re.compile(r"<(?!/?(?:%s)[\s>/])" % "|".join(sorted(MATHML_TAGS, key
 STRAY_AMPERSAND = re.compile(r"&(?!#x?[0-9A-Fa-f]+;|[A-Za-z]+;)")
 PLACEHOLDER = re.compile(r"MATHPLACEHOLDER(\d+)X")
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+DISCLOSURE_TAG = re.compile(r"<(/?)(details|summary)>", re.IGNORECASE)
 
 ET.register_namespace("", MATHML_NS)
 
@@ -91,12 +95,31 @@ def math_html(latex: str, display: bool) -> str:
         return f"<code>{html.escape(latex)}</code>"
 
 
+def disclosure_html(raw: str) -> str | None:
+    """A block of only `<details>`, `<summary>...</summary>` and `</details>` (a collapsed hint, as
+    Jupyter shows it), with the summary's text escaped; None for any other HTML."""
+    parts, outside_summary, position = [], True, 0
+    for match in DISCLOSURE_TAG.finditer(raw):
+        text = raw[position:match.start()]
+        if outside_summary and text.strip():
+            return None
+        parts += [html.escape(text), f"<{match.group(1)}{match.group(2).lower()}>"]
+        outside_summary = not (match.group(2).lower() == "summary" and not match.group(1))
+        position = match.end()
+    if not parts or raw[position:].strip() or not outside_summary:
+        return None
+    return "".join(parts) + "\n"
+
+
 class OfflineRenderer(mistune.HTMLRenderer):
-    """Raw HTML is escaped; a markdown image would be fetched from wherever it points, so only its
-    description is shown."""
+    """Raw HTML is escaped, but for collapsed hints (`<details>`); a markdown image would be fetched
+    from wherever it points, so only its description is shown."""
 
     def __init__(self):
         super().__init__(escape=True)
+
+    def block_html(self, html_text: str) -> str:
+        return disclosure_html(html_text) or super().block_html(html_text)
 
     def image(self, text: str, url: str, title=None) -> str:
         return f"<span class='no-image'>[image: {text}]</span>"
@@ -117,8 +140,23 @@ def render_markdown(text: str) -> str:
         formulas.append(math_html(match.group("display") if display else match.group("inline"), display))
         return f"MATHPLACEHOLDER{len(formulas) - 1}X"
 
-    body = markdown_parser()(MATH.sub(stash, text))
+    body = balanced_disclosures(markdown_parser()(MATH.sub(stash, text)))
     return PLACEHOLDER.sub(lambda m: formulas[int(m.group(1))], body)
+
+
+def balanced_disclosures(body: str) -> str:
+    """Every `<details>` of a cell closed within it, and a stray `</details>` dropped, so that no cell
+    can fold the rest of the page into itself (only the renderer writes these tags; text is escaped)."""
+    depth, kept = 0, []
+    for piece in re.split(r"(</?details>)", body):
+        if piece == "</details>":
+            if depth == 0:
+                continue
+            depth -= 1
+        elif piece == "<details>":
+            depth += 1
+        kept.append(piece)
+    return "".join(kept) + "</details>" * depth
 
 
 def output_html(output) -> str:
@@ -152,7 +190,15 @@ table.scores{border-collapse:collapse} tr.pass{background:#c8e6c9} tr.fail{backg
 tr.late{background:#ffe0b2} tr.total{font-weight:bold;border-top:2px solid #333} pre{white-space:pre-wrap;margin:0}
 .code{margin:.6em 0} pre.source{background:#f5f5f5;padding:.4em;border-left:3px solid #90a4ae} pre.stream{padding:.3em}
 pre.error{background:#fdecea;padding:.3em} img.plot{max-width:100%} .markdown table{border-collapse:collapse}
-.markdown td,.markdown th{border:1px solid #ccc} math[display=block]{margin:.5em 0}"""
+.markdown td,.markdown th{border:1px solid #ccc} math[display=block]{margin:.5em 0}
+details{margin:.5em 0;padding:.3em .6em;border:1px solid #ddd} summary{cursor:pointer;font-weight:bold}"""
+
+
+def checks_text(checks: object) -> str:
+    """A part's sub-checks, one line each (a sentence quoting the student stays on its line)."""
+    lines = [check for check in checks if isinstance(check, dict)] if isinstance(checks, list) else []
+    return "\n".join(("PASS  " if check.get("passed") else "FAIL  ") + one_line(check.get("sentence", ""))
+                     for check in lines)
 
 
 def test_rows(results: dict) -> list[str]:
@@ -163,7 +209,7 @@ def test_rows(results: dict) -> list[str]:
         status = "pass" if test.get("status") == "passed" else "fail"
         rows.append(f"<tr class='{status}'><td>{html.escape(part)}</td><td>{html.escape(grade_id)}</td>"
                     f"<td>{test.get('score', 0):g} / {test.get('max_score', 0):g}</td>"
-                    f"<td><pre>{html.escape(str(test.get('output', '')))}</pre></td></tr>")
+                    f"<td><pre>{html.escape(checks_text(extra.get('checks')))}</pre></td></tr>")
     return rows
 
 
@@ -181,29 +227,42 @@ def manual_rows(results: dict, grades) -> list[str]:
     return rows
 
 
+def late_row(results: dict, grades) -> str:
+    """The page's one late line: the gradebook's once the submission is recorded there (the extension,
+    and a penalty on the total with the manual grades), else the grader's."""
+    late = results.get("extra_data", {}).get("late") or {}
+    days, penalty = (grades.days_late, grades.late_penalty) if grades is not None else (late.get("days_late", 0), late.get("penalty", 0))
+    extension = grades.extension_seconds if grades is not None else 0
+    submitted = f"submitted {late.get('timestamp')}, due {late.get('due')}" + \
+        (f" with an extension of {extension / 86400:.3g} day(s)" if extension else "")
+    if days or penalty:
+        return (f"<tr class='late'><td>late</td><td>{days} day(s) late</td><td>-{penalty:g}</td>"
+                f"<td>{html.escape(str(late.get('policy', '')))}; {html.escape(submitted)}</td></tr>")
+    if extension and late.get("days_late"):
+        return f"<tr class='late'><td>late</td><td>within your extension</td><td></td><td>no penalty; {html.escape(submitted)}</td></tr>"
+    return ""
+
+
 def total_rows(results: dict, grades) -> list[str]:
     late = results.get("extra_data", {}).get("late") or {}
     if grades is not None:
-        penalty, total, maximum = grades.late_penalty, grades.total, grades.max_score
+        total, maximum = grades.total, grades.max_score
         remark = "written answers not all graded yet" if grades.manual_pending else ""
     else:
-        penalty, maximum = late.get("penalty", 0), sum(t.get("max_score", 0) for t in results.get("tests", []))
-        total, remark = max(0.0, results.get("score", 0) - penalty), "the autograded part; written answers are graded by hand"
-    rows = []
-    if penalty or late.get("days_late"):
-        rows.append(f"<tr class='late'><td>late</td><td>{late.get('days_late', '?')} day(s) late</td><td>-{penalty:g}</td>"
-                    f"<td>{html.escape(str(late.get('policy', '')))}; submitted {html.escape(str(late.get('timestamp')))}, "
-                    f"due {html.escape(str(late.get('due')))}</td></tr>")
-    rows.append(f"<tr class='total'><td>total</td><td></td><td>{total:g} / {maximum:g}</td><td>{remark}</td></tr>")
-    return rows
+        maximum = sum(t.get("max_score", 0) for t in results.get("tests", []))
+        total, remark = max(0.0, results.get("score", 0) - late.get("penalty", 0)), "the autograded part; written answers are graded by hand"
+    total_row = f"<tr class='total'><td>total</td><td></td><td>{total:g} / {maximum:g}</td><td>{remark}</td></tr>"
+    return [row for row in (late_row(results, grades), total_row) if row]
 
 
 def render_page(assignment: str, student: str, results: dict, notebook: nbformat.NotebookNode | None,
                 grades=None) -> str:
     """`grades`: the student's totals from nbgrader's gradebook (coursekit.course.gradebook), if any."""
     told = results.get("extra_data", {}).get("messages", [])
-    shown = [m for m in told if isinstance(m, dict) and not (grades is not None and m.get("kind") == "pending")]
-    notes = "".join(f"<li>{html.escape(str(m.get('text', '')))}</li>" for m in shown)  # the table says what is pending
+    # the table's rows say what is late, and, once there are grades, what is pending
+    hidden = {"late", "pending"} if grades is not None else {"late"}
+    shown = [m for m in told if isinstance(m, dict) and m.get("kind") not in hidden]
+    notes = "".join(f"<li>{html.escape(one_line(m.get('text', '')))}</li>" for m in shown)
     rows = "".join(test_rows(results) + manual_rows(results, grades) + total_rows(results, grades))
     body = notebook_html(notebook) if notebook is not None else "<p>The grader could not run your notebook.</p>"
     return f"""<!DOCTYPE html><html><head><meta charset="utf-8">
@@ -216,8 +275,9 @@ def render_page(assignment: str, student: str, results: dict, notebook: nbformat
 {body}</body></html>"""
 
 
-def write_feedback(root: Path, assignment: str, student: str, grades=None) -> Path | None:
-    """Rewrite a student's page from autograded/ (results.json and the executed notebook) and `grades`."""
+def feedback_page(root: Path, assignment: str, student: str, grades=None) -> str | None:
+    """A student's page from autograded/ (results.json and the executed notebook) and `grades`; None
+    when the student has not been autograded."""
     autograded = root / "autograded" / student / assignment
     try:
         results = json.loads((autograded / "results.json").read_text())
@@ -227,7 +287,17 @@ def write_feedback(root: Path, assignment: str, student: str, grades=None) -> Pa
         notebook = nbformat.read(autograded / f"{assignment}.ipynb", as_version=4)
     except Exception:  # no executed notebook: the page still shows the scores
         notebook = None
+    if notebook is not None and notebook.metadata.get(STAND_IN):
+        notebook = None
+    return render_page(assignment, student, results, notebook, grades)
+
+
+def write_feedback(root: Path, assignment: str, student: str, grades=None) -> Path | None:
+    """Rewrite a student's page (see feedback_page)."""
+    page = feedback_page(root, assignment, student, grades)
+    if page is None:
+        return None
     path = root / "feedback" / student / assignment / f"{assignment}.html"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_page(assignment, student, results, notebook, grades))
+    path.write_text(page)
     return path
