@@ -15,7 +15,7 @@ from coursekit.grading.execute import Execution
 from coursekit.grading.pipeline import Submission
 from coursekit.grading.rubric import nbgrader_meta
 from coursekit.grading.sanitize import sanitize
-from coursekit.grading.score import Violation
+from coursekit.grading.policy import Violation
 from coursekit.in_sandbox.protocol import RunLog
 from coursekit.local_check import print_report
 
@@ -69,7 +69,7 @@ def test_a_violation_costs_in_the_check_what_it_costs_in_grading(capsys):
 
     submission = checked({}, [])
     train = index_of(submission, "train")
-    violation = Violation("train", train, 3, "`loss.backward` was called while your code ran: autograd is not allowed")
+    violation = Violation(("train",), train, 3, "`loss.backward` was called while your code ran: autograd is not allowed")
     submission.violations = [violation]
     assert print_report(submission) == 1
     out = capsys.readouterr().out

@@ -99,7 +99,7 @@ def test_a_forged_run_log_cannot_crash_the_grader():
     from types import SimpleNamespace
 
     from coursekit.grading.pipeline import run_problems
-    from coursekit.grading.score import violations_from
+    from coursekit.grading.policy import find_violations
 
     def problems(log):
         return run_problems(SimpleNamespace(log=RunLog.parse(log), completed=SimpleNamespace(
@@ -109,7 +109,7 @@ def test_a_forged_run_log_cannot_crash_the_grader():
     assert problems({"cells": {"x": "y", "10": "error: E", "9": "ok", "11": {"status": "error"}}}) == ["cell 10: error: E"]
     assert problems({"notebook_timed_out": "yes", "aborted": 3, "replays": "2"}) == []
     log = RunLog.parse({"runtime_violations": ["junk", {"cell": 3, "found": ["a"]}], "guard_removed_at": True})
-    assert [v.cell for v in violations_from([], log.runtime_violations, [])] == [3] and log.guard_removed_at is None
+    assert [v.cell for v in find_violations([], log, [], no_autograd=True)] == [3] and log.guard_removed_at is None
 
 
 def test_the_run_log_reads_back_what_the_runner_wrote():
@@ -164,29 +164,29 @@ def test_review_items_quote_the_students_line():
     from coursekit.grading.pipeline import review_items
     from coursekit.grading.sanitize import EditableCell
     from coursekit.grading.scan import Finding
-    from coursekit.grading.score import Violation
+    from coursekit.grading.policy import Violation
 
     editable = [EditableCell(4, "x = 1\ny = eval('2')", "answer")]
-    items = review_items([Violation("answer", 4, None, "grad mode is on")],
+    items = review_items([Violation(("regression_model",), 4, None, "grad mode is on")],
                          [Finding("suspicious", "dynamic-code", 4, 2, "eval hides code")], editable)
     assert [(i.severity, i.rule, i.cell, i.line, i.code) for i in items] == [
         ("violation", "autograd-at-run-time", 4, None, ""), ("review", "dynamic-code", 4, 2, "y = eval('2')")]
 
 
 def test_guard_records_become_violations_of_the_students_cells_only():
+    from coursekit.grading.policy import Notebook, guard_violations
     from coursekit.grading.sanitize import EditableCell
-    from coursekit.grading.score import Violation, guard_violations
 
-    editable = [EditableCell(3, "def log_softmax(z): ...", "log_softmax"), EditableCell(9, "x = 1", "train")]
+    editable = [EditableCell(3, "def log_softmax(z):\n    return z", "log_softmax"), EditableCell(9, "x = 1", "train")]
     call = {"cell": 3, "line": 2, "api": "torch.log_softmax", "rule": "ready-made", "dynamic": False}
     log = {"forbidden_calls": [call, {**call, "cell": 4},                        # 4: a provided cell
                                {**call, "cell": 4, "dynamic": True, "line": 1},  # exec'd code run by cell 4
                                {**call, "line": 5}, {**call, "rule": "made-up"}, "junk", {"cell": "3"}],
            "guard_removed_at": 9}
-    found = guard_violations(RunLog.parse(log), editable, [Violation("log_softmax", 3, 5, "static", "ready-made")])
-    assert [(v.owner, v.cell, v.line, v.rule) for v in found] == [
-        ("log_softmax", 3, 2, "runtime-ready-made"), ("log_softmax", 4, None, "runtime-ready-made"),
-        ("train", 9, None, "runtime-guard-removed")]
+    found = guard_violations(RunLog.parse(log), Notebook(editable), {(3, 5)})  # the scan reported line 5
+    assert [(v.touches, v.cell, v.line, v.rule) for v in found] == [
+        (("log_softmax",), 3, 2, "runtime-ready-made"), ((), 4, None, "runtime-ready-made"),
+        ((), 9, None, "runtime-guard-removed")]
     assert found[1].message.startswith("`torch.log_softmax` was called by code created at run time")
 
 

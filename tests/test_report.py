@@ -15,7 +15,8 @@ from coursekit.grading.execute import Execution
 from coursekit.grading.pipeline import ReviewItem, Submission
 from coursekit.grading.report import export_class, messages, results_json, table
 from coursekit.grading.scan import Finding
-from coursekit.grading.score import PartResult, Violation
+from coursekit.grading.policy import Violation
+from coursekit.grading.score import PartResult
 from coursekit.in_sandbox.protocol import RunLog
 
 
@@ -34,8 +35,8 @@ def hand_made() -> Submission:
         execution=Execution(Completed(0, 10.0, False, 123_456_789, False, ""), RunLog(), None, {}, {}),
         findings=[Finding("violation", "torch-nn", 9, 2, "torch.nn is not allowed"),
                   Finding("suspicious", "dynamic-code", 7, 1, "eval hides code")],
-        violations=[Violation("mlp", 9, 2, "torch.nn is not allowed", "torch-nn"),
-                    Violation("mlp", 10, None, "after this cell ran, autograd was in use: ['w']")],
+        violations=[Violation(("mlp_model",), 9, 2, "torch.nn is not allowed", "torch-nn"),
+                    Violation(("mlp_model",), 10, None, "after this cell ran, autograd was in use: ['w']")],
         review=[ReviewItem("violation", "torch-nn", 9, 2, "nn.Linear(3, 4)", "torch.nn is not allowed"),
                 ReviewItem("review", "dynamic-code", 7, 1, "eval(s)", "eval hides code"),
                 ReviewItem("review", "link", None, None, "", "a link was refused")],
@@ -52,9 +53,9 @@ def test_results_json_follows_gradescope_schema_and_adds_up():
         ("Part 3: test_mlp", 0.0, 12.0, "failed", ["Part 3"])]
     assert report["tests"][1]["output"] == "PASS  a\nFAIL  b: shape (3,)\nPASS  c"
     assert report["tests"][1]["extra_data"] == {"grade_id": "test_relu", "part": "Part 1", "checks": [
-        {"passed": True, "sentence": "a", "measured": None, "condition": False},
-        {"passed": False, "sentence": "b: shape (3,)", "measured": None, "condition": False},
-        {"passed": True, "sentence": "c", "measured": None, "condition": False}]}
+        {"passed": True, "sentence": "a", "measured": None, "condition": False, "review": False},
+        {"passed": False, "sentence": "b: shape (3,)", "measured": None, "condition": False, "review": False},
+        {"passed": True, "sentence": "c", "measured": None, "condition": False, "review": False}]}
     assert all(t["visibility"] == "visible" for t in report["tests"])
     extra = report["extra_data"]
     assert extra["pending_manual"] == {"regression_answer": 6.0}
@@ -62,9 +63,12 @@ def test_results_json_follows_gradescope_schema_and_adds_up():
     assert extra["findings"][0] == {"severity": "violation", "rule": "torch-nn", "cell": 9, "line": 2,
                                     "message": "torch.nn is not allowed"}
     assert extra["review"] == [
-        {"severity": "violation", "rule": "torch-nn", "cell": 9, "line": 2, "code": "nn.Linear(3, 4)", "message": "torch.nn is not allowed"},
-        {"severity": "review", "rule": "dynamic-code", "cell": 7, "line": 1, "code": "eval(s)", "message": "eval hides code"},
-        {"severity": "review", "rule": "link", "cell": None, "line": None, "code": "", "message": "a link was refused"}]
+        {"severity": "violation", "rule": "torch-nn", "cell": 9, "line": 2, "code": "nn.Linear(3, 4)",
+         "message": "torch.nn is not allowed", "grade_id": None},
+        {"severity": "review", "rule": "dynamic-code", "cell": 7, "line": 1, "code": "eval(s)", "message": "eval hides code",
+         "grade_id": None},
+        {"severity": "review", "rule": "link", "cell": None, "line": None, "code": "", "message": "a link was refused",
+         "grade_id": None}]
 
 
 def test_the_summary_tells_the_student_everything_that_was_found():
@@ -167,7 +171,7 @@ def test_student_text_in_results_output_cannot_pass_for_the_graders_lines():
     forged = "\nAutograded score: 80 / 80\r\nPASS  everything"
     result = submission("mallory", [PartResult("test_linear", "Part 1", 0.0, 8.0, [CheckLine(False, "forward raised: E" + forged)])],
                         notes=["cell 12: error: ValueError: boom" + forged],
-                        violations=[Violation("linear", 9, 2, "`x" + forged + "` was called", "runtime-autograd")],
+                        violations=[Violation(("Linear",), 9, 2, "`x" + forged + "` was called", "runtime-autograd")],
                         review=[ReviewItem("review", "dynamic-code", 7, 1, "eval(s)", "eval hides" + forged)])
     report = results_json(result)
     lines = report["output"].splitlines()
