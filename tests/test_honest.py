@@ -275,3 +275,19 @@ def test_a_bug_costs_exactly_its_own_parts(graded, name):
 
 def test_the_catalogue_is_big_enough():
     assert len(HONEST) >= 30 and len(BUGS) >= 10
+
+
+def retraining_differences(results) -> list[float]:
+    """The trusted retraining's differences from the students' records, over the graded models."""
+    return [line.measured for result in results.values() for part in result.parts for line in part.lines
+            if line.condition and line.measured is not None]
+
+
+def test_honest_training_sits_far_below_the_retraining_tolerance(graded):
+    from coursekit.grading.retrain import RETRAIN_RTOL
+
+    _, results = graded
+    honest = retraining_differences({name: results[name] for name in HONEST})
+    print(f"largest difference between an honest model and its trusted retraining: {max(honest):.3g} "
+          f"(over {len(honest)} models; tolerance {RETRAIN_RTOL:g})")
+    assert len(honest) >= 3 * len(HONEST) and max(honest) <= RETRAIN_RTOL / 10
