@@ -333,6 +333,23 @@ def test_a_recording_failure_never_breaks_the_students_call(student):
     assert student.INCOMPLETE[0] is True and export(student, "model").meta["model"]["overflow"] is True
 
 
+@pytest.mark.parametrize("training", [
+    "train(model, x, y, 0.1, 5)",
+    "train(model, x, y, 0.1, 5, inline=True)",
+    "for batch in torch.arange(24).repeat(4).split(8):\n    step(model, x[batch], y[batch])\n    sgd_step(model, 0.1)",
+])
+def test_the_grader_retrains_every_way_of_updating_from_the_record(student, training):
+    from coursekit.grading.retrain import RowIndex, read_record, verify
+
+    student.CHECKPOINT_EVERY = 4  # many checkpoints, some inside a train call
+    run_as(student, CELL, "model = Model()\n" + training)
+    rec = export(student, "model")
+    output = types.SimpleNamespace(meta=rec.meta, tensors=rec.tensors)
+    record = read_record(output, "model", [(6, 1), (1,)])
+    verdict = verify(record, RowIndex(X, torch.rand(5, 6)), X, Y, False, lambda params: None, None)
+    assert verdict.outcome == "confirmed" and verdict.difference < 1e-5, verdict
+
+
 def test_row_fingerprints_are_the_graders(student):
     from coursekit.grading.retrain import fingerprints, row_weights
 
