@@ -316,9 +316,10 @@ def record_loads(api, function):
     @functools.wraps(function)
     def recorded(*args, **kwargs):
         where = locate(sys._getframe(1))
-        if where is not None and len(IMPORTS) < MAX_RECORDS:
-            IMPORTS.append({"execution": where[0], "dynamic": where[0] is None, "line": where[1],
-                            "running": running_cell(), "api": api})
+        entry = {"execution": where and where[0], "dynamic": where is not None and where[0] is None,
+                 "line": where and where[1], "running": running_cell(), "api": api}
+        if where is not None and entry not in IMPORTS and len(IMPORTS) < MAX_RECORDS:
+            IMPORTS.append(entry)
         return function(*args, **kwargs)
     return recorded
 
