@@ -1,16 +1,18 @@
-"""Cost of the in-kernel instrumentation: the complete solution's cells in a plain Jupyter kernel,
-without and with `instrument.py` installed first (as the sandbox's runner installs it: guard, loaders,
-train followed), alternating, in one run; then, in the instrumented kernel, the provenance export
-with its replay of the three graded models' training. Prints a Markdown table for the README.
+"""Cost of the in-kernel instrumentation and of trusted retraining: the complete solution's cells in a
+plain Jupyter kernel, without and with `instrument.py` installed first (as the sandbox's runner installs
+it: guard, loaders, threads, training record), alternating, in one run; then, from the instrumented
+kernel's training record of the three graded models, the grader's trusted retraining on the host
+(`grading/retrain.py`) with its time and its largest difference from the record. Prints a Markdown
+table for the README.
 
     .venv/bin/python bench/instrument_cost.py [--runs 3]
 """
 from __future__ import annotations
 
 import argparse
-import ast
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,33 +20,40 @@ import nbformat
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from coursekit.data import load_subset  # noqa: E402
+from coursekit.grading.checks import LOGISTIC, MLP, REGRESSION, Context, already_trained  # noqa: E402
+from coursekit.grading.probe_data import read_outputs  # noqa: E402
+from coursekit.grading.retrain import RowIndex, read_record, verify  # noqa: E402
+from coursekit.in_sandbox.protocol import FINGERPRINT_BITS, FINGERPRINT_SEED, FINGERPRINT_WIDTH  # noqa: E402
+
 NOTEBOOK = ROOT / "submitted" / "alice_complete" / "classifier_from_scratch" / "classifier_from_scratch.ipynb"
-GUARD = ROOT / "coursekit" / "in_sandbox" / "instrument.py"
+IN_SANDBOX = ROOT / "coursekit" / "in_sandbox"
+MODELS = {"regression_model": REGRESSION, "logistic_model": LOGISTIC, "mlp_model": MLP}
+
+
+def module_cell(name: str, path: Path, then: str) -> nbformat.NotebookNode:
+    return nbformat.v4.new_code_cell(
+        f"import types\n__{name} = types.ModuleType({name!r})\n"
+        f"exec(compile({path.read_text()!r}, {name!r}, 'exec'), __{name}.__dict__)\n{then}")
 
 
 def install_guard_cell() -> nbformat.NotebookNode:
-    source = GUARD.read_text()
-    return nbformat.v4.new_code_cell(
-        f"import types\n__coursekit_guard = types.ModuleType('coursekit_guard')\n"
-        f"exec(compile({source!r}, 'coursekit_guard', 'exec'), __coursekit_guard.__dict__)\n"
-        "__coursekit_guard.install(True)")
+    return module_cell("coursekit_guard", IN_SANDBOX / "instrument.py",
+                       f"__coursekit_guard.install(True, {FINGERPRINT_SEED}, {FINGERPRINT_BITS}, {FINGERPRINT_WIDTH})")
 
 
-REPLAY = """import time
-class _Recorder:
-    def __init__(self):
-        self.meta = {}
-    def value(self, key, tensor):
-        pass
-_rec, _start = _Recorder(), time.perf_counter()
-__coursekit_guard.export_training(get_ipython().user_ns, ("regression_model", "logistic_model", "mlp_model"), _rec)
-print(repr({"seconds": time.perf_counter() - _start,
-            "differences": [m.get("replay_difference") for m in _rec.meta.values()]}))"""
+def export_cell(folder: str) -> nbformat.NotebookNode:
+    """The provenance probe, as the runner calls it after the notebook (its inputs are not needed)."""
+    return module_cell("coursekit_probe", IN_SANDBOX / "probes.py",
+                       "rec = __coursekit_probe.Recorder()\n"
+                       f"__coursekit_guard.export_training(get_ipython().user_ns, {tuple(MODELS)!r}, rec)\n"
+                       f"rec.save({folder!r}, 'provenance')")
 
 
-def seconds_to_run(guarded: bool) -> tuple[float, dict]:
+def seconds_to_run(guarded: bool, folder: str) -> float:
     """Wall time of the notebook's own cells (the kernel is started and warmed before timing); with
-    the instrumentation, also the provenance export's seconds and replay differences."""
+    the instrumentation, the training record is then exported into folder."""
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     warm_up = [nbformat.v4.new_code_cell("import torch, fastai.vision.all, matplotlib.pyplot\n"
                                          "torch.set_grad_enabled(False)")]
@@ -59,31 +68,47 @@ def seconds_to_run(guarded: bool) -> tuple[float, dict]:
         for index in range(prepared, len(notebook.cells)):
             client.execute_cell(notebook.cells[index], index)
         seconds = time.perf_counter() - start
-        if not guarded:
-            return seconds, {}
-        notebook.cells.append(nbformat.v4.new_code_cell(REPLAY))
-        client.execute_cell(notebook.cells[-1], len(notebook.cells) - 1)
-        return seconds, ast.literal_eval(notebook.cells[-1].outputs[0]["text"])
+        if guarded:
+            notebook.cells.append(export_cell(folder))
+            client.execute_cell(notebook.cells[-1], len(notebook.cells) - 1)
+        return seconds
+
+
+def retrain(folder: str, ctx: Context) -> tuple[float, float]:
+    """(seconds, largest relative difference) of the trusted retraining of the three graded models."""
+    output = read_outputs(Path(folder), {"provenance": "ok"})["provenance"]
+    start, worst = time.perf_counter(), 0.0
+    for name, architecture in MODELS.items():
+        classifier = name != "regression_model"
+        record = read_record(output, name, [shape for _, *shapes in architecture for shape in shapes])
+        y = ctx.y_train if classifier else ctx.y_train.float()
+        verdict = verify(record, ctx.rows, ctx.x_train, y, classifier,
+                         lambda params: already_trained(ctx, params, classifier), None)
+        assert verdict.outcome == "confirmed", (name, verdict)
+        worst = max(worst, verdict.difference)
+    return time.perf_counter() - start, worst
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
+    x_train, y_train, x_test, y_test = load_subset()
+    ctx = Context({}, {}, x_test, y_test, x_train, y_train, index=RowIndex(x_train, x_test))
     times: dict[bool, list[float]] = {False: [], True: []}
-    replays = []
+    retrained: list[tuple[float, float]] = []
     for _ in range(args.runs):
         for guarded in (False, True):
-            seconds, replay = seconds_to_run(guarded)
-            times[guarded].append(seconds)
-            replays += [replay] if replay else []
-            print(f"{'with' if guarded else 'without'} instrumentation: {seconds:.2f} s {replay}", file=sys.stderr)
+            with tempfile.TemporaryDirectory() as folder:
+                times[guarded].append(seconds_to_run(guarded, folder))
+                retrained += [retrain(folder, ctx)] if guarded else []
+            print(f"{'with' if guarded else 'without'} instrumentation: {times[guarded][-1]:.2f} s", file=sys.stderr)
     plain, guarded = statistics.median(times[False]), statistics.median(times[True])
-    replay = statistics.median(r["seconds"] for r in replays)
-    print("| complete solution's cells | seconds (median of {}) |\n|---|---|".format(args.runs))
+    seconds = statistics.median(s for s, _ in retrained)
+    print(f"| complete solution's cells | seconds (median of {args.runs}) |\n|---|---|")
     print(f"| without instrumentation | {plain:.2f} |\n| with instrumentation | {guarded:.2f} (ratio {guarded / plain:.3f}) |")
-    print(f"| provenance export and replay, after the cells | {replay:.2f} ({replay / plain:.0%} of the cells) |")
-    print(f"largest replay difference: {max(max(r['differences']) for r in replays):.3g}")
+    print(f"| trusted retraining of the three graded models, on the host | {seconds:.2f} ({seconds / plain:.0%} of the cells) |")
+    print(f"largest difference between the record and its retraining: {max(d for _, d in retrained):.3g}")
 
 
 if __name__ == "__main__":

@@ -141,7 +141,7 @@ CORRUPTIONS = {
         "forward(x) returns x @ W + b: differs from the expected value by up to 0.01 (at index (1, 0))"),
     "linear grads['b'] just outside the tolerance": (
         nudge("linear", "grads.b", (0,), 3e-3), "test_linear", 3 / 4,
-        "backward fills grads['b'] = grad_out summed over the batch: differs"),
+        "backward fills grads['b'], the loss's gradient with respect to b: differs"),
     "linear init W of the wrong shape": (
         replace_tensor("linear", "init.params.W", lambda W: W.T.contiguous()), "test_linear", 4 / 5,
         "params['W'] has shape"),
@@ -165,7 +165,7 @@ CORRUPTIONS = {
         "returned a builtins.list, expected a torch.Tensor"),
     "cross-entropy backward with a nan": (
         nudge("cross_entropy_loss", "random.backward", (0, 0), math.nan), "test_cross_entropy_loss", 3 / 4,
-        "backward() returns (softmax - onehot) / N: contains inf or nan"),
+        "backward() returns the gradient with respect to the logits: contains inf or nan"),
     "cross-entropy of zeros with an inf": (
         replace_tensor("cross_entropy_loss", "zeros.forward", lambda t: torch.tensor(math.inf)),
         "test_cross_entropy_loss", 3 / 4, "all-zero logits give ln(10): contains inf or nan"),
@@ -199,10 +199,10 @@ CORRUPTIONS = {
         meta("train", "first.losses", item_types=["numpy.float64"]), "test_train", 5 / 6,
         "the losses are Python floats: got ['numpy.float64']"),
     "train does not change the parameters": (
-        lambda outputs, inputs: outputs["train"].tensors.update({"first.W": torch.zeros(5, 1), "first.b": torch.zeros(1)}),
+        lambda outputs, inputs: outputs["train"].tensors.update({"first.s": torch.zeros(5), "first.c": torch.zeros(1)}),
         "test_train", 5 / 6, "halves the loss on the training data: its parameters differ from plain SGD on the 16 batches"),
     "train's update is not plain SGD": (
-        lambda outputs, inputs: outputs["train"].tensors["first.W"].mul_(1.01),
+        lambda outputs, inputs: outputs["train"].tensors["first.s"].mul_(1.01),
         "test_train", 5 / 6, "each update must be params -= lr * grads, once per batch"),
     "train's batches are not rows of its data": (
         lambda outputs, inputs: outputs["train"].tensors["first.batches"].__setitem__(0, 64),
@@ -210,8 +210,8 @@ CORRUPTIONS = {
     "train returns 3 losses for 4 epochs": (
         meta("train", "first.losses", length=3), "test_train", 0.0, "one loss per epoch: got builtins.list of length 3"),
     "train leaves params of another shape": (
-        lambda outputs, inputs: outputs["train"].tensors.update({"first.W": torch.zeros(1, 5)}), "test_train", 5 / 6,
-        "halves the loss on the training data: params['W'] has shape (1, 5) and params['b'] (1,) after train"),
+        lambda outputs, inputs: outputs["train"].tensors.update({"first.s": torch.zeros(1, 5)}), "test_train", 5 / 6,
+        "halves the loss on the training data: the model's parameters have shapes (1, 5) and (1,) after train"),
     "train's losses forged as a matrix": (
         losses("first", lambda t: t.reshape(2, 2)), "test_train", 2 / 3, "the losses are finite numbers"),
     "a forged description that is not an object": (

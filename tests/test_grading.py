@@ -195,7 +195,7 @@ EXPECTED: dict[str, Case] = {
         ACCURACY_STUB, add_after("accuracy", "import sys\nsys.exit(0)")]),
     "kills_its_parent": Case(FULL, ["rule:process"], [
         add_after("linear", "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)")]),
-    "kills_the_grader": Case(0, ["stopped", "rule:process"], [
+    "kills_the_grader": Case(FULL, ["rule:process"], [  # its own PID namespace holds only its own processes
         add_after("linear", "import os, signal\nfor pid in os.listdir('/proc'):\n    if pid.isdigit() and int(pid) != os.getpid():\n"
                             "        try:\n            os.kill(int(pid), signal.SIGKILL)\n        except OSError:\n            pass")]),
     "reads_outside_files": Case(FULL, ["FileNotFoundError", "rule:file-access"], [
@@ -229,7 +229,7 @@ EXPECTED: dict[str, Case] = {
         lambda nb, release: nb.cells[[c.source for c in nb.cells].index("bonus = 1")].metadata.update(
             {"nbgrader": {"grade": True, "solution": False, "locked": True, "grade_id": "test_bonus", "points": 100,
                           "schema_version": 3, "task": False}})]),
-    "forges_the_run_log": Case(FULL - 3, ["grad mode is on"], [
+    "forges_the_run_log": Case(FULL, ["grad mode is on", "outside the code that is graded"], [
         add_after("accuracy", GRAD_ON_BY_GETATTR + ERASE_RUNTIME_VIOLATIONS)]),
     "forges_the_executed_notebook": Case(FULL, [], [add_after("linear", FORGE_EXECUTED_OUTPUT)],
                                          absent=["FORGED BY THE STUDENT"]),
@@ -412,3 +412,15 @@ def test_reference_solution_clears_the_course_bars(graded):
     assert measured(alice, "test_regression") <= 3.6
     assert measured(alice, "test_logistic") >= 0.90
     assert measured(alice, "test_mlp") >= 0.93
+
+
+def test_laundered_weights_sit_far_above_the_retraining_tolerance(graded):
+    from coursekit.grading.retrain import RETRAIN_RTOL
+
+    _, results = graded
+    laundered = [line.measured for name in ("sgd_step_puts_weights_from_elsewhere", "train_ends_on_weights_from_elsewhere")
+                 for part in results[name].parts for line in part.lines
+                 if line.condition and not line.passed and line.measured is not None]
+    print(f"smallest difference between a laundered model and its trusted retraining: {min(laundered):.3g} "
+          f"(tolerance {RETRAIN_RTOL:g})")
+    assert len(laundered) == 2 and min(laundered) >= 10 * RETRAIN_RTOL

@@ -185,9 +185,9 @@ def test_a_guard_that_was_changed_is_seen(guard, tamper):
 def test_loading_tensors_is_recorded_for_review(guard, tmp_path):
     guard.install_with()
     torch.save({"W": torch.ones(2)}, tmp_path / "w.pt")
-    run_as(guard, CELL, f"import torch\nweights = torch.load({str(tmp_path / 'w.pt')!r})")
+    run_as(guard, CELL, f"import torch\nfor _ in range(3):\n    weights = torch.load({str(tmp_path / 'w.pt')!r})")
     report = guard.after_cell()
-    assert [(i["execution"], i["line"], i["api"]) for i in report["imports"]] == [(5, 2, "torch.load")]
+    assert [(i["execution"], i["line"], i["api"]) for i in report["imports"]] == [(5, 3, "torch.load")]  # once per line, not per call
 
 
 # Training records: a student's layers, trained in the ways students train.
@@ -331,6 +331,23 @@ def test_a_recording_failure_never_breaks_the_students_call(student):
     student.fingerprints = None  # a part of the recording breaks
     run_as(student, CELL, "model = Model()\ntrain(model, x, y, 0.1, 1)")
     assert student.INCOMPLETE[0] is True and export(student, "model").meta["model"]["overflow"] is True
+
+
+@pytest.mark.parametrize("training", [
+    "train(model, x, y, 0.1, 5)",
+    "train(model, x, y, 0.1, 5, inline=True)",
+    "for batch in torch.arange(24).repeat(4).split(8):\n    step(model, x[batch], y[batch])\n    sgd_step(model, 0.1)",
+])
+def test_the_grader_retrains_every_way_of_updating_from_the_record(student, training):
+    from coursekit.grading.retrain import RowIndex, read_record, verify
+
+    student.CHECKPOINT_EVERY = 4  # many checkpoints, some inside a train call
+    run_as(student, CELL, "model = Model()\n" + training)
+    rec = export(student, "model")
+    output = types.SimpleNamespace(meta=rec.meta, tensors=rec.tensors)
+    record = read_record(output, "model", [(6, 1), (1,)])
+    verdict = verify(record, RowIndex(X, torch.rand(5, 6)), X, Y, False, lambda params: None, None)
+    assert verdict.outcome == "confirmed" and verdict.difference < 1e-5, verdict
 
 
 def test_row_fingerprints_are_the_graders(student):

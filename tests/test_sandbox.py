@@ -35,7 +35,7 @@ CELLS = {
 
 
 # A submission that tries to leave something behind for the next one in the same worker: a file in
-# every place it can write to, 1 GiB in /dev/shm, a sleeping and a spinning process in sessions of
+# every place it can write to, 512 MiB in /dev/shm, a sleeping and a spinning process in sessions of
 # their own...
 WRITABLE = ("/submission", "/tmp", "/dev/shm", "/dev", "/")
 LEAVE = {
@@ -43,7 +43,7 @@ LEAVE = {
              f"for folder in {WRITABLE!r}:\n"
              "    try:\n        open(os.path.join(folder, 'planted'), 'w').write('x')\n"
              "    except OSError as error:\n        print('NOT WRITABLE', folder, error.strerror)\n"
-             "open('/dev/shm/big', 'wb').write(bytes(2**30))\n"
+             "with open('/dev/shm/big', 'wb') as big:\n    for _ in range(8):\n        big.write(bytes(2**26))\n"
              "torch.planted = True\nsys.modules['json'].planted = True\nos.environ['PLANTED'] = '1'\n"
              "subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
              "subprocess.Popen(['sh', '-c', 'while :; do :; done'], start_new_session=True)\n"

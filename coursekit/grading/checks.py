@@ -162,8 +162,8 @@ def check_linear(ctx, outcome):
     c.tensor("init.params.b", f"Linear({n_in}, {n_out}).params['b'] has shape ({n_out},)", (n_out,))
     c.close("forward", x @ W + b, "forward(x) returns x @ W + b")
     c.close("backward", g @ W.T, "backward(grad_out) returns the gradient with respect to x")
-    c.close("grads.W", x.T @ g, "backward fills grads['W'] = x.T @ grad_out")
-    c.close("grads.b", g.sum(0), "backward fills grads['b'] = grad_out summed over the batch")
+    c.close("grads.W", x.T @ g, "backward fills grads['W'], the loss's gradient with respect to W")
+    c.close("grads.b", g.sum(0), "backward fills grads['b'], the loss's gradient with respect to b")
 
 
 def check_relu(ctx, outcome):
@@ -214,7 +214,7 @@ def check_cross_entropy_loss(ctx, outcome):
     z, y = ctx.inputs["ce.z"].double(), ctx.inputs["ce.y"]
     onehot = torch.nn.functional.one_hot(y, z.shape[1]).double()
     c.close("random.forward", torch.nn.functional.cross_entropy(z, y), "forward(logits, target) is the mean negative log-likelihood")
-    c.close("random.backward", (torch.softmax(z, 1) - onehot) / len(y), "backward() returns (softmax - onehot) / N")
+    c.close("random.backward", (torch.softmax(z, 1) - onehot) / len(y), "backward() returns the gradient with respect to the logits")
     c.close("zeros.forward", torch.tensor(math.log(z.shape[1]), dtype=torch.float64), "all-zero logits give ln(10)")
     c.close("zeros.backward", (torch.full_like(z, 1 / z.shape[1]) - onehot) / len(y), "backward() for all-zero logits")
 
@@ -227,29 +227,30 @@ def check_sgd_step(ctx, outcome):
         c.close(key, expected, f"sgd_step(model, lr) updates params['{key}'] -= lr * grads['{key}'] in place")
 
 
-def mse(x, y, W, b):
-    return float(((x @ W + b).reshape(-1) - y).pow(2).mean())
+def probe_loss(x, y, s, c) -> float:
+    """The train probe's loss (half the mean squared error of its model of the grader's)."""
+    return float(((x * s).sum(1) + c - y).pow(2).mean() / 2)
 
 
 def train_does_sgd(ctx: Context) -> str | None:
     """None if the train probe's parameters are what plain minibatch SGD gives on the batches the
     student's `train` used (the grader redoes it), else why not."""
     tensors = (ctx.outputs.get("train") or ProbeOutput()).tensors
-    W, b, sizes, rows = (tensors.get(f"first.{key}") for key in ("W", "b", "batch_sizes", "batches"))
+    s, c, sizes, rows = (tensors.get(f"first.{key}") for key in ("s", "c", "batch_sizes", "batches"))
     x, y = ctx.inputs["train.x"], ctx.inputs["train.y"]
-    if any(t is None for t in (W, b, sizes, rows)) or sizes.dtype != torch.int64 or rows.dtype != torch.int64:
+    if any(t is None for t in (s, c, sizes, rows)) or sizes.dtype != torch.int64 or rows.dtype != torch.int64:
         return "the batches it used could not be read"
     if sizes.dim() != 1 or (sizes < 0).any() or int(sizes.sum()) != len(rows) or ((rows < 0) | (rows >= len(x))).any():
         return "it trained on rows that are not in the data it was given"
-    W_sgd, b_sgd, lr = ctx.inputs["train.W"].clone(), ctx.inputs["train.b"].clone(), float(ctx.inputs["train.lr"])
-    for batch in rows.split(sizes.tolist()):
+    s_sgd, c_sgd, lr = ctx.inputs["train.s"].clone(), ctx.inputs["train.c"].clone(), float(ctx.inputs["train.lr"])
+    for batch in (b for b in rows.split(sizes.tolist()) if len(b)):
         xb = x[batch]
-        grad = (2 * ((xb @ W_sgd + b_sgd).reshape(-1) - y[batch]) / len(batch)).reshape(-1, 1)
-        W_sgd -= lr * (xb.T @ grad)
-        b_sgd -= lr * grad.sum(0)
-    if (W.shape, b.shape) != (W_sgd.shape, b_sgd.shape):
-        return f"params['W'] has shape {tuple(W.shape)} and params['b'] {tuple(b.shape)} after train"
-    gap = difference([W.float(), b.float()], [W_sgd, b_sgd])
+        grad = ((xb * s_sgd).sum(1) + c_sgd - y[batch]) / len(batch)
+        s_sgd -= lr * (xb * grad.reshape(-1, 1)).sum(0)
+        c_sgd -= lr * grad.sum().reshape(1)
+    if (s.shape, c.shape) != (s_sgd.shape, c_sgd.shape):
+        return f"the model's parameters have shapes {tuple(s.shape)} and {tuple(c.shape)} after train"
+    gap = difference([s.float(), c.float()], [s_sgd, c_sgd])
     return None if gap <= TRAIN_SGD_RTOL else (
         f"its parameters differ from plain SGD on the {len(sizes)} batches it used (by {gap:.2g} of the largest); "
         "each update must be params -= lr * grads, once per batch")
@@ -273,10 +274,10 @@ def check_train(ctx, outcome):
     c.expect(first[-1] < first[0], "the loss goes down over the epochs", f"losses {first.tolist()}")
     c.expect(again is not None and torch.equal(first, again), "the same seed gives the same losses")
     c.expect(other is not None and not torch.equal(first, other), "another seed shuffles differently")
-    W0, b0 = ctx.inputs["train.W"].double(), ctx.inputs["train.b"].double()
-    W, b = c.output.tensors.get("first.W"), c.output.tensors.get("first.b")
+    s0, c0 = ctx.inputs["train.s"].double(), ctx.inputs["train.c"].double()
+    s, bias = c.output.tensors.get("first.s"), c.output.tensors.get("first.c")
     not_sgd = train_does_sgd(ctx)
-    halved = not not_sgd and mse(x, y, W.double(), b.double()) < 0.5 * mse(x, y, W0, b0)
+    halved = not not_sgd and probe_loss(x, y, s.double(), bias.double()) < 0.5 * probe_loss(x, y, s0, c0)
     c.expect(halved, "train updates the parameters by minibatch SGD (params -= lr * grads, batch by batch), "
                      "which halves the loss on the training data", not_sgd or "the loss did not halve")
 

@@ -39,7 +39,7 @@ def make_inputs(seed: int) -> dict[str, torch.Tensor]:
         "sgd.W": randn(n_in, n_out), "sgd.b": randn(n_out), "sgd.gW": randn(n_in, n_out), "sgd.gb": randn(n_out),
         "sgd.lr": torch.tensor(0.1 + 0.4 * float(torch.rand(1, generator=g))),
         "train.x": train_x, "train.y": train_x @ randn(train_d) + 0.1 * randn(train_n),
-        "train.W": torch.zeros(train_d, 1), "train.b": torch.zeros(1), "train.lr": torch.tensor(0.05),
+        "train.s": torch.zeros(train_d), "train.c": torch.zeros(1), "train.lr": torch.tensor(0.1),
         "train.epochs": torch.tensor(4), "train.batch_size": torch.tensor(16),
         "acc.z": randn(3 * n, 10), "acc.y": torch.randint(0, 10, (3 * n,), generator=g),
     }

@@ -316,9 +316,10 @@ def record_loads(api, function):
     @functools.wraps(function)
     def recorded(*args, **kwargs):
         where = locate(sys._getframe(1))
-        if where is not None and len(IMPORTS) < MAX_RECORDS:
-            IMPORTS.append({"execution": where[0], "dynamic": where[0] is None, "line": where[1],
-                            "running": running_cell(), "api": api})
+        entry = {"execution": where and where[0], "dynamic": where is not None and where[0] is None,
+                 "line": where and where[1], "running": running_cell(), "api": api}
+        if where is not None and entry not in IMPORTS and len(IMPORTS) < MAX_RECORDS:
+            IMPORTS.append(entry)
         return function(*args, **kwargs)
     return recorded
 
@@ -381,13 +382,15 @@ class Track:
         if params is not None and not (last and last[0] == len(self.steps) and same(last[2], params)):
             self.checkpoints.append((len(self.steps), running_cell(), params))
 
-    def step(self, lr, batch):
+    def step(self, lr, batch, now=True):
+        """One update; `now`: it has just happened, so a periodic checkpoint may be taken (not for
+        updates recorded after their train call ended)."""
         if self.overflow or STEPS[0] >= MAX_STEPS:
             self.overflow = True
             return
         STEPS[0] += 1
         self.steps.append((float(lr) if isinstance(lr, (int, float)) else float("nan"), batch))
-        if len(self.steps) % CHECKPOINT_EVERY == 0:
+        if now and len(self.steps) % CHECKPOINT_EVERY == 0:
             self.checkpoint()
 
 
@@ -548,7 +551,7 @@ def followed_train(track, function, lr, args, kwargs):
 def end_of_call(track, lr, inline, without_sgd_step):
     if without_sgd_step:
         for batch in inline:
-            track.step(lr, batch)
+            track.step(lr, batch, now=False)
     track.backwards_used = BACKWARDS.get(id(first_layer(track.model)), (0, None))[0]
     track.checkpoint()
 

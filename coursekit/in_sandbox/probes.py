@@ -151,26 +151,27 @@ def row_positions(batch, rows):
     return torch.where(equal.any(1), equal.long().argmax(1), -1)
 
 
-class ProbeLinear:
-    """A known-good layer for probing `train` on its own; it remembers the rows of `data` that each of
-    its backward passes came from, so that the grader can redo the training on the same batches."""
+class ProbeScale:
+    """A model of the grader's for probing `train` on its own (none of the assignment's layers): it
+    weighs each feature by `s` and adds `c`. It remembers the rows of `data` that each backward pass
+    came from, so that the grader can redo the training on the same batches."""
 
-    def __init__(self, W, b, data):
-        self.params, self.grads, self.data, self.batches = {"W": W.clone(), "b": b.clone()}, {}, data, []
+    def __init__(self, s, c, data):
+        self.params, self.grads, self.data, self.batches = {"s": s.clone(), "c": c.clone()}, {}, data, []
 
     def forward(self, x):
         self.x = x
-        return x @ self.params["W"] + self.params["b"]
+        return (x * self.params["s"]).sum(1, keepdim=True) + self.params["c"]
 
     def backward(self, grad_out):
         self.batches.append(row_positions(self.x, self.data))
-        self.grads = {"W": self.x.T @ grad_out, "b": grad_out.sum(0)}
-        return grad_out @ self.params["W"].T
+        self.grads = {"s": (self.x * grad_out).sum(0), "c": grad_out.sum(0)}
+        return grad_out * self.params["s"]
 
 
 class ProbeModel:
-    def __init__(self, W, b, data):
-        self.layers = [ProbeLinear(W, b, data)]
+    def __init__(self, s, c, data):
+        self.layers = [ProbeScale(s, c, data)]
 
     def forward(self, x):
         return self.layers[0].forward(x)
@@ -179,13 +180,15 @@ class ProbeModel:
         return self.layers[0].backward(grad_out)
 
 
-class ProbeMSE:
+class ProbeLoss:
+    """Half the mean squared error (not the assignment's MSELoss)."""
+
     def forward(self, pred, target):
         self.diff = pred.reshape(-1) - target
-        return (self.diff ** 2).mean()
+        return (self.diff ** 2).mean() / 2
 
     def backward(self):
-        return (2 * self.diff / self.diff.numel()).reshape(-1, 1)
+        return (self.diff / self.diff.numel()).reshape(-1, 1)
 
 
 def probe_train(ns, inputs, rec):
@@ -193,10 +196,10 @@ def probe_train(ns, inputs, rec):
     settings = dict(lr=float(inputs["train.lr"]), epochs=int(inputs["train.epochs"]),
                     batch_size=int(inputs["train.batch_size"]))
     for run, seed in (("first", 0), ("again", 0), ("other_seed", 1)):
-        model = ProbeModel(inputs["train.W"], inputs["train.b"], x)
-        rec.step(f"{run}.losses", lambda: ns["train"](model, ProbeMSE(), x, y, seed=seed, **settings))
-        rec.value(f"{run}.W", model.layers[0].params["W"])
-        rec.value(f"{run}.b", model.layers[0].params["b"])
+        model = ProbeModel(inputs["train.s"], inputs["train.c"], x)
+        rec.step(f"{run}.losses", lambda: ns["train"](model, ProbeLoss(), x, y, seed=seed, **settings))
+        rec.value(f"{run}.s", model.layers[0].params["s"])
+        rec.value(f"{run}.c", model.layers[0].params["c"])
         batches = model.layers[0].batches
         rec.value(f"{run}.batch_sizes", torch.tensor([len(b) for b in batches], dtype=torch.int64))
         rec.value(f"{run}.batches", torch.cat(batches) if batches else torch.zeros(0, dtype=torch.int64))
