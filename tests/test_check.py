@@ -42,7 +42,7 @@ def test_complete_solution_with_a_forbidden_call_passes_its_tests_but_is_told(tm
     from coursekit.grading.score import costed_parts
 
     points = {c.grade_id: c.points for c in load_rubric(SOURCE).autograded}
-    lost = costed_parts([Violation("log_softmax", 0, None, "")])
+    lost = costed_parts([Violation(("log_softmax",), 0, None, "")])
     kept = sum(points.values()) - sum(points[grade_id] for grade_id in lost)
     assert f"Visible tests: {kept:g} of 80 autograded points pass" in run.stdout, run.stdout  # as the grader costs it
     assert "FIX   cell " in run.stdout and "from the top (\"def log_softmax(logits):\")" in run.stdout

@@ -292,6 +292,32 @@ def test_an_own_loop_around_sgd_step_is_recorded_too(student):
     assert steps(export(student, "model"), "model") == ([12, 12, -1], [0.2, 0.2, 0.1])  # the last gradients again
 
 
+AUTOGRAD_TRAIN = """
+def autograd_train(model, x, y, lr, epochs, batch_size=8, seed=0):
+    torch.set_grad_enabled(True)
+    generator = torch.Generator().manual_seed(seed)
+    params = list(model.layers[0].params.values())
+    for p in params:
+        p.requires_grad_(True)
+    for _ in range(epochs):
+        for batch in torch.randperm(len(x), generator=generator).split(batch_size):
+            ((model.forward(x[batch]).reshape(-1) - y[batch]) ** 2).mean().backward()
+            with torch.no_grad():
+                for p in params:
+                    p -= lr * p.grad
+                    p.grad = None
+    return [0.0] * epochs
+"""
+
+
+def test_where_autograd_is_allowed_its_backward_stands_for_the_layers(guard):
+    guard.install_with(no_autograd=False)
+    run_as(guard, CELL, LAYERS + AUTOGRAD_TRAIN.replace("autograd_train", "train"), x=X, y=Y)
+    guard.after_cell(12, 7)
+    run_as(guard, CELL, "model = Model()\ntrain(model, x, y, 0.1, 1)")
+    assert steps(export(guard, "model"), "model") == ([8, 8, 8], [0.1] * 3)
+
+
 def test_an_update_with_gradients_no_backward_made_is_recorded_as_such(student):
     run_as(student, CELL, "model = Model()\nmodel.layers[0].grads = {'W': torch.ones(6, 1), 'b': torch.ones(1)}\n"
                           "sgd_step(model, 0.5)")

@@ -232,3 +232,18 @@ def test_no_sandbox_process_survives_a_failed_start(tmp_path, monkeypatch):
         Grader(Course(tmp_path), require_sandbox=True, workers=2)
     assert set(psutil.Process().children(recursive=True)) <= before
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+PREAMBLE = {"provided": "import os, torch\ntorch.set_grad_enabled(False)\nprovided = 41\nprint('RAN', os.urandom(8).hex())",
+            "student": "print('STUDENT', provided + 1, torch.is_grad_enabled())"}
+
+
+def test_the_provided_cells_run_once_in_the_worker_and_each_kernel_starts_where_they_left_off(worker):
+    """The snapshot of the leading provided cells: their output and namespace, and torch's grad mode,
+    which is per thread (the worker ran them in its thread, the kernel runs cells in its own)."""
+    runs = [execute(notebook_of(PREAMBLE), ROOT / "nonexistent", "nb.ipynb", worker, seed=0, probes=(),
+                    no_autograd=False, preamble=(PREAMBLE["provided"],)) for _ in range(2)]
+    printed = {output_of(run, "provided", PREAMBLE) for run in runs}
+    assert len(printed) == 1 and printed.pop().startswith("RAN ")  # one run, in the worker
+    for run in runs:
+        assert output_of(run, "student", PREAMBLE) == "STUDENT 42 False\n"

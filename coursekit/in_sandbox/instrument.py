@@ -225,6 +225,8 @@ class Guard:
     def check(self, api, rule, args, kwargs):
         if switched_off(api, args, kwargs):
             return
+        if api in AUTOGRAD_BACKWARDS and not self.no_autograd:
+            safely(autograd_backward)
         where, names, package = charged(sys._getframe(2))
         if package is not None:
             api, rule = package, FORBIDDEN_PACKAGES[package]
@@ -468,6 +470,16 @@ def remember_backward(layer):
 
 
 CALLING = {}  # id(first layer) -> the Track of a model whose train call is in progress
+AUTOGRAD_BACKWARDS = ("torch.Tensor.backward", "torch.autograd.backward")
+
+
+def autograd_backward():
+    """Where autograd is allowed, its backward pass stands for the layers' own: one for the first layer
+    of every tracked model, on the input of its last forward pass."""
+    for track in list(TRACKS.values()):
+        layer = first_layer(track.model)
+        if layer is not None and id(layer) in INPUTS:
+            remember_backward(layer)
 
 
 def first_layer(model):

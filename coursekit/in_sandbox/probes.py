@@ -158,9 +158,11 @@ class ProbeScale:
 
     def __init__(self, s, c, data):
         self.params, self.grads, self.data, self.batches = {"s": s.clone(), "c": c.clone()}, {}, data, []
+        self.forwards = []  # the batches of its forward passes: where autograd (when allowed) did the backward
 
     def forward(self, x):
         self.x = x
+        self.forwards.append(row_positions(x, self.data))
         return (x * self.params["s"]).sum(1, keepdim=True) + self.params["c"]
 
     def backward(self, grad_out):
@@ -185,7 +187,7 @@ class ProbeLoss:
 
     def forward(self, pred, target):
         self.diff = pred.reshape(-1) - target
-        return (self.diff ** 2).mean() / 2
+        return self.diff.square().mean() / 2
 
     def backward(self):
         return (self.diff / self.diff.numel()).reshape(-1, 1)
@@ -200,7 +202,7 @@ def probe_train(ns, inputs, rec):
         rec.step(f"{run}.losses", lambda: ns["train"](model, ProbeLoss(), x, y, seed=seed, **settings))
         rec.value(f"{run}.s", model.layers[0].params["s"])
         rec.value(f"{run}.c", model.layers[0].params["c"])
-        batches = model.layers[0].batches
+        batches = model.layers[0].batches or model.layers[0].forwards
         rec.value(f"{run}.batch_sizes", torch.tensor([len(b) for b in batches], dtype=torch.int64))
         rec.value(f"{run}.batches", torch.cat(batches) if batches else torch.zeros(0, dtype=torch.int64))
 

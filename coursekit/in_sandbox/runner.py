@@ -170,6 +170,8 @@ class ForkedKernelManager(AsyncKernelManager):
         if self.provisioner is None:
             self.kernel_id = self.kernel_id or str(uuid.uuid4())
             self.provisioner = ForkedProvisioner(kernel_id=self.kernel_id, kernel_spec=self.kernel_spec, parent=self)
+        if not self.connection_file:  # else jupyter_client writes it to /tmp, which is the student's
+            self.connection_file = os.path.join(os.path.expanduser("~"), f"kernel-{self.kernel_id}.json")
         return await super()._async_pre_start_kernel(**kw)
 
 
@@ -207,6 +209,7 @@ class Runner:
         self.executions: dict[int, int] = {}  # the kernel's execution count -> cell index
         self.log = RunLog()
         self.ran_before = self.cells_in(snapshot)
+        self.snapshot_grad = getattr(snapshot, "grad_enabled", True)
 
     def cells_in(self, snapshot) -> dict[int, str]:
         """Cell index -> recorded output, for the notebook's leading code cells that are the snapshot's
@@ -263,6 +266,8 @@ class Runner:
         inline = "get_ipython().run_line_magic('matplotlib', 'inline')\n"
         install = (f"__coursekit_guard.install({self.request.no_autograd}, {FINGERPRINT_SEED}, {FINGERPRINT_BITS}, "
                    f"{FINGERPRINT_WIDTH})")
+        if self.ran_before:  # the snapshot's cells set torch's grad mode in the worker's thread, not this one
+            install = f"import torch\ntorch.set_grad_enabled({self.snapshot_grad})\n" + install
         await self.silent(client, inline + module_setup("coursekit_guard", HERE / GUARD_FILE, install), timeout=60)
         for index, cell in enumerate(self.notebook.cells):
             if cell.cell_type != "code" or index in self.fatal_cells:

@@ -62,6 +62,7 @@ class Snapshot:
     def __init__(self, sources: tuple[str, ...]):
         self.sources, self.outputs = sources, []
         self.namespace: dict = {"__name__": "__main__"}
+        self.grad_enabled = True  # torch's grad mode is per thread: each kernel sets it as the cells left it
 
     @classmethod
     def take(cls, sources: tuple[str, ...]) -> Snapshot | None:
@@ -72,6 +73,8 @@ class Snapshot:
                 with contextlib.redirect_stdout(printed):
                     exec(compile(source, "<provided cell>", "exec"), snapshot.namespace)
                 snapshot.outputs.append(printed.getvalue())
+            torch = sys.modules.get("torch")
+            snapshot.grad_enabled = torch is None or torch.is_grad_enabled()
         except Exception:  # every submission then runs these cells itself
             traceback.print_exc()
             return None

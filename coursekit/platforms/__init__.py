@@ -22,8 +22,8 @@ PACKAGE = Path(coursekit.__file__).parent
 COURSE_FILES = ("requirements.txt", "constraints.txt", "course.toml")
 # What grading needs of the package, relative to it: a folder brings everything in it.
 GRADER = ("__init__.py", "__main__.py", "cli.py", "config.py", "data.py", "grading", "in_sandbox",
-          "course/__init__.py", "course/gradebook.py", "course/late.py", "platforms/__init__.py",
-          "platforms/install_env.py")
+          "course/__init__.py", "course/gradebook.py", "course/gradebook_lock.py", "course/inert.py",
+          "course/late.py", "platforms/__init__.py", "platforms/install_env.py")
 SCORING = ("grading/checks.py", "grading/retrain.py")  # those that exist
 SKIPPED = shutil.ignore_patterns("__pycache__", "*.pyc")
 
