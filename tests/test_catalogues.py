@@ -1,0 +1,21 @@
+"""The honest catalogue's notebooks (tests/test_honest.py) are what they claim: fast, without grading."""
+from __future__ import annotations
+
+from conftest import ROOT
+from coursekit.config import Course
+from coursekit.examples import build, solved
+from test_honest import HONEST, NOTEBOOKS, WHOLE_NOTEBOOK, together
+
+
+def test_each_habit_is_in_one_notebook_and_keeps_its_cells_there():
+    assert sorted(habit for habits in NOTEBOOKS.values() for habit in habits) == sorted(HONEST)
+    course = Course(ROOT)
+    complete = {cell.source for cell in solved(course).cells}
+    for name, habits in NOTEBOOKS.items():
+        shared = [cell.source for cell in build(course, together(habits)).cells]
+        for habit in habits:
+            if set(HONEST[habit]) & set(WHOLE_NOTEBOOK):
+                continue
+            changed = [cell.source for cell in build(course, HONEST[habit]).cells if cell.source not in complete]
+            missing = [source for source in changed if not any(source in other for other in shared)]
+            assert changed and not missing, (name, habit, missing)
