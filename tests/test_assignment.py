@@ -157,20 +157,27 @@ def test_no_tuning_cell_looks_at_the_test_set(source_notebook):
     assert looking == []
 
 
-TRAIN_BUGS = {
-    "no shuffle": ("order = torch.randperm(n, generator=generator)", "order = torch.arange(n)"),
+TRAIN_BUGS = {  # bug -> (edit of the reference train, what the visible test's message must say)
+    "no shuffle": ("order = torch.randperm(n, generator=generator)", "order = torch.arange(n)", "shuffle them"),
     "the same shuffle every epoch": ("order = torch.randperm(n, generator=generator)",
-                                     "order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))"),
-    "drops the last, smaller batch": ("for start in range(0, n, batch_size):", "for start in range(0, n - batch_size + 1, batch_size):"),
+                                     "order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))",
+                                     "every epoch needs a new order"),
+    "drops the last, smaller batch": ("for start in range(0, n, batch_size):", "for start in range(0, n - batch_size + 1, batch_size):",
+                                      "last, smaller batch dropped"),
+    "takes the targets with other indices": ("loss_fn.forward(model.forward(x[batch]), y[batch])",
+                                             "loss_fn.forward(model.forward(x[batch]), y[start:start + batch_size])",
+                                             "same indices (x[batch], y[batch])"),
     "averages batch means without weights": ("total += loss.item() * len(batch)\n        losses.append(total / n)",
-                                             "total += loss.item()\n        losses.append(total / math.ceil(n / batch_size))"),
-    "sums batch means, divides by N": ("total += loss.item() * len(batch)", "total += loss.item()"),
-    "returns the last batch's loss": ("losses.append(total / n)", "losses.append(loss.item())"),
+                                             "total += loss.item()\n        losses.append(total / math.ceil(n / batch_size))",
+                                             "weighted by its size"),
+    "sums batch means, divides by N": ("total += loss.item() * len(batch)", "total += loss.item()", "weighted by its size"),
+    "returns the last batch's loss": ("losses.append(total / n)", "losses.append(loss.item())", "returned the last batch's loss"),
 }
 
 
-def run_visible_train_test(edits) -> Exception | None:
-    """Run Part 1 of the solved release notebook (visible tests only) in-process; the test_train cell's error."""
+def run_visible_test(grade_id: str, edits) -> Exception | None:
+    """Run Part 1 of the solved release notebook (visible tests only) in-process, up to the test cell
+    grade_id; that cell's error."""
     from coursekit.examples import build
 
     notebook = build(Course(ROOT), edits)
@@ -178,42 +185,70 @@ def run_visible_train_test(edits) -> Exception | None:
     exec("import math\nimport torch\ntorch.set_grad_enabled(False)", namespace)
     ids = grade_ids(notebook)
     with contextlib.redirect_stdout(io.StringIO()):
-        for cell in notebook.cells[ids.index("grad_check_tools"):ids.index("test_train")]:
+        for cell in notebook.cells[ids.index("grad_check_tools"):ids.index(grade_id)]:
             if cell.cell_type == "code":
                 exec(cell.source, namespace)
         try:
-            exec(cell_by_id(notebook, "test_train").source, namespace)
+            exec(cell_by_id(notebook, grade_id).source, namespace)
         except Exception as error:  # noqa: BLE001 - the test cell's failure is the result
             return error
     return None
 
 
 def test_the_visible_train_test_passes_the_reference():
-    assert run_visible_train_test([]) is None
+    assert run_visible_test("test_train", []) is None
 
 
 @pytest.mark.parametrize("bug", TRAIN_BUGS)
 def test_the_visible_train_test_catches(bug):
     from coursekit.examples import replace
 
-    old, new = TRAIN_BUGS[bug]
-    error = run_visible_train_test([replace("train", old, new)])
+    old, new, message = TRAIN_BUGS[bug]
+    error = run_visible_test("test_train", [replace("train", old, new)])
     assert isinstance(error, AssertionError), f"a train that {bug} passes the visible test ({error!r})"
+    assert message in str(error), f"a train that {bug} fails with an unspecific message: {error}"
 
 
-DERIVATIONS = {"linear_md": "x.T @ grad_out", "relu_md": "[x_{nk} > 0]", "mse_loss_md": "2 d_i / N", "cross_entropy_md": "(softmax - onehot) / N"}
+@pytest.mark.parametrize("bug, old, new", [
+    ("runs the layers forward", "for layer in reversed(self.layers):", "for layer in self.layers:"),
+    ("does not chain the gradients", "grad_out = layer.backward(grad_out)", "layer.backward(grad_out)"),
+])
+def test_a_wrong_sequential_backward_fails_with_a_message_not_a_raw_error(bug, old, new):
+    from coursekit.examples import replace
+
+    error = run_visible_test("test_sequential", [replace("sequential", old, new)])
+    assert isinstance(error, AssertionError) and "REVERSE order" in str(error), f"Sequential that {bug}: {error!r}"
 
 
-def test_each_backward_has_a_derivation_exercise_with_the_formula_only_behind_a_hint(source_notebook):
-    for grade_id, formula in DERIVATIONS.items():
-        text = cell_by_id(source_notebook, grade_id).source
-        hint = text[text.index("<details>"):text.index("</details>")]
-        assert "**Exercise" in text and "<summary>" in hint and formula in hint, grade_id
-        assert formula not in text.replace(hint, ""), f"{grade_id} states the formula outside its hint"
-    release = nbformat.read(RELEASE, as_version=4)
-    visible_tests = "\n".join(c.source for c in release.cells if nbgrader_meta(c).get("grade"))
-    for formula in ("2 (pred - target) / N", "(softmax - onehot) / N", "(p - 1) / N", "x.T @ grad_out"):
-        assert formula not in visible_tests
+def test_the_visible_linear_test_checks_he_initialisation():
+    from coursekit.examples import replace
+
+    assert run_visible_test("test_linear", []) is None
+    error = run_visible_test("test_linear", [replace("linear", "torch.randn(n_in, n_out) * (2 / n_in) ** 0.5",
+                                                     "torch.randn(n_in, n_out)")])
+    assert isinstance(error, AssertionError) and "He initialisation" in str(error)
+
+
+BACKWARD_EXERCISES = ("linear_md", "relu_md", "mse_loss_md", "cross_entropy_md")
+
+
+@pytest.mark.parametrize("grade_id", BACKWARD_EXERCISES)
+def test_each_backward_has_an_exercise_and_hints_in_stages_that_never_give_the_expression(source_notebook, grade_id):
+    from test_no_answers_given import stated_backwards
+
+    text = cell_by_id(source_notebook, grade_id).source
+    hints = re.findall(r"<details>\s*<summary>(.*?)</summary>(.*?)</details>", text, flags=re.S)
+    assert "**Exercise" in text or "**Question" in text
+    assert [summary.split(",")[0] for summary, _ in hints] == ["Hint 1", "Hint 2"], hints
+    assert "question" in hints[0][0] and hints[0][1].strip().endswith("?"), "the first hint is a question"
+    assert "shapes" in hints[1][0] and re.search(r"shape|\((N|n_in), ", hints[1][1]), "the second hint gives the shapes"
+    assert stated_backwards(text) == []
+
+
+def test_the_method_of_deriving_a_backward_is_stated_before_the_exercises(source_notebook):
+    text = cell_by_id(source_notebook, "part1_md").source
+    assert all(step in text for step in ("**one element**", "**differentiate**", "**shape**", "**vectorise**",
+                                         "**numeric gradient check**"))
 
 
 def diagnose_function(source_notebook):

@@ -73,3 +73,9 @@ def test_the_fundamentals_notebook_defines_no_graded_backward():
                for node in ast.walk(ast.parse(cell.source)) if isinstance(node, ast.FunctionDef)}
     assert defined & GRADED_BACKWARD_FUNCTIONS == set()
 
+
+def test_the_release_states_no_graded_backward():
+    """Hints, provided code and visible tests: everything a student reads before submitting."""
+    from conftest import RELEASE
+
+    assert stated_backwards(all_text(RELEASE)) == []
