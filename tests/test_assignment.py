@@ -132,7 +132,9 @@ def test_reference_solution_uses_only_tensor_primitives():
 # ---- the second edition: validation split, the train test's reach, derivations, diagnoses, rubric
 
 MODEL_SWEEPS = {"regression": "regression_sweep", "logistic": "logistic_sweep", "mlp": "mlp_sweep"}
-TUNING_CELLS = ["validation_split", "validation_tools", "least_squares", "onehot_control", "overfit_small", *MODEL_SWEEPS.values()]
+TUNING_CELLS = ["validation_split", "validation_tools", "rule_tools", "least_squares", "onehot_control", "overfit_small",
+                *MODEL_SWEEPS.values()]
+MODEL_TESTS = ("test_regression", "test_logistic", "test_mlp")
 
 
 def grade_ids(notebook) -> list:
@@ -155,6 +157,19 @@ def test_settings_are_chosen_on_a_validation_split_and_the_final_models_use_all_
 def test_no_tuning_cell_looks_at_the_test_set(source_notebook):
     looking = [g for g in TUNING_CELLS if "x_test" in cell_by_id(source_notebook, g).source or "y_test" in cell_by_id(source_notebook, g).source]
     assert looking == []
+
+
+def test_the_test_set_is_looked_at_once_in_the_final_report(source_notebook):
+    """Only the data cell, the final report and the model tests (which check the floors) read the test set,
+    and no visible test prints a test number: the student tunes on validation numbers."""
+    reading = [nbgrader_meta(c).get("grade_id") for c in source_notebook.cells
+               if c.cell_type == "code" and re.search(r"\b[xy]_test\b", c.source)]
+    assert reading == ["data_tensors", *MODEL_TESTS, "final_report"]
+    for grade_id in MODEL_TESTS:
+        visible = cell_by_id(source_notebook, grade_id).source.split("### BEGIN HIDDEN TESTS")[0]
+        printing = [line for line in visible.splitlines() if "print(" in line or line.startswith("      ")]
+        assert not any("test_" in line for line in printing), f"{grade_id} prints a test number"
+        assert "settings_on_validation(" in visible, f"{grade_id} reports no validation number"
 
 
 TRAIN_BUGS = {  # bug -> (edit of the reference train, what the visible test's message must say)
@@ -257,15 +272,119 @@ def diagnose_function(source_notebook):
     return namespace["diagnose"]
 
 
-@pytest.mark.parametrize("symptom, losses, params, train_loss, accuracy, cause", [
-    ("nan weights", [2.3, 1.0], [torch.tensor([1.0, math.nan])], 0.5, 0.5, "nan or inf"),
-    ("flat loss", [2.30, 2.29, 2.28], [torch.ones(2)], 2.28, 0.15, "flat"),
-    ("no shuffle", [0.9, 0.15], [torch.ones(2)], 7.9, 0.19, "shuffle"),
-    ("chance accuracy", [2.3, 1.2], [torch.ones(2)], 1.3, 0.1, "chance"),
-    ("just undertrained", [2.3, 0.5], [torch.ones(2)], 0.5, 0.85, "validation split"),
+ALIVE = torch.ones(50, 4)                              # every hidden unit positive somewhere
+MOSTLY_DEAD = torch.cat([torch.ones(50, 1), -torch.ones(50, 3)], dim=1)
+
+
+@pytest.mark.parametrize("symptom, losses, params, train_loss, train_accuracy, hidden, cause", [
+    ("nan weights", [2.3, 1.0], [torch.tensor([1.0, math.nan])], 0.5, 0.5, None, "nan or inf"),
+    ("flat loss", [2.30, 2.29, 2.28], [torch.ones(2)], 2.28, 0.15, None, "flat"),
+    ("no shuffle", [0.9, 0.15], [torch.ones(2)], 7.9, 0.19, None, "shuffle"),
+    ("no shuffle, and a flat curve", [0.361, 0.37, 0.392], [torch.ones(2)], 7.9, 0.13, ALIVE, "shuffle"),
+    ("dead units, and a flat curve", [2.40, 2.35, 2.33], [torch.ones(2)], 2.33, 0.11, MOSTLY_DEAD, "3 of 4 hidden units are dead"),
+    ("still falling", [2.7, 2.4, 2.2, 2.05], [torch.ones(2)], 2.0, 0.6, None, "still falling"),
+    ("chance accuracy", [2.3, 1.2, 1.19], [torch.ones(2)], 1.3, 0.1, None, "chance"),
+    ("just undertrained", [2.3, 0.5, 0.49], [torch.ones(2)], 0.5, 0.85, ALIVE, "validation split"),
 ])
-def test_a_failing_model_test_names_the_likely_cause(source_notebook, symptom, losses, params, train_loss, accuracy, cause):
-    assert cause in diagnose_function(source_notebook)(losses, params, train_loss, accuracy)
+def test_a_failing_model_test_names_the_likely_cause(source_notebook, symptom, losses, params, train_loss,
+                                                     train_accuracy, hidden, cause):
+    assert cause in diagnose_function(source_notebook)(losses, params, train_loss, train_accuracy, hidden)
+
+
+def part1_namespace(edits=()) -> dict:
+    """The solved release's Part 1 and its diagnoses, run in-process: Linear, ..., train, diagnose."""
+    from coursekit.examples import build
+
+    notebook, namespace = build(Course(ROOT), list(edits)), {}
+    exec("import math\nimport torch\ntorch.set_grad_enabled(False)", namespace)
+    ids = grade_ids(notebook)
+    with contextlib.redirect_stdout(io.StringIO()):
+        for cell in notebook.cells[ids.index("grad_check_tools"):ids.index("part2_md")]:
+            if cell.cell_type == "code" and not nbgrader_meta(cell).get("grade"):
+                exec(cell.source, namespace)
+        exec(cell_by_id(notebook, "diagnosis_tools").source, namespace)
+    return namespace
+
+
+def synthetic_digits(dim=196, per_class=100):
+    """Ten overlapping classes of non-negative 'images', rows sorted by class as MNIST's are."""
+    generator = torch.Generator().manual_seed(0)
+    centers = torch.rand(10, dim, generator=generator)
+    y = torch.arange(10).repeat_interleave(per_class)
+    x = (centers[y] * (1 + 1.5 * torch.randn(len(y), dim, generator=generator))).clamp(0, 1)
+    return x, y
+
+
+def diagnosis_of(ns, model, loss_fn, x, y, **settings) -> str:
+    """Train model as a student would, then diagnose it the way the model tests do."""
+    torch.manual_seed(0)
+    losses = ns["train"](model, loss_fn, x, y, **settings)
+    params = [p for layer in model.layers for p in layer.params.values()]
+    out = model.forward(x)
+    if loss_fn.__class__.__name__ == "MSELoss":
+        return ns["diagnose"](losses, params, (out.reshape(-1) - y).pow(2).mean().item())
+    first = model.layers[0]
+    hidden = x @ first.params["W"] + first.params["b"] if len(model.layers) == 3 else None
+    return ns["diagnose"](losses, params, ns["mean_cross_entropy"](out, y), (out.argmax(dim=1) == y).float().mean().item(),
+                          hidden)
+
+
+def faults(ns, x, y, dim):
+    """fault -> (the model and loss it trains, its settings, what the message must say)."""
+    def mlp():
+        return ns["Sequential"](ns["Linear"](dim, 30), ns["ReLU"](), ns["Linear"](30, 10))
+    return {
+        "dead ReLUs after a learning rate too high": (mlp(), ns["CrossEntropyLoss"](), dict(lr=5.0, epochs=10, batch_size=16),
+                                                     "hidden units are dead"),
+        "a learning rate too small": (ns["Sequential"](ns["Linear"](dim, 10)), ns["CrossEntropyLoss"](),
+                                      dict(lr=1e-4, epochs=20, batch_size=32), "a learning rate far too small"),
+        "nan after a learning rate too high": (ns["Sequential"](ns["Linear"](dim, 1)), ns["MSELoss"](),
+                                               dict(lr=0.5, epochs=3, batch_size=32), "nan or inf"),
+    }
+
+
+NO_SHUFFLE = TRAIN_BUGS["no shuffle"][:2]
+
+
+@pytest.mark.parametrize("fault", ["an unshuffled two-layer network", "dead ReLUs after a learning rate too high",
+                                   "a learning rate too small", "nan after a learning rate too high"])
+def test_each_diagnosis_names_the_fault_that_produced_it(fault):
+    """The real faults, trained with the reference's own code, on synthetic digits sorted by class."""
+    from coursekit.examples import replace
+
+    x, y = synthetic_digits()
+    if fault == "an unshuffled two-layer network":
+        ns = part1_namespace([replace("train", *NO_SHUFFLE)])
+        model = ns["Sequential"](ns["Linear"](196, 30), ns["ReLU"](), ns["Linear"](30, 10))
+        message = diagnosis_of(ns, model, ns["CrossEntropyLoss"](), x, y, lr=0.2, epochs=10, batch_size=16)
+        assert "shuffle" in message, message
+        return
+    ns = part1_namespace()
+    model, loss_fn, settings, expected = faults(ns, x, y, 196)[fault]
+    message = diagnosis_of(ns, model, loss_fn, x, y.float() if expected == "nan or inf" else y, **settings)
+    assert expected in message, message
+
+
+@pytest.mark.slow
+def test_each_diagnosis_names_the_fault_on_mnist_as_the_issue_found_them():
+    """The faults of issue 26 on the real subset: an unshuffled two-layer network (flat reported losses, test
+    accuracy near 0.13), lr 5 with most ReLUs dead, a learning rate too small, a regression that diverges."""
+    from coursekit.data import load_subset, mnist_path
+    from coursekit.examples import replace
+
+    x, y, _, _ = load_subset(mnist_path())
+    torch.set_num_threads(1)
+    unshuffled = part1_namespace([replace("train", *NO_SHUFFLE)])
+    model = unshuffled["Sequential"](unshuffled["Linear"](784, 30), unshuffled["ReLU"](), unshuffled["Linear"](30, 10))
+    assert "shuffle" in diagnosis_of(unshuffled, model, unshuffled["CrossEntropyLoss"](), x, y, lr=0.2, epochs=30, batch_size=16)
+    ns = part1_namespace()
+    for fault, (model, loss_fn, settings, expected) in faults(ns, x, y, 784).items():
+        if fault == "a learning rate too small":
+            settings = dict(lr=1e-5, epochs=40, batch_size=32)
+        targets = y.float() if expected == "nan or inf" else y
+        settings = dict(settings, lr=0.05) if expected == "nan or inf" else settings
+        message = diagnosis_of(ns, model, loss_fn, x, targets, **settings)
+        assert expected in message, (fault, message)
 
 
 def test_model_tests_diagnose_instead_of_always_suggesting_tuning(source_notebook):

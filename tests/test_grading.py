@@ -97,13 +97,14 @@ def colab_weights() -> bytes:
 
 
 MLP_TRAINING = "mlp_losses = train(mlp_model, CrossEntropyLoss(), x_train, y_train, lr=0.2, epochs=30, batch_size=16)"
+MLP_CELL_TRAINING = "mlp_losses = train(mlp_model, CrossEntropyLoss(), x_train, y_train, **mlp_settings)"  # the solution's line
 INSTALL_WEIGHTS = ("for layer, (W, b) in zip(mlp_model.layers[::2], [(state['W1'], state['b1']), (state['W2'], state['b2'])]):\n"
                    "    layer.params['W'], layer.params['b'] = W.clone(), b.clone()\n")
 FROM_FILE = "state = torch.load('colab_weights.pt')\n" + INSTALL_WEIGHTS
 
 
 def launders(code: str):
-    return replace("mlp", MLP_TRAINING, code)
+    return replace("mlp", MLP_CELL_TRAINING, code)
 
 
 def embedded_weights(nb, release):
@@ -212,7 +213,7 @@ EXPECTED: dict[str, Case] = {
                                                                + MLP_TRAINING.replace("epochs=30", "epochs=15"))]),
     "own_loop_around_sgd_step": Case(FULL, [], [replace("regression", "regression_model = Sequential(Linear(784, 1))\n"
                                                         "regression_losses = train(regression_model, MSELoss(), x_train, "
-                                                        "y_train.float(), lr=0.005, epochs=20, batch_size=32)", OWN_LOOP)]),
+                                                        "y_train.float(), **regression_settings)", OWN_LOOP)]),
     "defines_train_where_it_trains": Case(FULL, [], [defines_train_where_it_trains]),
     "release_unmodified": Case(0, ["NotImplementedError"]),
     "zoë o'brien (late)": Case(FULL),
