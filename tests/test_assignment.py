@@ -411,6 +411,36 @@ def test_the_rubric_covers_every_answer_graded_by_hand_with_its_points():
     assert [p.name for p in SOURCE.parent.iterdir()] == [SOURCE.name], "nbgrader would release every file of this folder"
 
 
+QUESTIONS = {"derivation_answer": "cross_entropy_md", "regression_answer": "regression_question",
+             "comparison_answer": "comparison_question", "reflection_answer": "part5_md"}
+
+
+def rubric_sections() -> dict[str, str]:
+    text = (ROOT / "instructor" / "rubric.md").read_text()
+    return {s.split()[0]: s for s in re.split(r"^## ", text, flags=re.M)[1:]}
+
+
+def test_each_question_asks_exactly_what_its_rubric_grades(source_notebook):
+    assert set(QUESTIONS) == {c.grade_id for c in load_rubric(SOURCE).manual}
+    for answer, question in QUESTIONS.items():
+        asked = set(re.findall(r"^\(([a-z])\) ", cell_by_id(source_notebook, question).source, flags=re.M))
+        graded = set(re.findall(r"^- \*\*[A-Z]\d \(\d+\) \(([a-z])\)", rubric_sections()[answer], flags=re.M))
+        assert asked and asked == graded, f"{answer}: the question asks {sorted(asked)}, the rubric grades {sorted(graded)}"
+
+
+def test_the_prose_before_a_question_asks_instead_of_stating_the_answer(source_notebook):
+    for grade_id in ("regression_means_note", "least_squares_note", "onehot_control_note"):
+        text = cell_by_id(source_notebook, grade_id).source
+        assert text.startswith("**To think about**") and text.rstrip().endswith("?"), grade_id
+        assert not re.search(r"\.(\s|$)", re.sub(r"\(.*?\)", "", text)), f"{grade_id} makes a statement: {text}"
+
+
+def test_a_derivation_is_graded_before_its_code(source_notebook):
+    ids = grade_ids(source_notebook)
+    assert ids.index("cross_entropy_md") + 1 == ids.index("derivation_answer") < ids.index("cross_entropy_loss")
+    assert "**Question (5 points, graded by hand)" in cell_by_id(source_notebook, "cross_entropy_md").source
+
+
 DECIMAL = re.compile(r"(?<![\w.])\d+\.\d+(?![\w.])")
 
 

@@ -322,7 +322,8 @@ def test_results_json_follows_gradescope_schema(graded):
     for test in report["tests"]:
         assert set(test) >= {"name", "score", "max_score", "status", "output", "visibility"}
         assert test["status"] in ("passed", "failed") and test["visibility"] == "visible"
-    assert report["extra_data"]["pending_manual"] == {"regression_answer": 6, "comparison_answer": 8, "reflection_answer": 6}
+    assert report["extra_data"]["pending_manual"] == {"derivation_answer": 5, "regression_answer": 5, "comparison_answer": 6,
+                                                      "reflection_answer": 4}
 
 
 def test_grades_csv_has_a_row_per_student_and_a_column_per_graded_part(graded):
