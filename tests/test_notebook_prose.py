@@ -65,3 +65,38 @@ def test_no_provided_cell_gives_away_the_reference_settings(release):
 def test_the_two_layer_sweep_is_the_students_own(release):
     assert nbgrader_meta(cell_by_id(release, "mlp_sweep")).get("solution")
     assert "NotImplementedError" in cell_by_id(release, "mlp_sweep").source
+
+
+SWEEP_OUTPUT = """lr = 0.01   training loss 1.860 -> 0.358   validation accuracy 0.8800 after epoch 40, its best 0.8800 after epoch 39
+            worse: 0.0150 from the best last score (two standard errors: 0.0145); spread of its last five scores 0.0031
+lr = 0.05   training loss 1.155 -> 0.238   validation accuracy 0.8890 after epoch 40, its best 0.8930 after epoch 38
+            a tie: 0.0060 from the best last score (two standard errors: 0.0110); spread of its last five scores 0.0019
+lr = 0.25   training loss 0.692 -> 0.145   validation accuracy 0.8950 after epoch 40, its best 0.9000 after epoch 33
+            the best last score; spread of its last five scores 0.0035
+The rule gives: lr = 0.05, 40 epochs, batches of 32
+"""
+MEANS_OUTPUT = """mean prediction per true digit: 0: 1.50  1: 2.40  2: 2.92  3: 3.78  4: 5.65  5: 4.56  6: 5.15  7: 6.74  8: 5.86  9: 6.86
+out of order: the 5s are predicted lower on average than the 4s, the 6s are predicted lower on average than the 4s, the 8s are predicted lower on average than the 7s
+"""
+RATES_OUTPUT = """cross-entropy, lr = 0.0005: loss per epoch [2.398, 2.278, 2.179, 2.094, 2.019]: fell at every epoch, by 16% in all
+regression, lr = 0.05 (10 times yours): MSE per epoch [nan, nan, nan]: diverged: not a number from epoch 1 on
+"""
+
+
+@pytest.mark.parametrize("checker, output, old, new", [
+    ("check_sweep", SWEEP_OUTPUT, "a tie: 0.0060", "worse: 0.0060"),
+    ("check_sweep", SWEEP_OUTPUT, "The rule gives: lr = 0.05", "The rule gives: lr = 0.25"),
+    ("check_sweep", SWEEP_OUTPUT, "0.05, 40 epochs", "0.05, 12 epochs"),
+    ("check_regression_order", MEANS_OUTPUT, "the 8s are predicted lower on average than the 7s",
+     "the 9s are predicted lower on average than the 7s"),
+    ("check_learning_rates", RATES_OUTPUT, "fell at every epoch, by 16% in all", "barely moved (down by less than 10 %)"),
+    ("check_learning_rates", RATES_OUTPUT, "diverged: not a number", "fell at every epoch, by 0% in all"),
+])
+def test_the_checks_of_printed_sentences_catch_a_contradiction(checker, output, old, new):
+    """The slow runs' prose checks pass the reference's sentences and fail a sentence that contradicts them."""
+    import test_notebook_runs
+
+    check = getattr(test_notebook_runs, checker)
+    check(output)
+    with pytest.raises((AssertionError, AttributeError)):
+        check(output.replace(old, new))
