@@ -4,6 +4,7 @@ Fast tests check its structure as stored; the slow test runs it headless, which
 checks every claim in it, since each claim is an assert in the notebook itself.
 """
 import ast
+import re
 from pathlib import Path
 
 import nbformat
@@ -24,9 +25,13 @@ TOPICS = {
     "label_smoothing": "label_smoothing=",
     "weight": "weight=",
     "central difference": "/ (2 * h)",
-    "Linear": "linear_backward(",
-    "ReLU": "relu_backward(",
-    "mean squared error": "mse_backward(",
+    # the method of writing a backward pass, on layers the assignment does not grade
+    "scalar affine map": "affine_backward(",
+    "tanh": "tanh_backward(",
+    "elementwise product": "product_backward(",
+    "weighted sum of squares": "weighted_squares_backward(",
+    "end to end": "weighted_squares_backward(a * h + c",
+    "float64": "err32 > 1e-2",
 }
 ASSIGNMENT = Path(__file__).resolve().parents[1] / "source" / "classifier_from_scratch" / "classifier_from_scratch.ipynb"
 # the gradient check's step and relative error, written the same way in both notebooks
@@ -107,9 +112,25 @@ def test_every_function_it_defines_is_allowed_in_the_assignment(nb):
     from coursekit.grading.scan import scan_cells
 
     functions = defined_functions(nb)
-    assert {"log_softmax", "cross_entropy", "grad_by_hand", "linear_backward", "relu_backward"} <= {n for n, _ in functions}
+    assert {"log_softmax", "cross_entropy", "numeric_grad", "rel_error", "affine_backward", "tanh_backward",
+            "product_backward", "weighted_squares_backward"} <= {n for n, _ in functions}
     findings = scan_cells(list(enumerate(src for _, src in functions)), preamble="import itertools\nimport math\nimport torch\n")
     assert [f for f in findings if f.severity == "violation"] == []
+
+
+RETYPING_RULE = "You may refer only to Fundamentals notebooks, and you must retype all code that you use."
+
+
+def test_it_states_the_courses_retyping_rule_in_its_own_words(nb):
+    assert RETYPING_RULE in sources(nb, "markdown")[0]
+
+
+def test_only_a_tensors_backward_is_forbidden_not_the_students_own(nb):
+    intro = " ".join(sources(nb, "markdown")[0].split())
+    assert "scanner rejects" not in intro
+    for mention in re.finditer(r"`\.backward\(\)`", intro):
+        assert "tensor's" in intro[mention.start() - 40:mention.start()], intro[mention.start() - 80:mention.end()]
+    assert "backward` methods of your own layers" in intro
 
 
 def test_notebook_is_stored_without_outputs(nb):

@@ -71,7 +71,7 @@ def test_auto_scores_are_recorded_and_written_answers_await_a_grader(course):
         assert gradebook.find_submission(NOTEBOOK, "alice").score == 80
     total = student_totals(course)["alice"]
     assert (total.total, total.max_score) == (80, 100)
-    assert total.manual_pending == ["comparison_answer", "reflection_answer", "regression_answer"]
+    assert total.manual_pending == ["comparison_answer", "derivation_answer", "reflection_answer", "regression_answer"]
 
 
 def test_recording_raises_no_sqlalchemy_warning(course):

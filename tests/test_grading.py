@@ -97,13 +97,14 @@ def colab_weights() -> bytes:
 
 
 MLP_TRAINING = "mlp_losses = train(mlp_model, CrossEntropyLoss(), x_train, y_train, lr=0.2, epochs=30, batch_size=16)"
+MLP_CELL_TRAINING = "mlp_losses = train(mlp_model, CrossEntropyLoss(), x_train, y_train, **mlp_settings)"  # the solution's line
 INSTALL_WEIGHTS = ("for layer, (W, b) in zip(mlp_model.layers[::2], [(state['W1'], state['b1']), (state['W2'], state['b2'])]):\n"
                    "    layer.params['W'], layer.params['b'] = W.clone(), b.clone()\n")
 FROM_FILE = "state = torch.load('colab_weights.pt')\n" + INSTALL_WEIGHTS
 
 
 def launders(code: str):
-    return replace("mlp", MLP_TRAINING, code)
+    return replace("mlp", MLP_CELL_TRAINING, code)
 
 
 def embedded_weights(nb, release):
@@ -271,7 +272,7 @@ EXPECTED: dict[str, Case] = {
     "train_ends_on_weights_from_elsewhere": Case(FULL - 12, [RETRAINED_ELSEWHERE], [ends_on_weights_from_elsewhere],
                                                  files={"colab_weights.pt": colab_weights}),
     "trains_on_test_images": Case(FULL - 12, ["of the rows its training used are test images"], [
-        replace("mlp", "x_train, y_train, lr=0.2", "torch.cat([x_train, x_test]), torch.cat([y_train, y_test]), lr=0.2")]),
+        replace("mlp", "x_train, y_train, **mlp_settings", "torch.cat([x_train, x_test]), torch.cat([y_train, y_test]), **mlp_settings")]),
     "swaps_weights_in_for_the_export": Case(FULL - 12, ["`mlp_model` was trained from a fresh start by your own `train`", "rule:dynamic-code"], [add_after("mlp", SWAPS_FOR_THE_EXPORT)],
                                             files={"colab_weights.pt": colab_weights}),
     "release_unmodified": Case(0, ["NotImplementedError"]),
@@ -381,7 +382,8 @@ def test_results_json_follows_gradescope_schema(graded):
     for test in report["tests"]:
         assert set(test) >= {"name", "score", "max_score", "status", "output", "visibility"}
         assert test["status"] in ("passed", "failed") and test["visibility"] == "visible"
-    assert report["extra_data"]["pending_manual"] == {"regression_answer": 6, "comparison_answer": 8, "reflection_answer": 6}
+    assert report["extra_data"]["pending_manual"] == {"derivation_answer": 5, "regression_answer": 5, "comparison_answer": 6,
+                                                      "reflection_answer": 4}
 
 
 def test_grades_csv_has_a_row_per_student_and_a_column_per_graded_part(graded):
