@@ -26,7 +26,7 @@ from conftest import ROOT
 pytestmark = pytest.mark.slow
 NOTEBOOK = "classifier_from_scratch"
 TOKEN = "course-loop-test"
-MANUAL = {"alice": {"regression_answer": 6, "comparison_answer": 7, "reflection_answer": 5},
+MANUAL = {"alice": {"derivation_answer": 5, "regression_answer": 5, "comparison_answer": 5, "reflection_answer": 3},
           "erin": {"regression_answer": 5, "comparison_answer": 6}}
 COMMENT = "Say why a scalar target makes 4 look halfway between 3 and 5."
 
@@ -146,9 +146,9 @@ def test_graded_by_hand_then_feedback_and_exports(course, formgrader, tmp_path):
 
     assert main(["--root", str(course.root), "feedback"]) == 0
     alice = (course.root / "feedback" / "alice" / NOTEBOOK / f"{NOTEBOOK}.html").read_text()
-    assert "7 / 8" in alice and COMMENT in alice and "98 / 100" in alice
+    assert "5 / 6" in alice and COMMENT in alice and "98 / 100" in alice
     erin = (course.root / "feedback" / "erin" / NOTEBOOK / f"{NOTEBOOK}.html").read_text()
-    assert "-13.4" in erin and "not graded yet / 6" in erin
+    assert "-13.4" in erin and "not graded yet / 4" in erin
 
     scripts = Path(sys.executable).parent
     subprocess.run([str(scripts / "nbgrader"), "export", f"--to={tmp_path / 'nbgrader.csv'}", "--log-level=WARN"],

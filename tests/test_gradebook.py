@@ -109,8 +109,9 @@ def test_late_penalty_is_recorded_and_follows_the_manual_grades(course):
     with open_gradebook(course) as gradebook:
         submission = gradebook.find_submission(NOTEBOOK, "erin")
         assert submission.total_seconds_late == 122460 and submission.late_submission_penalty == 8  # 2 days: 20% of 40
-    for grade_id in ("regression_answer", "comparison_answer", "reflection_answer"):
-        grade_by_hand(course, "erin", grade_id, 5)
+    for grade_id, points in (("derivation_answer", 3), ("regression_answer", 4), ("comparison_answer", 4),
+                             ("reflection_answer", 4)):
+        grade_by_hand(course, "erin", grade_id, points)
     total = student_totals(course)["erin"]
     assert (total.score, total.late_penalty, total.total, total.manual_pending) == (55, 11, 44, [])
 
@@ -172,15 +173,16 @@ def test_grades_csv_follows_the_gradebook_manual_grades_late_penalty_and_status(
     before = grades_csv(course)
     assert [(r["status"], r["late_penalty"], r["total"], r["regression_answer"]) for r in before.values()] == [
         ("manual_pending", "0", "80", ""), ("manual_pending", "8", "32", "")]
-    for grade_id, points in (("regression_answer", 5), ("comparison_answer", 6), ("reflection_answer", 4)):
+    for grade_id, points in (("derivation_answer", 5), ("regression_answer", 5), ("comparison_answer", 6),
+                             ("reflection_answer", 4)):
         grade_by_hand(course, "alice", grade_id, points)
     grade_by_hand(course, "erin", "regression_answer", 5)
     after = grades_csv(course)
     alice, erin = after["alice"], after["erin"]
     assert (alice["regression_answer"], alice["manual_total"], alice["total"], alice["max_total"], alice["status"]) == \
-        ("5", "15", "95", "100", "final")
+        ("5", "20", "100", "100", "final")
     assert (erin["regression_answer"], erin["manual_pending_points"], erin["late_penalty"], erin["days_late"],
-            erin["total"], erin["status"]) == ("5", "14", "9", "2", "36", "manual_pending")
+            erin["total"], erin["status"]) == ("5", "15", "9", "2", "36", "manual_pending")
 
 
 def formgrader_api(course: Course):

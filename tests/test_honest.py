@@ -53,7 +53,7 @@ TQDM = train_cell("with a progress bar", setup="    from tqdm.auto import tqdm\n
 PRINTS = train_cell("printing as it goes", update=SGD + "            if epochs <= 3:\n                print('epoch loss', loss, f'{loss:.3f}', "
                                                         "format(loss.item(), '.2f'), repr(batch[:2]))\n")
 KEYWORD_CALLS = ("mlp_model = Sequential(Linear(784, 30), ReLU(), Linear(30, 10))\n"
-                 "mlp_losses = train(model=mlp_model, loss_fn=CrossEntropyLoss(), x=x_train, y=y_train, lr=0.2, epochs=30, "
+                 "mlp_losses = train(model=mlp_model, loss_fn=CrossEntropyLoss(), x=x_train, y=y_train, lr=0.2, epochs=20, "
                  "batch_size=16)")
 BATCHES_CLASS = '''class Batches:
     """The batches of one epoch, in a seeded order."""
@@ -92,9 +92,10 @@ class Linear:
         return grad_out @ self.params["W"].T
 '''
 NO_GRAD_LINEAR = TYPED_LINEAR.replace("    def forward(self", "    @torch.no_grad()\n    def forward(self")
-SETTINGS = "from dataclasses import dataclass\n\n\n@dataclass\nclass Settings:\n    lr: float = 0.2\n    epochs: int = 30\n    batch_size: int = 16\n"
+SETTINGS = "from dataclasses import dataclass\n\n\n@dataclass\nclass Settings:\n    lr: float = 0.2\n    epochs: int = 20\n    batch_size: int = 16\n"
 EARLY_STOPPING = '''import copy
 
+logistic_settings = dict(lr=0.05, epochs=40, batch_size=32)
 torch.manual_seed(0)
 logistic_model, best, best_accuracy, logistic_losses = Sequential(Linear(784, 10)), None, -1.0, []
 for epoch in range(40):
@@ -116,7 +117,11 @@ for epoch in range(20):
         total += loss.item() * len(batch)
     regression_losses.append(total / len(x_train))"""
 LOGISTIC_TRAINING = "logistic_losses = train(logistic_model, CrossEntropyLoss(), x_train, y_train, lr=0.05, epochs=40, batch_size=32)"
-MLP_TRAINING = "mlp_losses = train(mlp_model, CrossEntropyLoss(), x_train, y_train, lr=0.2, epochs=30, batch_size=16)"
+MLP_TRAINING = "mlp_losses = train(mlp_model, CrossEntropyLoss(), x_train, y_train, lr=0.2, epochs=20, batch_size=16)"
+# the solution's training lines, which the edits below replace
+REGRESSION_CELL = "regression_losses = train(regression_model, MSELoss(), x_train, y_train.float(), **regression_settings)"
+LOGISTIC_CELL = "logistic_losses = train(logistic_model, CrossEntropyLoss(), x_train, y_train, **logistic_settings)"
+MLP_CELL = "mlp_losses = train(mlp_model, CrossEntropyLoss(), x_train, y_train, **mlp_settings)"
 SOLUTION_CELLS = ("linear", "relu", "sequential", "log_softmax", "mse_loss", "cross_entropy_loss", "sgd_step", "train",
                   "accuracy", "regression", "logistic", "mlp")
 
@@ -185,26 +190,25 @@ HONEST = {
     "train_updates_without_sgd_step": [rewrite("train", INLINE_UPDATE)],
     "train_with_tqdm": [rewrite("train", TQDM)],
     "train_with_a_helper_class": [add_after("sgd_step", BATCHES_CLASS), rewrite("train", WITH_BATCHES)],
-    "trains_by_keyword": [replace("mlp", "mlp_model = Sequential(Linear(784, 30), ReLU(), Linear(30, 10))\n" + MLP_TRAINING,
+    "trains_by_keyword": [replace("mlp", "mlp_model = Sequential(Linear(784, 30), ReLU(), Linear(30, 10))\n" + MLP_CELL,
                                   KEYWORD_CALLS)],
-    "own_loop_around_sgd_step": [replace("regression", "regression_model = Sequential(Linear(784, 1))\nregression_losses = train("
-                                         "regression_model, MSELoss(), x_train, y_train.float(), lr=0.005, epochs=20, batch_size=32)",
+    "own_loop_around_sgd_step": [replace("regression", "regression_model = Sequential(Linear(784, 1))\n" + REGRESSION_CELL,
                                          OWN_LOOP)],
     # helpers, types, magics, other editors
     "helper_function_in_an_added_cell": [add_after("relu", "def row_max(z):\n    return z.max(dim=1, keepdim=True).values"),
                                          replace("log_softmax", "logits.max(dim=1, keepdim=True).values", "row_max(logits)")],
     "dataclass_settings": [add_after("logistic", SETTINGS),
-                           replace("mlp", MLP_TRAINING, "settings = Settings()\n" + MLP_TRAINING.replace(
-                               "lr=0.2, epochs=30, batch_size=16", "lr=settings.lr, epochs=settings.epochs, batch_size=settings.batch_size"))],
+                           replace("mlp", MLP_CELL, "settings = Settings()\n" + MLP_TRAINING.replace(
+                               "lr=0.2, epochs=20, batch_size=16", "lr=settings.lr, epochs=settings.epochs, batch_size=settings.batch_size"))],
     "time_magics": [timed_cell("mlp"), add_after("accuracy", "%time accuracy(torch.eye(10), torch.arange(10))\n%matplotlib inline")],
     "colab_metadata": [colab_metadata],
     "old_jupyter_metadata": [old_jupyter_metadata],
     "seeds_everywhere": [add_after("accuracy", "import random\nrandom.seed(0)\nnp.random.seed(0)\ntorch.manual_seed(123)")],
     # models trained in several calls, kept at their best, and extra models
-    "warm_restart": [replace("logistic", LOGISTIC_TRAINING, LOGISTIC_TRAINING.replace("epochs=40", "epochs=20") + "\n" +
+    "warm_restart": [replace("logistic", LOGISTIC_CELL, LOGISTIC_TRAINING.replace("epochs=40", "epochs=20") + "\n" +
                              LOGISTIC_TRAINING.replace("epochs=40", "epochs=20, seed=1").replace("logistic_losses =", "logistic_losses +="))],
-    "learning_rate_schedule": [replace("mlp", MLP_TRAINING, MLP_TRAINING.replace("epochs=30", "epochs=20") + "\n" +
-                                       MLP_TRAINING.replace("lr=0.2, epochs=30", "lr=0.05, epochs=10").replace("mlp_losses =", "mlp_losses +="))],
+    "learning_rate_schedule": [replace("mlp", MLP_CELL, MLP_TRAINING.replace("epochs=20", "epochs=14") + "\n" +
+                                       MLP_TRAINING.replace("lr=0.2, epochs=20", "lr=0.05, epochs=6").replace("mlp_losses =", "mlp_losses +="))],
     "retrains_a_model": [add_after("logistic", "logistic_losses += train(logistic_model, CrossEntropyLoss(), x_train, y_train, "
                                                "lr=0.01, epochs=2, batch_size=32)")],
     "keeps_the_best_epoch_with_deepcopy": [rewrite("logistic", EARLY_STOPPING)],
