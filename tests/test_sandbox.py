@@ -247,3 +247,24 @@ def test_the_provided_cells_run_once_in_the_worker_and_each_kernel_starts_where_
     assert len(printed) == 1 and printed.pop().startswith("RAN ")  # one run, in the worker
     for run in runs:
         assert output_of(run, "student", PREAMBLE) == "STUDENT 42 False\n"
+
+
+def test_a_course_cloned_into_tmp_keeps_its_read_only_paths(tmp_path_factory):
+    """Each submission gets a fresh /tmp; what the sandbox binds below /tmp (the environment of a clone in
+    /tmp, pytest's folders) is bound back, read-only."""
+    import tempfile
+    from pathlib import Path
+
+    shared = Path(tempfile.mkdtemp(dir="/tmp", prefix="coursekit-ro-"))
+    (shared / "library.txt").write_text("FROM THE CLONE")
+    sandbox = Sandbox([*python_read_only_paths(), mnist_path(), shared], require=True)
+    limits = Limits(memory_bytes=3 * 2**30, cell_seconds=20, notebook_seconds=60, processes=64, output_bytes=10_000)
+    worker = new_worker(sandbox, limits, mnist_path())
+    cells = {"read": f"print(open({str(shared / 'library.txt')!r}).read())",
+             "write": f"try:\n    open({str(shared / 'planted')!r}, 'w')\nexcept OSError as error:\n    print('READONLY', error.errno)"}
+    try:
+        run = run_cells(worker, cells)
+    finally:
+        worker.close()
+    assert output_of(run, "read", cells) == "FROM THE CLONE\n"
+    assert output_of(run, "write", cells).startswith("READONLY")

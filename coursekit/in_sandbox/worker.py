@@ -35,7 +35,7 @@ import traceback
 from protocol import REPORT_FD
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID = 0x00020000, 0x10000000, 0x20000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND = 1, 2, 4, 32, 4096
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 32, 4096, 16384
 PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, CAPABILITY_VERSION_3 = 24, 38, 0x20080522
 LIBC = ctypes.CDLL(None, use_errno=True)
 PRELOAD = ("torch", "fastai.vision.all", "matplotlib.pyplot", "matplotlib_inline.backend_inline",
@@ -144,13 +144,36 @@ def drop_capabilities() -> None:
     checked(LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
 
 
+def mounts_below(folder: str) -> list[str]:
+    """The outermost mount points below folder (a course cloned into /tmp has its environment there)."""
+    with open("/proc/self/mountinfo") as info:
+        points = sorted({line.split()[4].encode().decode("unicode_escape") for line in info}, key=len)
+    below = [point for point in points if point.startswith(folder + "/")]
+    return [point for point in below if not any(point.startswith(outer + "/") for outer in below)]
+
+
+def fresh_tmpfs(folder: str) -> None:
+    """An empty tmpfs on folder, with the mounts that were below it bound back in their places (as they
+    were: read-only stays read-only)."""
+    kept = [(point, os.open(point, os.O_PATH)) for point in mounts_below(folder)]
+    mount("tmpfs", folder, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    for point, fd in kept:
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            os.makedirs(point, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(point), exist_ok=True)
+            open(point, "a").close()
+        mount(f"/proc/self/fd/{fd}", point, None, MS_BIND | MS_REC)
+        os.close(fd)
+
+
 def own_sandbox(report: int) -> None:
     """Give the rest of this fork a sandbox of its own (see the module's doc). The second pair of
     namespaces locks the first one's mounts, so the submission cannot take them away; this process
     waits for the namespace's init and leaves with its exit status."""
     enter_namespaces(CLONE_NEWUSER | CLONE_NEWNS)
     for folder in ("/tmp", "/dev/shm"):
-        mount("tmpfs", folder, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+        fresh_tmpfs(folder)
     mount(None, "/dev", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
     enter_namespaces(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID)
     init = os.fork()
