@@ -514,11 +514,22 @@ def sgd_update(track, lr):
     track.step(lr, batch)
 
 
+LR_POSITIONS = {}  # a followed function's code -> the position of its parameter `lr` (None: it has none)
+
+
 def learning_rate(function, args, kwargs):
-    try:
-        return inspect.signature(function).bind(*args, **kwargs).arguments.get("lr")
-    except (TypeError, ValueError):
-        return None
+    """The `lr` of a call (None if not given), without binding the signature on every call."""
+    if "lr" in kwargs:
+        return kwargs["lr"]
+    key = getattr(function, "__code__", function)
+    if key not in LR_POSITIONS:
+        try:
+            names = list(inspect.signature(function).parameters)
+        except (TypeError, ValueError):
+            names = []
+        LR_POSITIONS[key] = names.index("lr") if "lr" in names else None
+    position = LR_POSITIONS[key]
+    return args[position] if position is not None and position < len(args) else None
 
 
 def follow(kind, function):
