@@ -50,7 +50,8 @@ def mutations(node: ast.AST) -> list[str]:
     if isinstance(node, ast.Constant) and type(node.value) is bool:
         return [f"{node.value} -> {not node.value}"]
     if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        return [f"{node.value!r} -> {node.value + 1!r}", f"{node.value!r} -> {node.value * 2!r}"]
+        doubled = [f"{node.value!r} -> {node.value * 2!r}"] if node.value else []  # 0 * 2 is no change
+        return [f"{node.value!r} -> {node.value + 1!r}", *doubled]
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
         return ["`not` removed"]
     if isinstance(node, ast.Return) and node.value is not None and len(ast.unparse(node.value)) <= 40:
