@@ -3,6 +3,10 @@
 Usage (from the repository root):
     nice -n 10 .venv/bin/python bench/mutation.py [--limit 30] [--seed 0] [--timeout 300]
         [--module coursekit/grading/checks.py ...] [--tests tests/test_checks.py ...]
+        [--deselect tests/test_score.py::test_name ...]
+
+Put first in --tests the file that kills a module's mutants soonest: with -x, a killed mutant stops there.
+--deselect runs without a test (e.g. to measure what a new test kills).
 
 Each target module is parsed with `ast`; every place one small change applies is a candidate mutant
 (comparison flips < <=, > >=, == !=; and <-> or; + <-> -, * <-> /; a numeric constant c -> c + 1 or
@@ -99,6 +103,7 @@ def mutated_source(mutant: Mutant) -> str:
 
 
 def killed(copy_root: Path, mutant: Mutant, tests: list[str], timeout: float) -> bool:
+    """Whether the tests (pytest arguments) fail, crash or time out on the mutant."""
     (copy_root / mutant.module).write_text(mutated_source(mutant))
     command = [str(copy_root / ".venv/bin/python"), "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests]
     try:
@@ -143,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--module", action="append", help="a module to mutate (repeatable); default: checks.py, score.py")
     parser.add_argument("--tests", nargs="+", default=TESTS, help="the test files run against each mutant")
+    parser.add_argument("--deselect", action="append", default=[], help="a test id not to run (repeatable)")
     parser.add_argument("--limit", type=int, default=30, help="at most this many mutants per module")
     parser.add_argument("--seed", type=int, default=0, help="the seed that draws the mutants")
     parser.add_argument("--timeout", type=float, default=300, help="seconds before a test run counts as killed")
@@ -153,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         for module in modules:
             print(module, len(candidates(module)), "candidates")
         return 0
-    return run(modules, args.tests, args.limit, args.seed, args.timeout)
+    tests = args.tests + [f"--deselect={node}" for node in args.deselect]
+    return run(modules, tests, args.limit, args.seed, args.timeout)
 
 
 if __name__ == "__main__":
