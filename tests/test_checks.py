@@ -344,3 +344,10 @@ def test_a_building_block_that_fails_turns_a_retraining_difference_into_review()
     ctx.outputs["relu"].tensors["backward"][0, 0] += 1.0  # ReLU's backward is wrong: it may explain the difference
     outcome = run_check("test_mlp", ctx)
     assert outcome.fraction == 1.0 and "your `ReLU` does not pass all of its checks" in outcome.lines[-1].sentence
+
+
+def test_an_empty_batch_in_trains_record_is_still_plain_sgd():
+    ctx = context(0)
+    sizes = ctx.outputs["train"].tensors["first.batch_sizes"]
+    ctx.outputs["train"].tensors["first.batch_sizes"] = torch.cat([sizes, torch.zeros(1, dtype=torch.int64)])
+    assert fractions(ctx)["test_train"] == 1.0

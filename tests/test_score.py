@@ -101,3 +101,9 @@ def test_describe_gives_one_line_per_cell_in_order():
     assert [line.sentence for line in describe(found)] == ["policy violation in cell 3: grad mode was on",
                                "policy violation in cell 9, line 2, 4: autograd is not allowed (and 3 more)"]
     assert describe([]) == []
+
+
+def test_describe_counts_the_other_violations_of_a_cell_beyond_the_first():
+    two = [Violation(("train",), 9, 4, "autograd is not allowed"), Violation(("train",), 9, 6, "again")]
+    assert [line.sentence for line in describe(two)] == [
+        "policy violation in cell 9, line 4, 6: autograd is not allowed (and 1 more)"]
