@@ -25,9 +25,9 @@ import nbformat
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from coursekit.config import Course  # noqa: E402
 from coursekit.grading import pipeline  # noqa: E402
 from coursekit.grading.batch import grade_class  # noqa: E402
-from coursekit.config import Course  # noqa: E402
 
 # Examples that a plain nbgrader run can grade in comparable time (carol's endless loop would cost
 # nbgrader its whole cell timeout, frank's broken file nothing at all).

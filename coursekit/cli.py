@@ -62,11 +62,11 @@ def release_summary(course) -> str:
 
 
 def cmd_autograde(args) -> int:
+    from coursekit.config import Course
     from coursekit.course.gradebook import recorded_totals
     from coursekit.grading.batch import grade_class, shard
-    from coursekit.config import Course
-    from coursekit.grading.report import table
     from coursekit.grading.bubblewrap import SandboxUnavailable
+    from coursekit.grading.report import table
 
     course = Course(args.root.resolve())
     missing = [student for student in args.students if not course.submission(student).is_dir()]
@@ -111,9 +111,9 @@ def cmd_export(args) -> int:
 def cmd_export_lms(args) -> int:
     """A grade file for Canvas's or Moodle's import, with totals from nbgrader's gradebook; the roster's
     names go into the gradebook too."""
+    from coursekit.config import Course
     from coursekit.course.gradebook import student_totals
     from coursekit.course.lms import export_lms
-    from coursekit.config import Course
 
     if not args.roster:
         print("error: export --lms needs --roster (the LMS's roster as CSV)", file=sys.stderr)
@@ -136,8 +136,8 @@ def cmd_collect(args) -> int:
     """Bring submissions into submitted/ from cloned student repositories or an LMS zip."""
     import zipfile
 
-    from coursekit.course.collect import from_lms_zip, from_repositories, retire_examples
     from coursekit.config import Course
+    from coursekit.course.collect import from_lms_zip, from_repositories, retire_examples
 
     course = Course(args.root.resolve())
     if not args.source.exists():
@@ -188,10 +188,10 @@ def record_roster_names(course, roster: Path, students: list) -> int:
 
 def cmd_feedback(args) -> int:
     """Rewrite every feedback page with the manual grades, comments and late penalties in the gradebook."""
+    from coursekit.config import Course
     from coursekit.course.gradebook import student_totals
     from coursekit.grading.feedback import write_feedback
     from coursekit.grading.report import export_class
-    from coursekit.config import Course
 
     course = Course(args.root.resolve())
     totals = student_totals(course)
@@ -247,8 +247,8 @@ def cmd_similarity(args) -> int:
 
 def cmd_examples(args) -> int:
     """Rewrite the example submissions in submitted/ from the source notebook."""
-    from coursekit.examples import write_examples
     from coursekit.config import Course
+    from coursekit.examples import write_examples
 
     for path in write_examples(Course(args.root.resolve())):
         print(f"wrote {path}")
@@ -256,8 +256,8 @@ def cmd_examples(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from coursekit.local_check import check_locally
     from coursekit.config import Course
+    from coursekit.local_check import check_locally
 
     return check_locally(args.notebook.resolve(), Course(args.root.resolve()))
 

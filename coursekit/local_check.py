@@ -11,8 +11,8 @@ from pathlib import Path
 
 from coursekit.config import Course
 from coursekit.grading.pipeline import NotebookRunner, Submission
-from coursekit.grading.rubric import cell_parts, nbgrader_meta
 from coursekit.grading.policy import Violation
+from coursekit.grading.rubric import cell_parts, nbgrader_meta
 from coursekit.grading.score import costed_parts
 
 SOMETHING_TO_FIX = 1

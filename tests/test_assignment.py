@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from conftest import RELEASE, ROOT, SOURCE, cell_by_id
+from coursekit.config import Course
 from coursekit.examples import MALFORMED, write_examples
 from coursekit.grading.checks import CHECKS
-from coursekit.config import Course
 from coursekit.grading.rubric import load_rubric, nbgrader_meta
 
 CONTRACT_TESTS = {"Linear": "test_linear", "ReLU": "test_relu", "Sequential": "test_sequential",

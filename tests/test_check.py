@@ -13,11 +13,12 @@ from coursekit.examples import build, rewrite
 from coursekit.grading.bubblewrap import Completed
 from coursekit.grading.execute import Execution
 from coursekit.grading.pipeline import Submission
+from coursekit.grading.policy import Violation
 from coursekit.grading.rubric import nbgrader_meta
 from coursekit.grading.sanitize import sanitize
-from coursekit.grading.policy import Violation
 from coursekit.in_sandbox.protocol import RunLog
 from coursekit.local_check import print_report
+
 
 def check(notebook) -> subprocess.CompletedProcess:
     return subprocess.run([PYTHON, "-m", "coursekit", "check", str(notebook)], cwd=ROOT, capture_output=True, text=True)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from coursekit.config import Course
 from coursekit.course.collect import from_lms_zip, from_repositories
 from coursekit.course.late import read_timestamp
-from coursekit.config import Course
 
 NOTEBOOK = "classifier_from_scratch.ipynb"
 

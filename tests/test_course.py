@@ -162,9 +162,9 @@ def test_grades_and_the_review_list_show_who_needs_a_person(tmp_path):
 
 def test_review_items_quote_the_students_line():
     from coursekit.grading.pipeline import review_items
+    from coursekit.grading.policy import Violation
     from coursekit.grading.sanitize import EditableCell
     from coursekit.grading.scan import Finding
-    from coursekit.grading.policy import Violation
 
     editable = [EditableCell(4, "x = 1\ny = eval('2')", "answer")]
     items = review_items([Violation(("regression_model",), 4, None, "grad mode is on")],

@@ -16,12 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
 from coursekit.cli import main
+from coursekit.config import Course
 from coursekit.course.gradebook import open_gradebook
 from coursekit.grading.batch import grade_class
-from coursekit.config import Course
-
-from conftest import ROOT
 
 pytestmark = pytest.mark.slow
 NOTEBOOK = "classifier_from_scratch"

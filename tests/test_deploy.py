@@ -19,7 +19,6 @@ import yaml
 from coursekit.cli import build_parser
 from coursekit.config import Course
 from coursekit.grading.batch import parse_shard
-
 from postgres_server import Unavailable, start_cluster
 from prepared_results import cell_records, export_rows, make_course
 

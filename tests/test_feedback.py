@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import tempfile
 
-import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 

@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from conftest import ROOT
+from coursekit.config import Course
 from coursekit.data import load_subset, mnist_path
 from coursekit.examples import AUTOGRAD_TRAIN, EXAMPLES, add_after, build, cell, replace, rewrite, stub
 from coursekit.grading.batch import grade_class
-from coursekit.config import Course
 from coursekit.grading.pipeline import tree_digest
 
 pytestmark = pytest.mark.slow

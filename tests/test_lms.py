@@ -5,9 +5,9 @@ import csv
 
 import pytest
 
+from coursekit.config import Course
 from coursekit.course.gradebook import ManualGrade, StudentTotal
 from coursekit.course.lms import export_lms
-from coursekit.config import Course
 
 CANVAS_ROSTER = """Student,ID,SIS User ID,SIS Login ID,Section,Homework 1 (311)
     Points Possible,,,,,100

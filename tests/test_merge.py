@@ -12,9 +12,14 @@ from nbgrader.api import Gradebook
 
 from coursekit.cli import main
 from coursekit.config import Course
-from coursekit.course.gradebook import DB_URL_VARIABLE, ensure_assignment, open_gradebook, record_submission, student_totals
+from coursekit.course.gradebook import (
+    DB_URL_VARIABLE,
+    ensure_assignment,
+    open_gradebook,
+    record_submission,
+    student_totals,
+)
 from coursekit.course.merge import MergeError, merge_gradebooks
-
 from prepared_results import Prepared, cell_records, export_rows, make_course, prepared_class, submit
 
 CLASS = prepared_class(12)

@@ -6,12 +6,12 @@ import shutil
 
 import nbformat
 import pytest
+from test_grading import EXPECTED, FULL
 
 from conftest import ROOT
+from coursekit.config import Course
 from coursekit.examples import build
 from coursekit.grading.batch import grade_class
-from coursekit.config import Course
-from test_grading import EXPECTED, FULL
 
 pytestmark = pytest.mark.slow
 

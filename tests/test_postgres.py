@@ -13,9 +13,14 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from coursekit.config import Course
+from coursekit.course.gradebook import (
+    ensure_assignment,
+    nbgrader_settings,
+    open_gradebook,
+    record_submission,
+    student_totals,
+)
 from coursekit.grading.rubric import load_rubric
-from coursekit.course.gradebook import ensure_assignment, nbgrader_settings, open_gradebook, record_submission, student_totals
-
 from postgres_server import Unavailable, start_cluster
 from prepared_results import cell_records, export_rows, make_course, prepared_class, submit
 

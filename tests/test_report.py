@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-
 from pathlib import Path
 
 from coursekit import ASSIGNMENT
@@ -13,9 +12,9 @@ from coursekit.grading.bubblewrap import Completed
 from coursekit.grading.checks import CheckLine
 from coursekit.grading.execute import Execution
 from coursekit.grading.pipeline import ReviewItem, Submission
+from coursekit.grading.policy import Violation
 from coursekit.grading.report import export_class, messages, results_json, table
 from coursekit.grading.scan import Finding
-from coursekit.grading.policy import Violation
 from coursekit.grading.score import PartResult
 from coursekit.in_sandbox.protocol import RunLog
 

@@ -8,8 +8,20 @@ import pytest
 import torch
 
 from coursekit.grading.probe_data import ProbeOutput
-from coursekit.grading.retrain import (NO_BACKWARD, RETRAIN_RTOL, REUSED, UNKNOWN, Checkpoint, RowIndex,
-                                       TrainingRecord, difference, fingerprints, read_record, row_weights, verify)
+from coursekit.grading.retrain import (
+    NO_BACKWARD,
+    RETRAIN_RTOL,
+    REUSED,
+    UNKNOWN,
+    Checkpoint,
+    RowIndex,
+    TrainingRecord,
+    difference,
+    fingerprints,
+    read_record,
+    row_weights,
+    verify,
+)
 
 G = torch.Generator().manual_seed(0)
 X_TRAIN = torch.randint(0, 256, (120, 12), generator=G).float() / 255

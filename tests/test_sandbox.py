@@ -6,13 +6,12 @@ import os
 import nbformat
 import pytest
 
-from coursekit.data import mnist_path
-from coursekit.grading.execute import execute, new_worker
-from coursekit.config import Limits
-from coursekit.grading.bubblewrap import Sandbox, bubblewrap_works, python_read_only_paths
-from coursekit.in_sandbox import protocol
-
 from conftest import ROOT
+from coursekit.config import Limits
+from coursekit.data import mnist_path
+from coursekit.grading.bubblewrap import Sandbox, bubblewrap_works, python_read_only_paths
+from coursekit.grading.execute import execute, new_worker
+from coursekit.in_sandbox import protocol
 
 pytestmark = pytest.mark.slow
 

@@ -8,13 +8,13 @@ import shutil
 
 import nbformat
 import pytest
+from independent_solution import independent_solution
 
 from conftest import RELEASE, ROOT
 from coursekit.cli import main
 from coursekit.config import Course
 from coursekit.course.similarity import THRESHOLD, boilerplate_hashes, compare_class, read_class
 from coursekit.examples import solved
-from independent_solution import independent_solution
 
 RENAMES = {"x": "inputs", "grad_out": "upstream", "generator": "rng", "losses": "epoch_losses", "total": "acc",
            "order": "perm", "batch": "idx", "layer": "lyr", "shifted": "centred", "grad": "dlogits", "n": "count",

@@ -409,8 +409,8 @@ def test_merge_job_exports_after_downloading_every_shard():
 
 def test_export_merges_the_shards_layout(tmp_path):
     """What `merge` uploads and `export` reads agree with what the grader writes (autograded/<student>/<assignment>/)."""
-    from coursekit.cli import main
     from coursekit import ASSIGNMENT
+    from coursekit.cli import main
     from coursekit.config import Course
 
     for student, score in [("alice", 3), ("bob", 1)]:  # as downloaded from two shards' artifacts

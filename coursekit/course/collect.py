@@ -18,8 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from coursekit.course.late import LatePolicy, read_timestamp
 from coursekit.config import Course
+from coursekit.course.late import LatePolicy, read_timestamp
 
 MAX_NOTEBOOK_BYTES = 50 * 2**20
 SAFE_STUDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")

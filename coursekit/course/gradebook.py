@@ -17,10 +17,10 @@ from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.utils import compute_checksum, is_solution, is_task
 from traitlets.config.loader import PyFileConfigLoader
 
+from coursekit.config import Course
 from coursekit.course.gradebook_lock import exclusive
 from coursekit.course.late import LatePolicy, read_timestamp
 from coursekit.grading.feedback import write_feedback
-from coursekit.config import Course
 from coursekit.grading.pipeline import Submission
 from coursekit.grading.rubric import load_rubric
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from coursekit.course.gradebook import record_graded
 from coursekit.config import Course
+from coursekit.course.gradebook import record_graded
 from coursekit.grading.pipeline import Grader, Submission
 from coursekit.grading.report import export_class
 

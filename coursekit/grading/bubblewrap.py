@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import Callable
 
 from coursekit.config import Limits
-from coursekit.grading.unprivileged import BUBBLEWRAP, UNPRIVILEGED, UnprivilegedUser, isolation_for, network_filter_works
+from coursekit.grading.unprivileged import (
+    BUBBLEWRAP,
+    UNPRIVILEGED,
+    UnprivilegedUser,
+    isolation_for,
+    network_filter_works,
+)
 from coursekit.in_sandbox.protocol import CODE_MOUNT, RUNNER_LOG, SCRATCH_MOUNT, WORKER_SCRIPT, RunRequest
 
 

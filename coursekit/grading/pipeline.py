@@ -28,10 +28,10 @@ from coursekit.config import Course
 from coursekit.data import load_subset, provision
 from coursekit.grading.bubblewrap import Sandbox, Worker, WorkerFailed, python_read_only_paths
 from coursekit.grading.checks import CHECKS, Context
-from coursekit.grading.policy import Violation, find_violations, redefinitions
-from coursekit.grading.retrain import RowIndex
 from coursekit.grading.execute import Execution, execute, new_worker, walk_files
+from coursekit.grading.policy import Violation, find_violations, redefinitions
 from coursekit.grading.report import write_submission_report
+from coursekit.grading.retrain import RowIndex
 from coursekit.grading.rubric import load_rubric, nbgrader_meta
 from coursekit.grading.sanitize import RefusedLink, Sanitized, UnreadableSubmission, read_submission, sanitize
 from coursekit.grading.scan import Finding, ScanPolicy, scan_cells

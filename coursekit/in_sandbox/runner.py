@@ -32,8 +32,20 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning import LocalProvisioner
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
-from protocol import (FINGERPRINT_BITS, FINGERPRINT_SEED, FINGERPRINT_WIDTH, GUARD_FILE, INPUTS_FILE, NOTEBOOK_DIR,
-                      PROBE_DIR, PROBES_FILE, REPORT_FD, RunLog, RunRequest)
+
+from protocol import (
+    FINGERPRINT_BITS,
+    FINGERPRINT_SEED,
+    FINGERPRINT_WIDTH,
+    GUARD_FILE,
+    INPUTS_FILE,
+    NOTEBOOK_DIR,
+    PROBE_DIR,
+    PROBES_FILE,
+    REPORT_FD,
+    RunLog,
+    RunRequest,
+)
 
 MAX_REPLAYS = 3
 MAX_EXECUTED_CHARS = 20 * 2**20

@@ -12,9 +12,17 @@ from __future__ import annotations
 import ast
 from typing import TYPE_CHECKING
 
-from .apis import (CODE_MAGIC_OPTIONS, DYNAMIC_CELL_MAGICS, DYNAMIC_LINE_MAGICS,
-                   FILE_LINE_MAGICS, HARMLESS_CELL_MAGICS, IPY_SHELL, PROCESS_CELL_MAGICS,
-                   PROCESS_LINE_MAGICS, PYTHON_CELL_MAGICS)
+from .apis import (
+    CODE_MAGIC_OPTIONS,
+    DYNAMIC_CELL_MAGICS,
+    DYNAMIC_LINE_MAGICS,
+    FILE_LINE_MAGICS,
+    HARMLESS_CELL_MAGICS,
+    IPY_SHELL,
+    PROCESS_CELL_MAGICS,
+    PROCESS_LINE_MAGICS,
+    PYTHON_CELL_MAGICS,
+)
 from .cells import PARSE_ERRORS, CellMagic, Unit, parse, pinned_to_line, prepare
 from .resolver import str_const
 
