@@ -61,7 +61,9 @@ def checked(statuses: dict[str, str], violations: list) -> Submission:
 
 
 def index_of(submission: Submission, grade_id: str) -> int:
-    return next(i for i, c in enumerate(submission.clean.notebook.cells) if nbgrader_meta(c).get("grade_id") == grade_id)
+    return next(
+        i for i, c in enumerate(submission.clean.notebook.cells) if nbgrader_meta(c).get("grade_id") == grade_id
+    )
 
 
 def test_a_violation_costs_in_the_check_what_it_costs_in_grading(capsys):
@@ -70,7 +72,9 @@ def test_a_violation_costs_in_the_check_what_it_costs_in_grading(capsys):
 
     submission = checked({}, [])
     train = index_of(submission, "train")
-    violation = Violation(("train",), train, 3, "`loss.backward` was called while your code ran: autograd is not allowed")
+    violation = Violation(
+        ("train",), train, 3, "`loss.backward` was called while your code ran: autograd is not allowed"
+    )
     submission.violations = [violation]
     assert print_report(submission) == 1
     out = capsys.readouterr().out

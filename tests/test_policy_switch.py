@@ -27,7 +27,9 @@ def graded(tmp_path_factory):
     root = tmp_path_factory.mktemp("course")
     for folder in ("source", "release"):
         shutil.copytree(ROOT / folder, root / folder)
-    (root / "course.toml").write_text((ROOT / "course.toml").read_text().replace("no_autograd = true", "no_autograd = false"))
+    (root / "course.toml").write_text(
+        (ROOT / "course.toml").read_text().replace("no_autograd = true", "no_autograd = false")
+    )
     course = Course(root)
     assert course.settings.no_autograd is False
     shutil.copytree(ROOT / "submitted" / "bob_uses_autograd", root / "submitted" / "bob_uses_autograd")

@@ -159,7 +159,9 @@ def from_repositories(course: Course, folder: Path) -> list[Outcome]:
     return collect(course, candidates)
 
 
-def zip_candidate(archive: zipfile.ZipFile, info: zipfile.ZipInfo, pattern: re.Pattern, zone: ZoneInfo) -> Candidate | Outcome:
+def zip_candidate(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, pattern: re.Pattern, zone: ZoneInfo
+) -> Candidate | Outcome:
     name = info.filename
     match = pattern.match(name)
     if "/" in name or "\\" in name:

@@ -103,7 +103,9 @@ def remove_students(course: Course, students: list[str]) -> None:
 def record_due_date(course: Course) -> None:
     """The assignment's due date from course.toml, as formgrader shows it and late penalties use it."""
     with open_gradebook(course) as gradebook:
-        gradebook.update_or_create_assignment(course.assignment, duedate=LatePolicy.from_config(course.settings.sections).due)
+        gradebook.update_or_create_assignment(
+            course.assignment, duedate=LatePolicy.from_config(course.settings.sections).due
+        )
 
 
 def record_graded(course: Course, result: Submission) -> None:

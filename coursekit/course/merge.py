@@ -194,7 +194,9 @@ def write_record(gradebook: Gradebook, assignment: str, record: StudentRecord) -
     gradebook.db.commit()
 
 
-def write_cell(gradebook: Gradebook, assignment: str, student: str, cell: CellRecord, new: bool, regraded: bool) -> None:
+def write_cell(
+    gradebook: Gradebook, assignment: str, student: str, cell: CellRecord, new: bool, regraded: bool
+) -> None:
     if cell.kind == "comment":
         comment = gradebook.find_comment(cell.cell, cell.notebook, assignment, student)
         comment.auto_comment = cell.auto

@@ -148,7 +148,9 @@ def cpu_quota(cgroup: Path) -> int | None:
         if (cgroup / "cpu.max").is_file():
             quota, period = (cgroup / "cpu.max").read_text().split()
         else:
-            quota, period = ((cgroup / "cpu" / name).read_text().strip() for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us"))
+            quota, period = (
+                (cgroup / "cpu" / name).read_text().strip() for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us")
+            )
     except (OSError, ValueError):
         return None
     return None if quota in ("max", "-1") else max(1, math.ceil(int(quota) / int(period)))

@@ -70,7 +70,9 @@ class Cgroup:
     def create(cls, limits: Limits) -> Cgroup | None:
         name = f"coursekit-{uuid.uuid4().hex[:12]}"
         try:
-            own = {line.split(":")[1]: line.split(":", 2)[2] for line in Path("/proc/self/cgroup").read_text().splitlines()}
+            own = {
+                line.split(":")[1]: line.split(":", 2)[2] for line in Path("/proc/self/cgroup").read_text().splitlines()
+            }
             if "memory" in own and "pids" in own:
                 directories = {c: Path("/sys/fs/cgroup", c, own[c].lstrip("/"), name) for c in ("memory", "pids")}
                 for directory in directories.values():

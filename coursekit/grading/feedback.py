@@ -25,9 +25,31 @@ MATHML_NS = "http://www.w3.org/1998/Math/MathML"
 MATHML_TAGS = {"math", "mrow", "mi", "mn", "mo", "ms", "mtext", "mspace", "mfrac", "msqrt", "mroot", "msub", "msup",
                "msubsup", "munder", "mover", "munderover", "mtable", "mtr", "mtd", "mstyle", "mpadded", "mphantom",
                "menclose", "semantics", "annotation"}
-MATHML_ATTRIBUTES = {"display", "mathvariant", "stretchy", "fence", "separator", "lspace", "rspace", "columnalign",
-                     "rowspacing", "columnspacing", "width", "height", "depth", "accent", "accentunder", "movablelimits",
-                     "minsize", "maxsize", "notation", "displaystyle", "scriptlevel", "linethickness", "form"}
+MATHML_ATTRIBUTES = {
+    "display",
+    "mathvariant",
+    "stretchy",
+    "fence",
+    "separator",
+    "lspace",
+    "rspace",
+    "columnalign",
+    "rowspacing",
+    "columnspacing",
+    "width",
+    "height",
+    "depth",
+    "accent",
+    "accentunder",
+    "movablelimits",
+    "minsize",
+    "maxsize",
+    "notation",
+    "displaystyle",
+    "scriptlevel",
+    "linethickness",
+    "form",
+}
 MATH = re.compile(r"(?P<code>`[^`\n]*`)|\$\$(?P<display>.+?)\$\$|(?<![\\$])\$(?P<inline>[^$\n]+?)\$", re.DOTALL)
 STRAY_TAG = re.compile(r"<(?!/?(?:%s)[\s>/])" % "|".join(sorted(MATHML_TAGS, key=len, reverse=True)))
 STRAY_AMPERSAND = re.compile(r"&(?!#x?[0-9A-Fa-f]+;|[A-Za-z]+;)")
@@ -164,7 +186,9 @@ def output_html(output) -> str:
     if kind == "stream":
         return f"<pre class='stream'>{html.escape(ANSI.sub('', str(output.get('text', ''))))}</pre>"
     if kind == "error":
-        return f"<pre class='error'>{html.escape(ANSI.sub('', chr(10).join(map(str, output.get('traceback', [])))))}</pre>"
+        return (
+            f"<pre class='error'>{html.escape(ANSI.sub('', chr(10).join(map(str, output.get('traceback', [])))))}</pre>"
+        )
     data = output.get("data", {})
     for mime in IMAGE_SIGNATURES:
         picture = image_bytes(mime, data.get(mime))
@@ -218,12 +242,17 @@ def manual_rows(results: dict, grades) -> list[str]:
     if grades is not None:
         manual = [(g.grade_id, g.max_score, g.score, g.comment) for g in grades.manual]
     else:
-        manual = [(grade_id, points, None, "") for grade_id, points in results.get("extra_data", {}).get("pending_manual", {}).items()]
+        manual = [
+            (grade_id, points, None, "")
+            for grade_id, points in results.get("extra_data", {}).get("pending_manual", {}).items()
+        ]
     rows = []
     for grade_id, max_score, score, comment in manual:
         points = "not graded yet" if score is None else f"{score:g}"
-        rows.append(f"<tr class='{'pending' if score is None else 'pass'}'><td>graded by hand</td><td>{html.escape(grade_id)}</td>"
-                    f"<td>{points} / {max_score:g}</td><td><pre>{html.escape(comment)}</pre></td></tr>")
+        rows.append(
+            f"<tr class='{'pending' if score is None else 'pass'}'><td>graded by hand</td><td>{html.escape(grade_id)}</td>"
+            f"<td>{points} / {max_score:g}</td><td><pre>{html.escape(comment)}</pre></td></tr>"
+        )
     return rows
 
 
@@ -231,7 +260,11 @@ def late_row(results: dict, grades) -> str:
     """The page's one late line: the gradebook's once the submission is recorded there (the extension,
     and a penalty on the total with the manual grades), else the grader's."""
     late = results.get("extra_data", {}).get("late") or {}
-    days, penalty = (grades.days_late, grades.late_penalty) if grades is not None else (late.get("days_late", 0), late.get("penalty", 0))
+    days, penalty = (
+        (grades.days_late, grades.late_penalty)
+        if grades is not None
+        else (late.get("days_late", 0), late.get("penalty", 0))
+    )
     extension = grades.extension_seconds if grades is not None else 0
     submitted = f"submitted {late.get('timestamp')}, due {late.get('due')}" + \
         (f" with an extension of {extension / 86400:.3g} day(s)" if extension else "")
@@ -250,7 +283,10 @@ def total_rows(results: dict, grades) -> list[str]:
         remark = "written answers not all graded yet" if grades.manual_pending else ""
     else:
         maximum = sum(t.get("max_score", 0) for t in results.get("tests", []))
-        total, remark = max(0.0, results.get("score", 0) - late.get("penalty", 0)), "the autograded part; written answers are graded by hand"
+        total, remark = (
+            max(0.0, results.get("score", 0) - late.get("penalty", 0)),
+            "the autograded part; written answers are graded by hand",
+        )
     total_row = f"<tr class='total'><td>total</td><td></td><td>{total:g} / {maximum:g}</td><td>{remark}</td></tr>"
     return [row for row in (late_row(results, grades), total_row) if row]
 

@@ -156,7 +156,9 @@ def run_problems(execution: Execution) -> list[str]:
     if completed.timed_out:
         problems.append("the run exceeded the grader's hard time limit and was stopped")
     elif completed.returncode != 0 and not completed.report:
-        problems.append(f"the notebook's process was stopped (exit status {completed.returncode}) before it reported anything")
+        problems.append(
+            f"the notebook's process was stopped (exit status {completed.returncode}) before it reported anything"
+        )
     return problems
 
 
@@ -182,11 +184,14 @@ def list_review(runner: NotebookRunner, submission: Submission) -> None:
     """Violations, what goes to a person (scan flags, uncosted calls, unconfirmed training evidence),
     data the student's code deserialised, and a refused submission."""
     if submission.failure_rule:
-        submission.review.append(ReviewItem("review", submission.failure_rule, None, None, "", submission.failure or ""))
+        submission.review.append(
+            ReviewItem("review", submission.failure_rule, None, None, "", submission.failure or "")
+        )
     if submission.clean:
         imported = submission.execution.log.imported_data if submission.execution else []
-        submission.review += review_items(submission.violations, submission.findings, submission.clean.editable, imported,
-                                          submission.uncosted)
+        submission.review += review_items(
+            submission.violations, submission.findings, submission.clean.editable, imported, submission.uncosted
+        )
     submission.review += [ReviewItem("review", "training-evidence", None, None, "", line.sentence, part.grade_id)
                           for part in submission.parts if part.score > 0 for line in part.lines if line.review]
 
@@ -200,9 +205,19 @@ def review_items(violations: list[Violation], findings: list[Finding], editable:
         return lines[line - 1].strip()[:200] if isinstance(line, int) and 0 < line <= len(lines) else ""
 
     items = [ReviewItem("violation", v.rule, v.cell, v.line, code(v.cell, v.line), v.message) for v in violations]
-    items += [ReviewItem("review", v.rule, v.cell, v.line, code(v.cell, v.line), v.message if v.rule == "redefinition"
-                         else f"{v.message} (outside the code that is graded: it costs no points, and a person will look)")
-              for v in uncosted]
+    items += [
+        ReviewItem(
+            "review",
+            v.rule,
+            v.cell,
+            v.line,
+            code(v.cell, v.line),
+            v.message
+            if v.rule == "redefinition"
+            else f"{v.message} (outside the code that is graded: it costs no points, and a person will look)",
+        )
+        for v in uncosted
+    ]
     items += [ReviewItem("review", f.rule, f.cell, f.line, code(f.cell, f.line), f.message)
               for f in findings if f.severity != "violation"]
     for load in (entry for entry in imported if isinstance(entry.get("cell"), int)):
@@ -278,7 +293,9 @@ class NotebookRunner:
         except BaseException:
             self.close()
             raise
-        self.starting = [threading.Thread(target=self.when_ready, args=(worker,), daemon=True) for worker in self.workers]
+        self.starting = [
+            threading.Thread(target=self.when_ready, args=(worker,), daemon=True) for worker in self.workers
+        ]
         for thread in self.starting:  # the workers import their libraries while the grader loads its own data
             thread.start()
 

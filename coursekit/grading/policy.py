@@ -141,14 +141,26 @@ def guard_violations(log: RunLog, notebook: Notebook, reported: set) -> list[Vio
             continue
         within = [n for n in call.get("within", []) if isinstance(n, str)]
         how = "by code created at run time (exec, eval...) " if dynamic else ""
-        found.append(Violation(notebook.touched(cell, None if dynamic else line, within), cell,
-                               None if dynamic else line,
-                               f"`{str(call.get('api'))[:100]}` was called {how}while your code ran: {GUARD_RULES[rule]}",
-                               f"runtime-{rule}"))
+        found.append(
+            Violation(
+                notebook.touched(cell, None if dynamic else line, within),
+                cell,
+                None if dynamic else line,
+                f"`{str(call.get('api'))[:100]}` was called {how}while your code ran: {GUARD_RULES[rule]}",
+                f"runtime-{rule}",
+            )
+        )
     removed = log.guard_removed_at
     if removed is not None:
-        found.append(Violation(notebook.cell_touches(removed), removed, None,
-                               "the grader's run-time guard was removed or disabled by your code", "runtime-guard-removed"))
+        found.append(
+            Violation(
+                notebook.cell_touches(removed),
+                removed,
+                None,
+                "the grader's run-time guard was removed or disabled by your code",
+                "runtime-guard-removed",
+            )
+        )
     return found
 
 
