@@ -104,7 +104,8 @@ def grade_in_one_process(course: Course, cores: set[int] | None) -> float:
 
 
 def grade_in_shards(course: Course, shards: int, db_urls: list[str | None]) -> float:
-    """S processes at once, each on a core of its own, grading its shard into the gradebook given (None: the course's)."""
+    """S processes at once, each on a core of its own, grading its shard into the gradebook given
+    (None: the course's)."""
     return timed(lambda: finish([coursekit(course, "autograde", "--require-sandbox", "--shard", f"{k}/{shards}",
                                            db_url=db_urls[k - 1], cores=core(k - 1)) for k in range(1, shards + 1)]))
 

@@ -236,7 +236,8 @@ def test_release_says_what_it_released_and_records_the_due_date(tmp_path, capfd)
     cells = len(nbformat.read(course.release_notebook, as_version=4).cells)
     autograded, manual = sum(c.points for c in rubric.autograded), sum(c.points for c in rubric.manual)
     assert out.splitlines()[-4:] == [
-        f"Released classifier_from_scratch: release/classifier_from_scratch/classifier_from_scratch.ipynb ({cells} cells)",
+        f"Released classifier_from_scratch: release/classifier_from_scratch/classifier_from_scratch.ipynb ({cells} "
+        "cells)",
         f"  graded: {len(rubric.autograded)} test cells, {autograded:g} points autograded; "
         f"{len(rubric.manual)} written answers, {manual:g} points by hand",
         "  due 2026-12-04 23:59 UTC, late work: 10% of the score per day started late after 15 minutes' grace"

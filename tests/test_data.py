@@ -168,7 +168,7 @@ exec(cell.source, namespace)
 dls = namespace['dataloaders']
 print(json.dumps({'train': [str(p) for p in dls.train_ds.items], 'valid': [str(p) for p in dls.valid_ds.items],
                   'n': [dls.train.n, dls.valid.n]}))
-"""
+"""  # noqa: E501 (HTML, CSS or code, kept byte for byte)
 
 
 @pytest.mark.slow

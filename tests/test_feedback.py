@@ -56,7 +56,8 @@ def notebook_with_a_plot():
     return new_notebook(
         cells=[
             new_markdown_cell(
-                "## Part 1\nThe gradient $\\frac{\\partial f}{\\partial x_i}$ and a table:\n\n| part | points |\n|---|---|\n| 1 | 8 |"
+                "## Part 1\nThe gradient $\\frac{\\partial f}{\\partial x_i}$ and a table:\n\n| part | points |\n"
+                "|---|---|\n| 1 | 8 |"
             ),
             new_code_cell("plt.plot(losses)", outputs=[display({"image/png": png(), "text/plain": "<Figure>"})]),
         ]

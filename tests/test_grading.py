@@ -141,7 +141,8 @@ AUTOGRAD_IN_A_THREAD = (
         "            loss = loss_fn.forward(model.forward(x[batch]), y[batch])\n            loss.backward()\n",
         "            def step():\n                loss = loss_fn.forward(model.forward(x[batch]), y[batch])\n"
         "                loss.backward()\n                done.append(loss)\n"
-        "            done = []\n            worker = threading.Thread(target=step)\n            worker.start()\n            worker.join()\n"
+        "            done = []\n            worker = threading.Thread(target=step)\n            worker.start()\n"
+        "            worker.join()\n"
         "            loss = done[0]\n",
     )
     .replace(
@@ -247,8 +248,10 @@ EXPECTED: dict[str, Case] = {
         [  # its own PID namespace holds only its own processes
             add_after(
                 "linear",
-                "import os, signal\nfor pid in os.listdir('/proc'):\n    if pid.isdigit() and int(pid) != os.getpid():\n"
-                "        try:\n            os.kill(int(pid), signal.SIGKILL)\n        except OSError:\n            pass",
+                "import os, signal\nfor pid in os.listdir('/proc'):\n"
+                "    if pid.isdigit() and int(pid) != os.getpid():\n"
+                "        try:\n            os.kill(int(pid), signal.SIGKILL)\n        except OSError:\n"
+                "            pass",
             )
         ],
     ),

@@ -105,7 +105,10 @@ class Linear:
         return grad_out @ self.params["W"].T
 '''
 NO_GRAD_LINEAR = TYPED_LINEAR.replace("    def forward(self", "    @torch.no_grad()\n    def forward(self")
-SETTINGS = "from dataclasses import dataclass\n\n\n@dataclass\nclass Settings:\n    lr: float = 0.2\n    epochs: int = 30\n    batch_size: int = 16\n"
+SETTINGS = (
+    "from dataclasses import dataclass\n\n\n@dataclass\nclass Settings:\n"
+    "    lr: float = 0.2\n    epochs: int = 30\n    batch_size: int = 16\n"
+)
 EARLY_STOPPING = '''import copy
 
 torch.manual_seed(0)
@@ -117,7 +120,7 @@ for epoch in range(40):
         best, best_accuracy = copy.deepcopy(logistic_model), validation_accuracy
 logistic_model = best
 logistic_seconds = 0.0
-'''
+'''  # noqa: E501 (HTML, CSS or code, kept byte for byte)
 OWN_LOOP = """regression_model = Sequential(Linear(784, 1))
 loss_fn, generator, regression_losses = MSELoss(), torch.Generator().manual_seed(0), []
 for epoch in range(20):
@@ -303,7 +306,8 @@ HONEST = {
         add_after(
             "logistic",
             "tiny = Sequential(Linear(784, 10))\n"
-            "tiny_losses = train(tiny, CrossEntropyLoss(), x_fit[:500], y_fit[:500], lr=0.05, epochs=2, batch_size=50)\n"
+            "tiny_losses = train(tiny, CrossEntropyLoss(), x_fit[:500], y_fit[:500], lr=0.05, epochs=2, "
+            "batch_size=50)\n"
             "print(accuracy(tiny.forward(x_val), y_val))",
         )
     ],

@@ -103,7 +103,7 @@ torch.no_grad()(lambda: W.sum())()
 torch.set_grad_enabled(False)
 W.requires_grad_(False)
 W.requires_grad = False
-"""
+"""  # noqa: E501 (HTML, CSS or code, kept byte for byte)
 
 
 def test_honest_habits_are_not_charged(guard):

@@ -271,7 +271,10 @@ def test_gradescope_setup_installs_outside_autograder_and_says_which_settings_to
     tools = tmp_path / "bin"
     tools.mkdir()
     fake_command(tools, "apt-get", 'echo "apt-get $*" >> "$LOG"')
-    venv_python = 'mkdir -p "$3/bin"; printf \'#!/bin/sh\\necho "python $*" >> "$LOG"\\n\' > "$3/bin/python"; chmod +x "$3/bin/python"'
+    venv_python = (
+        'mkdir -p "$3/bin"; printf \'#!/bin/sh\\necho "python $*" >> "$LOG"\\n\' > "$3/bin/python"; '
+        'chmod +x "$3/bin/python"'
+    )
     fake_command(tools, "python3.11", venv_python)
     log, prefix = tmp_path / "log", tmp_path / "opt"
     run = subprocess.run(["bash", str(source / "setup.sh")], capture_output=True, text=True,

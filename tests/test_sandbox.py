@@ -16,12 +16,15 @@ from coursekit.in_sandbox import protocol
 pytestmark = pytest.mark.slow
 
 CELLS = {
-    "network": "import urllib.request\ntry:\n    urllib.request.urlopen('https://pypi.org', timeout=5)\n    print('REACHED')\n"
+    "network": "import urllib.request\ntry:\n    urllib.request.urlopen('https://pypi.org', timeout=5)\n"
+               "    print('REACHED')\n"
     "except Exception as error:\n    print('BLOCKED', type(error).__name__)",
     "repository": f"import os\nprint(sorted(os.listdir({str(ROOT)!r})))",
-    "write_venv": "import sys\ntry:\n    open(sys.prefix + '/planted', 'w')\n    print('WROTE')\nexcept OSError as error:\n    print('READONLY', error.errno)",
+    "write_venv": "import sys\ntry:\n    open(sys.prefix + '/planted', 'w')\n    print('WROTE')\n"
+                  "except OSError as error:\n    print('READONLY', error.errno)",
     "whoami": "import os\nprint(len([p for p in os.listdir('/proc') if p.isdigit()]), os.getuid())",
-    "forks": "import subprocess\nps = []\ntry:\n    for _ in range(400):\n        ps.append(subprocess.Popen(['sleep', '30']))\n"
+    "forks": "import subprocess\nps = []\ntry:\n    for _ in range(400):\n"
+             "        ps.append(subprocess.Popen(['sleep', '30']))\n"
     "except OSError:\n    pass\nprint('STARTED', len(ps))\nfor p in ps:\n    p.kill()\n    p.wait()",
     "flood": "for i in range(2_000_000):\n    print('x' * 50)",
     "memory": "import torch\nx = torch.ones(6 * 2**30 // 4)",
@@ -267,7 +270,8 @@ def test_a_course_cloned_into_tmp_keeps_its_read_only_paths(tmp_path_factory):
     worker = new_worker(sandbox, limits, mnist_path())
     cells = {
         "read": f"print(open({str(shared / 'library.txt')!r}).read())",
-        "write": f"try:\n    open({str(shared / 'planted')!r}, 'w')\nexcept OSError as error:\n    print('READONLY', error.errno)",
+        "write": f"try:\n    open({str(shared / 'planted')!r}, 'w')\nexcept OSError as error:\n"
+                 "    print('READONLY', error.errno)",
     }
     try:
         run = run_cells(worker, cells)

@@ -204,7 +204,10 @@ def test_valid_yaml_with_triggers_and_jobs(name):
                 assert step["with"] == {"python-version": "3.11"} and step["id"] == "python"
 
 
-VENV_KEY = "venv-${{ runner.os }}-py${{ steps.python.outputs.python-version }}-${{ hashFiles('requirements.txt', 'constraints.txt') }}"
+VENV_KEY = (
+    "venv-${{ runner.os }}-py${{ steps.python.outputs.python-version }}"
+    "-${{ hashFiles('requirements.txt', 'constraints.txt') }}"
+)
 
 
 @pytest.mark.parametrize("name", WORKFLOWS)
@@ -418,7 +421,8 @@ def test_merge_job_exports_after_downloading_every_shard():
 
 
 def test_export_merges_the_shards_layout(tmp_path):
-    """What `merge` uploads and `export` reads agree with what the grader writes (autograded/<student>/<assignment>/)."""
+    """What `merge` uploads and `export` reads agree with what the grader writes
+    (autograded/<student>/<assignment>/)."""
     from coursekit import ASSIGNMENT
     from coursekit.cli import main
     from coursekit.config import Course

@@ -128,7 +128,8 @@ def read_shards(paths: list[Path], course_id: str, assignment: str) -> dict[str,
 
 
 def merge_gradebooks(course: Course, paths: list[Path]) -> MergeSummary:
-    """Merge the shards' records into the course's gradebook (COURSEKIT_DB_URL if set, else nbgrader_config.py's db_url)."""
+    """Merge the shards' records into the course's gradebook (COURSEKIT_DB_URL if set, else
+    nbgrader_config.py's db_url)."""
     db_url, course_id = nbgrader_settings(course)
     records = read_shards(paths, course_id, course.assignment)
     summary = MergeSummary(shown_url(db_url), paths)

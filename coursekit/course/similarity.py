@@ -155,9 +155,11 @@ def highlighted(code: StudentCode, regions: np.ndarray) -> str:
 def report_page(listed: list[Pair], compared: int, threshold: float) -> str:
     """One offline page (nothing fetched, the students' code escaped)."""
     sections = "".join(
-        f"<h2>{html.escape(p.first.student)} ({p.shares[0]:.0%}) and {html.escape(p.second.student)} ({p.shares[1]:.0%})</h2>"
+        f"<h2>{html.escape(p.first.student)} ({p.shares[0]:.0%}) and {html.escape(p.second.student)} "
+        f"({p.shares[1]:.0%})</h2>"
         f"<p>Matching in {html.escape(', '.join(p.cells(0)))} / {html.escape(', '.join(p.cells(1)))}</p>"
-        f"<div class='pair'><pre>{highlighted(p.first, p.slices[0])}</pre><pre>{highlighted(p.second, p.slices[1])}</pre></div>"
+        f"<div class='pair'><pre>{highlighted(p.first, p.slices[0])}</pre><pre>{highlighted(p.second, p.slices[1])}"
+        "</pre></div>"
         for p in listed
     )
     return f"""<!DOCTYPE html><html><head><meta charset="utf-8">
@@ -166,4 +168,4 @@ def report_page(listed: list[Pair], compared: int, threshold: float) -> str:
 .pair pre{{flex:1;overflow:auto;background:#f5f5f5;padding:.5em;font-size:80%;line-height:1.5}} mark{{background:#ffcdd2}}</style></head><body>
 <h1>Similarity report</h1><p>{len(listed)} of {compared} pairs at or over {threshold:.0%} (a student's share of code
 found in the other's; code everyone was given does not count). Similar code is a reason to look, not a verdict.</p>
-{sections}</body></html>"""
+{sections}</body></html>"""  # noqa: E501 (HTML, CSS or code, kept byte for byte)

@@ -60,7 +60,8 @@ def copy_submission(source: Path, destination: Path) -> list[str]:
             copied += path.stat().st_size
             if copied > MAX_COPIED_BYTES:
                 notes.append(
-                    f"the submission is over {MAX_COPIED_BYTES // 2**20} MiB; '{relative}' and later files were not copied"
+                    f"the submission is over {MAX_COPIED_BYTES // 2**20} MiB; '{relative}' and later files were not "
+                    "copied"
                 )
                 break
             (destination / relative).parent.mkdir(parents=True, exist_ok=True)

@@ -215,7 +215,7 @@ tr.late{background:#ffe0b2} tr.total{font-weight:bold;border-top:2px solid #333}
 .code{margin:.6em 0} pre.source{background:#f5f5f5;padding:.4em;border-left:3px solid #90a4ae} pre.stream{padding:.3em}
 pre.error{background:#fdecea;padding:.3em} img.plot{max-width:100%} .markdown table{border-collapse:collapse}
 .markdown td,.markdown th{border:1px solid #ccc} math[display=block]{margin:.5em 0}
-details{margin:.5em 0;padding:.3em .6em;border:1px solid #ddd} summary{cursor:pointer;font-weight:bold}"""
+details{margin:.5em 0;padding:.3em .6em;border:1px solid #ddd} summary{cursor:pointer;font-weight:bold}"""  # noqa: E501 (HTML, CSS or code, kept byte for byte)
 
 
 def checks_text(checks: object) -> str:
@@ -250,7 +250,8 @@ def manual_rows(results: dict, grades) -> list[str]:
     for grade_id, max_score, score, comment in manual:
         points = "not graded yet" if score is None else f"{score:g}"
         rows.append(
-            f"<tr class='{'pending' if score is None else 'pass'}'><td>graded by hand</td><td>{html.escape(grade_id)}</td>"
+            f"<tr class='{'pending' if score is None else 'pass'}'><td>graded by hand</td>"
+            f"<td>{html.escape(grade_id)}</td>"
             f"<td>{points} / {max_score:g}</td><td><pre>{html.escape(comment)}</pre></td></tr>"
         )
     return rows
@@ -272,7 +273,10 @@ def late_row(results: dict, grades) -> str:
         return (f"<tr class='late'><td>late</td><td>{days} day(s) late</td><td>-{penalty:g}</td>"
                 f"<td>{html.escape(str(late.get('policy', '')))}; {html.escape(submitted)}</td></tr>")
     if extension and late.get("days_late"):
-        return f"<tr class='late'><td>late</td><td>within your extension</td><td></td><td>no penalty; {html.escape(submitted)}</td></tr>"
+        return (
+            "<tr class='late'><td>late</td><td>within your extension</td><td></td><td>no penalty; "
+            f"{html.escape(submitted)}</td></tr>"
+        )
     return ""
 
 
@@ -308,7 +312,7 @@ def render_page(assignment: str, student: str, results: dict, notebook: nbformat
 <ul>{notes}</ul>
 <table class="scores"><tr><th>Part</th><th>Graded cell</th><th>Points</th><th>Checks and comments</th></tr>{rows}</table>
 <h2>Your notebook as the grader ran it</h2>
-{body}</body></html>"""
+{body}</body></html>"""  # noqa: E501 (HTML, CSS or code, kept byte for byte)
 
 
 def feedback_page(root: Path, assignment: str, student: str, grades=None) -> str | None:

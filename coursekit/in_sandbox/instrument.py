@@ -7,14 +7,14 @@ records what the student's code does, and after each cell reports it to the runn
   parameters and, between them, each update's learning rate and the rows of the batch it came from,
   so that the grader can retrain the graded models with its own code (grading/retrain.py).
 
-The guard replaces every forbidden API (module functions, Tensor methods and properties) by a wrapper,
-so allowed operations cost nothing. A wrapped call is charged to the student only on evidence that
-the student's code made it: walking out from the wrapper's caller, torch's own frames are passed
-(and the call is torch's own business, e.g. `print(tensor)` reading `grad_fn`, unless torch was
-entered through a forbidden package such as torch.nn or torch.optim), then standard-library frames
-(`functools`, `threading`...) and the guard's thread hooks, and the frame reached must be notebook code: a cell, or code made at
-run time (`exec`, `eval`: "dynamic"). Library frames (fastai, matplotlib, IPython) and the grader's
-own are not the student's. A thread started by notebook code is charged to the line that started it.
+The guard replaces every forbidden API (module functions, Tensor methods and properties) by a wrapper, so
+allowed operations cost nothing. A wrapped call is charged to the student only on evidence that the student's
+code made it: walking out from the wrapper's caller, torch's own frames are passed (and the call is torch's
+own business, e.g. `print(tensor)` reading `grad_fn`, unless torch was entered through a forbidden package
+such as torch.nn or torch.optim), then standard-library frames (`functools`, `threading`...) and the guard's
+thread hooks, and the frame reached must be notebook code: a cell, or code made at run time (`exec`, `eval`:
+"dynamic"). Library frames (fastai, matplotlib, IPython) and the grader's own are not the student's. A thread
+started by notebook code is charged to the line that started it.
 
 Like probes.py, this module is executed as source in the kernel and imports nothing from `coursekit`;
 the grader decides what each record costs.
