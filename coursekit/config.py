@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from dateutil import parser as date_parser
 
@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Setting:
-    default: object
+    default: Any  # of type `kind` (validated() checks the values read against it)
     kind: type | tuple[type, ...]
     choices: tuple = ()
     positive: bool = False

@@ -100,7 +100,8 @@ def collect_settings(course: Course) -> dict:
 
 def find_notebook(repo: Path, name: str) -> Path | Outcome:
     """The shallowest regular file called `name` below repo, never through a symlink."""
-    found, links = [], []
+    found: list[Path] = []
+    links: list[Path] = []
     for directory, folders, files in os.walk(repo):  # os.walk does not descend into symlinked folders
         folders[:] = sorted(f for f in folders if f != ".git")
         for file in files:

@@ -102,11 +102,14 @@ def shard_from_scheduler(count: int | None, environ: Mapping[str, str]) -> Shard
         raise ValueError(f"--shard auto: {'more than one' if found else 'none'} of {names} is set")
     scheduler = found[0]
     told = number_in(environ, scheduler.count)
-    if count is None and told is None:
-        raise ValueError(f"--shard auto: {scheduler.variable} gives the index, not the number of shards: use auto/N")
-    if count is not None and told is not None and count != told:
+    if count is None:
+        if told is None:
+            raise ValueError(
+                f"--shard auto: {scheduler.variable} gives the index, not the number of shards: use auto/N"
+            )
+        count = told
+    elif told is not None and count != told:
         raise ValueError(f"--shard auto/{count}: the scheduler runs {told} tasks ({scheduler.count}={told})")
-    count = count if count is not None else told
     offset = task_offset(scheduler, environ)
     if not 0 <= offset < count:
         raise ValueError(f"--shard auto/{count}: {scheduler.variable}={environ[scheduler.variable]} is not one of "

@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence, TypeVar
 
 import nbformat
 
@@ -96,7 +96,10 @@ class Submission:
         return sum(p.max_score for p in self.parts if not p.pending)
 
 
-Step = Callable[["NotebookRunner", Submission], None]
+RunnerT = TypeVar("RunnerT", bound="NotebookRunner")
+# A step takes the runner it needs and the record: most take any NotebookRunner (the local check runs them
+# too); score_step and write_report need the Grader (its rubric, test data, course). Step[Grader] accepts both.
+Step = Callable[[RunnerT, Submission], None]
 
 
 def tree_digest(folder: Path) -> str:
@@ -197,7 +200,7 @@ def list_review(runner: NotebookRunner, submission: Submission) -> None:
 
 
 def review_items(violations: list[Violation], findings: list[Finding], editable: list,
-                 imported: list[dict] = (), uncosted: list[Violation] = ()) -> list[ReviewItem]:
+                 imported: Sequence[dict] = (), uncosted: Sequence[Violation] = ()) -> list[ReviewItem]:
     sources = {c.index: c.source.splitlines() for c in editable}
 
     def code(cell, line):
@@ -238,12 +241,12 @@ def write_report(grader: Grader, submission: Submission) -> None:
     write_submission_report(submission, grader.course)
 
 
-GRADING_STEPS: tuple[Step, ...] = (fingerprint, sanitize_step, scan, execute_step, apply_policy, score_step,
-                                   list_review, verify_untouched, write_report)
-CHECK_STEPS: tuple[Step, ...] = (sanitize_step, scan, execute_step, apply_policy)
+GRADING_STEPS: tuple[Step[Grader], ...] = (fingerprint, sanitize_step, scan, execute_step, apply_policy, score_step,
+                                           list_review, verify_untouched, write_report)
+CHECK_STEPS: tuple[Step[NotebookRunner], ...] = (sanitize_step, scan, execute_step, apply_policy)
 
 
-def run_steps(runner: NotebookRunner, submission: Submission, steps: tuple[Step, ...]) -> Submission:
+def run_steps(runner: RunnerT, submission: Submission, steps: tuple[Step[RunnerT], ...]) -> Submission:
     start = time.monotonic()
     for step in steps:
         submission.seconds = time.monotonic() - start  # current for the report step, which writes it
@@ -352,7 +355,7 @@ class Grader(NotebookRunner):
     def link_guard(self, submission: Submission) -> Path | None:
         return submission.folder.parent
 
-    def grade(self, student: str, steps: tuple[Step, ...] = GRADING_STEPS) -> Submission:
+    def grade(self, student: str, steps: tuple[Step[Grader], ...] = GRADING_STEPS) -> Submission:
         return run_steps(self, Submission(student, self.notebook_of(student)), steps)
 
     def notebook_of(self, student: str) -> Path:
