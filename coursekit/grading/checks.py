@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, cast
 
 import torch
 
@@ -255,7 +255,9 @@ def train_does_sgd(ctx: Context) -> str | None:
     tensors = (ctx.outputs.get("train") or ProbeOutput()).tensors
     s, c, sizes, rows = (tensors.get(f"first.{key}") for key in ("s", "c", "batch_sizes", "batches"))
     x, y = ctx.inputs["train.x"], ctx.inputs["train.y"]
-    if any(t is None for t in (s, c, sizes, rows)) or sizes.dtype != torch.int64 or rows.dtype != torch.int64:
+    if s is None or c is None or sizes is None or rows is None:
+        return "the batches it used could not be read"
+    if sizes.dtype != torch.int64 or rows.dtype != torch.int64:
         return "the batches it used could not be read"
     if sizes.dim() != 1 or (sizes < 0).any() or int(sizes.sum()) != len(rows) or ((rows < 0) | (rows >= len(x))).any():
         return "it trained on rows that are not in the data it was given"
@@ -324,7 +326,7 @@ def model_forward(c: Checker, name: str, architecture: list[tuple]) -> Callable 
         c.expect(False, f"`{name}` is Sequential({', '.join(classes)})",
                  entry.get("error") or f"its layers are {entry.get('layers')}")
         return None
-    weights = []
+    weights: list[tuple[torch.Tensor, torch.Tensor] | None] = []  # None: a layer without parameters
     for position, (kind, *shapes) in enumerate(architecture):
         if kind == "Linear":
             W = c.tensor(
@@ -403,7 +405,7 @@ def exported_params(ctx: Context, name: str) -> Params | None:
         keys = (output.meta.get(f"{name}.{position}.keys") or {}).get("value")
         for key in sorted(keys) if isinstance(keys, list) else ():
             found.append(output.tensors.get(f"{name}.{position}.params.{key}"))
-    return found if found and all(t is not None for t in found) else None
+    return cast(Params, found) if found and all(t is not None for t in found) else None
 
 
 def check_provenance(ctx, outcome, name: str, architecture: list[tuple], blocks: tuple[str, ...]) -> None:

@@ -110,8 +110,9 @@ class RunLog:
     def parse(cls, data: object) -> RunLog:
         """A RunLog from the report's JSON, keeping only what has the right type."""
         data = data if isinstance(data, dict) else {}
-        cells = data.get("cells") if isinstance(data.get("cells"), dict) else {}
-        probes = data.get("probes") if isinstance(data.get("probes"), dict) else {}
+        cells, probes = data.get("cells"), data.get("probes")
+        cells = cells if isinstance(cells, dict) else {}
+        probes = probes if isinstance(probes, dict) else {}
         return cls(
             cells={
                 int(k): v[:500] for k, v in cells.items() if isinstance(k, str) and k.isdigit() and isinstance(v, str)

@@ -60,7 +60,8 @@ class Snapshot:
     and the namespace they left, which every kernel forked from here starts with."""
 
     def __init__(self, sources: tuple[str, ...]):
-        self.sources, self.outputs = sources, []
+        self.sources = sources
+        self.outputs: list[str] = []
         self.namespace: dict = {"__name__": "__main__"}
         self.grad_enabled = True  # torch's grad mode is per thread: each kernel sets it as the cells left it
 
