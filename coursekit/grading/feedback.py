@@ -11,6 +11,7 @@ import json
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import cast
 
 import mistune
 import nbformat
@@ -162,7 +163,8 @@ def render_markdown(text: str) -> str:
         formulas.append(math_html(match.group("display") if display else match.group("inline"), display))
         return f"MATHPLACEHOLDER{len(formulas) - 1}X"
 
-    body = balanced_disclosures(markdown_parser()(MATH.sub(stash, text)))
+    html_text = cast(str, markdown_parser()(MATH.sub(stash, text)))  # an HTML renderer's output is a str
+    body = balanced_disclosures(html_text)
     return PLACEHOLDER.sub(lambda m: formulas[int(m.group(1))], body)
 
 
