@@ -25,9 +25,9 @@ import nbformat
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from coursekit.config import Course  # noqa: E402
 from coursekit.grading import pipeline  # noqa: E402
 from coursekit.grading.batch import grade_class  # noqa: E402
-from coursekit.config import Course  # noqa: E402
 
 # Examples that a plain nbgrader run can grade in comparable time (carol's endless loop would cost
 # nbgrader its whole cell timeout, frank's broken file nothing at all).
@@ -43,7 +43,9 @@ def make_course(folder: Path, copies: int) -> Course:
     course = Course(folder)
     for copy in range(copies):
         for example in EXAMPLES:
-            shutil.copytree(ROOT / "submitted" / example / course.assignment, course.submission(f"{example}_{copy:02d}"))
+            shutil.copytree(
+                ROOT / "submitted" / example / course.assignment, course.submission(f"{example}_{copy:02d}")
+            )
     return course
 
 
@@ -106,7 +108,9 @@ def scores(results) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--copies", type=int, default=5, help="copies of each of the 4 examples (default 5: 20 submissions)")
+    parser.add_argument(
+        "--copies", type=int, default=5, help="copies of each of the 4 examples (default 5: 20 submissions)"
+    )
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--skip-serial", action="store_true", help="skip the -j 1 run")
     parser.add_argument("--skip-nbgrader", action="store_true")
@@ -129,7 +133,9 @@ def main() -> None:
             preamble_cells = len(pipeline.leading_provided_cells(nbformat.read(ROOT / RELEASE, as_version=4)))
             limit = limit_seconds(plain, preamble_cells, args.jobs)
         if not args.skip_nbgrader:
-            rows.append(("nbgrader autograde (sequential)", run_nbgrader(make_course(Path(temp, "nbgrader"), args.copies))))
+            rows.append(
+                ("nbgrader autograde (sequential)", run_nbgrader(make_course(Path(temp, "nbgrader"), args.copies)))
+            )
     print(f"\n{count} submissions ({args.copies} copies of {', '.join(EXAMPLES)}), {os.cpu_count()} cores\n")
     print("| grader | wall seconds | seconds per submission | submissions per minute |")
     print("|---|---|---|---|")
@@ -138,7 +144,9 @@ def main() -> None:
     print(f"\nGrading overhead per submission (everything but the sandboxed run): {overhead:.2f} s")
     print(f"Peak memory of one sandbox: {peak:.0f} MiB")
     if not args.skip_serial:
-        print(f"-j {args.jobs} / -j 1 wall time: {parallel_seconds / serial_seconds:.2f}; scores identical: {identical}")
+        print(
+            f"-j {args.jobs} / -j 1 wall time: {parallel_seconds / serial_seconds:.2f}; scores identical: {identical}"
+        )
     if not args.skip_snapshot:
         print(f"Preamble snapshot: -j {args.jobs} without it / with it: {plain_seconds / parallel_seconds:.2f}")
         print(f"-j {args.jobs} against its limit ({limit:.0f} s: the cells' own times, the preamble once, "

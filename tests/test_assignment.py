@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from conftest import RELEASE, ROOT, SOURCE, cell_by_id
+from coursekit.config import Course
 from coursekit.examples import MALFORMED, write_examples
 from coursekit.grading.checks import CHECKS
-from coursekit.config import Course
 from coursekit.grading.rubric import load_rubric, nbgrader_meta
 
 CONTRACT_TESTS = {"Linear": "test_linear", "ReLU": "test_relu", "Sequential": "test_sequential",
@@ -109,7 +109,9 @@ def test_nbgrader_autograde_gives_full_points_to_the_source_and_zero_to_the_rele
     env = {**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ['PATH']}"}
     for command in (["generate_assignment", "classifier_from_scratch", "--force"],
                     ["autograde", "classifier_from_scratch", "--force"]):
-        run = subprocess.run([str(scripts / "nbgrader"), *command], cwd=tmp_path, env=env, capture_output=True, text=True)
+        run = subprocess.run(
+            [str(scripts / "nbgrader"), *command], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     with Gradebook(f"sqlite:///{tmp_path / 'gradebook.db'}") as gradebook:
         alice = gradebook.find_submission("classifier_from_scratch", "alice")
@@ -132,7 +134,14 @@ def test_reference_solution_uses_only_tensor_primitives():
 # ---- the second edition: validation split, the train test's reach, derivations, diagnoses, rubric
 
 MODEL_SWEEPS = {"regression": "regression_sweep", "logistic": "logistic_sweep", "mlp": "mlp_sweep"}
-TUNING_CELLS = ["validation_split", "validation_tools", "least_squares", "onehot_control", "overfit_small", *MODEL_SWEEPS.values()]
+TUNING_CELLS = [
+    "validation_split",
+    "validation_tools",
+    "least_squares",
+    "onehot_control",
+    "overfit_small",
+    *MODEL_SWEEPS.values(),
+]
 
 
 def grade_ids(notebook) -> list:
@@ -153,17 +162,28 @@ def test_settings_are_chosen_on_a_validation_split_and_the_final_models_use_all_
 
 
 def test_no_tuning_cell_looks_at_the_test_set(source_notebook):
-    looking = [g for g in TUNING_CELLS if "x_test" in cell_by_id(source_notebook, g).source or "y_test" in cell_by_id(source_notebook, g).source]
+    looking = [
+        g
+        for g in TUNING_CELLS
+        if "x_test" in cell_by_id(source_notebook, g).source or "y_test" in cell_by_id(source_notebook, g).source
+    ]
     assert looking == []
 
 
 TRAIN_BUGS = {
     "no shuffle": ("order = torch.randperm(n, generator=generator)", "order = torch.arange(n)"),
-    "the same shuffle every epoch": ("order = torch.randperm(n, generator=generator)",
-                                     "order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))"),
-    "drops the last, smaller batch": ("for start in range(0, n, batch_size):", "for start in range(0, n - batch_size + 1, batch_size):"),
-    "averages batch means without weights": ("total += loss.item() * len(batch)\n        losses.append(total / n)",
-                                             "total += loss.item()\n        losses.append(total / math.ceil(n / batch_size))"),
+    "the same shuffle every epoch": (
+        "order = torch.randperm(n, generator=generator)",
+        "order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))",
+    ),
+    "drops the last, smaller batch": (
+        "for start in range(0, n, batch_size):",
+        "for start in range(0, n - batch_size + 1, batch_size):",
+    ),
+    "averages batch means without weights": (
+        "total += loss.item() * len(batch)\n        losses.append(total / n)",
+        "total += loss.item()\n        losses.append(total / math.ceil(n / batch_size))",
+    ),
     "sums batch means, divides by N": ("total += loss.item() * len(batch)", "total += loss.item()"),
     "returns the last batch's loss": ("losses.append(total / n)", "losses.append(loss.item())"),
 }
@@ -201,7 +221,12 @@ def test_the_visible_train_test_catches(bug):
     assert isinstance(error, AssertionError), f"a train that {bug} passes the visible test ({error!r})"
 
 
-DERIVATIONS = {"linear_md": "x.T @ grad_out", "relu_md": "[x_{nk} > 0]", "mse_loss_md": "2 d_i / N", "cross_entropy_md": "(softmax - onehot) / N"}
+DERIVATIONS = {
+    "linear_md": "x.T @ grad_out",
+    "relu_md": "[x_{nk} > 0]",
+    "mse_loss_md": "2 d_i / N",
+    "cross_entropy_md": "(softmax - onehot) / N",
+}
 
 
 def test_each_backward_has_a_derivation_exercise_with_the_formula_only_behind_a_hint(source_notebook):
@@ -229,7 +254,9 @@ def diagnose_function(source_notebook):
     ("chance accuracy", [2.3, 1.2], [torch.ones(2)], 1.3, 0.1, "chance"),
     ("just undertrained", [2.3, 0.5], [torch.ones(2)], 0.5, 0.85, "validation split"),
 ])
-def test_a_failing_model_test_names_the_likely_cause(source_notebook, symptom, losses, params, train_loss, accuracy, cause):
+def test_a_failing_model_test_names_the_likely_cause(
+    source_notebook, symptom, losses, params, train_loss, accuracy, cause
+):
     assert cause in diagnose_function(source_notebook)(losses, params, train_loss, accuracy)
 
 
@@ -254,7 +281,9 @@ def test_the_rubric_covers_every_answer_graded_by_hand_with_its_points():
         assert sum(criteria) == cell.points, cell.grade_id
         assert "Partial" in section and "Comment snippets" in section
     assert "instructor/rubric.md" in (ROOT / "README.md").read_text()
-    assert [p.name for p in SOURCE.parent.iterdir()] == [SOURCE.name], "nbgrader would release every file of this folder"
+    assert [p.name for p in SOURCE.parent.iterdir()] == [SOURCE.name], (
+        "nbgrader would release every file of this folder"
+    )
 
 
 DECIMAL = re.compile(r"(?<![\w.])\d+\.\d+(?![\w.])")

@@ -28,7 +28,9 @@ TOPICS = {
     "ReLU": "relu_backward(",
     "mean squared error": "mse_backward(",
 }
-ASSIGNMENT = Path(__file__).resolve().parents[1] / "source" / "classifier_from_scratch" / "classifier_from_scratch.ipynb"
+ASSIGNMENT = (
+    Path(__file__).resolve().parents[1] / "source" / "classifier_from_scratch" / "classifier_from_scratch.ipynb"
+)
 # the gradient check's step and relative error, written the same way in both notebooks
 SHARED_GRADIENT_CHECK = ["def numeric_grad(f, x, h=1e-5):", "(a - b).abs() / (a.abs() + b.abs()).clamp(min=1e-8)"]
 
@@ -107,8 +109,12 @@ def test_every_function_it_defines_is_allowed_in_the_assignment(nb):
     from coursekit.grading.scan import scan_cells
 
     functions = defined_functions(nb)
-    assert {"log_softmax", "cross_entropy", "grad_by_hand", "linear_backward", "relu_backward"} <= {n for n, _ in functions}
-    findings = scan_cells(list(enumerate(src for _, src in functions)), preamble="import itertools\nimport math\nimport torch\n")
+    assert {"log_softmax", "cross_entropy", "grad_by_hand", "linear_backward", "relu_backward"} <= {
+        n for n, _ in functions
+    }
+    findings = scan_cells(
+        list(enumerate(src for _, src in functions)), preamble="import itertools\nimport math\nimport torch\n"
+    )
     assert [f for f in findings if f.severity == "violation"] == []
 
 

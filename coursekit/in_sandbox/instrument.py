@@ -7,14 +7,14 @@ records what the student's code does, and after each cell reports it to the runn
   parameters and, between them, each update's learning rate and the rows of the batch it came from,
   so that the grader can retrain the graded models with its own code (grading/retrain.py).
 
-The guard replaces every forbidden API (module functions, Tensor methods and properties) by a wrapper,
-so allowed operations cost nothing. A wrapped call is charged to the student only on evidence that
-the student's code made it: walking out from the wrapper's caller, torch's own frames are passed
-(and the call is torch's own business, e.g. `print(tensor)` reading `grad_fn`, unless torch was
-entered through a forbidden package such as torch.nn or torch.optim), then standard-library frames
-(`functools`, `threading`...) and the guard's thread hooks, and the frame reached must be notebook code: a cell, or code made at
-run time (`exec`, `eval`: "dynamic"). Library frames (fastai, matplotlib, IPython) and the grader's
-own are not the student's. A thread started by notebook code is charged to the line that started it.
+The guard replaces every forbidden API (module functions, Tensor methods and properties) by a wrapper, so
+allowed operations cost nothing. A wrapped call is charged to the student only on evidence that the student's
+code made it: walking out from the wrapper's caller, torch's own frames are passed (and the call is torch's
+own business, e.g. `print(tensor)` reading `grad_fn`, unless torch was entered through a forbidden package
+such as torch.nn or torch.optim), then standard-library frames (`functools`, `threading`...) and the guard's
+thread hooks, and the frame reached must be notebook code: a cell, or code made at run time (`exec`, `eval`:
+"dynamic"). Library frames (fastai, matplotlib, IPython) and the grader's own are not the student's. A thread
+started by notebook code is charged to the line that started it.
 
 Like probes.py, this module is executed as source in the kernel and imports nothing from `coursekit`;
 the grader decides what each record costs.
@@ -72,7 +72,7 @@ TORCH_DIR = os.path.realpath(os.path.dirname(torch.__file__)) + os.sep
 STDLIB_DIRS = tuple({os.path.realpath(sysconfig.get_paths()[key]) + os.sep for key in ("stdlib", "platstdlib")})
 OWN_FILES = {"coursekit_guard", "coursekit_probe"}
 MAX_RECORDS = 100
-KINDS = {}  # a code object's file name -> "torch", "stdlib", "library", "own" or "other"
+KINDS = {}  # type: dict[str, str]  # a code object's file name -> "torch", "stdlib", "library", "own" or "other"
 
 
 def file_kind(filename):
@@ -93,7 +93,8 @@ def file_kind(filename):
     return kind
 
 
-SHELL = []  # the kernel's IPython shell, kept at install: `get_ipython` is a builtin only while a cell runs
+# the kernel's IPython shell, kept at install: `get_ipython` is a builtin only while a cell runs
+SHELL = []  # type: list
 
 
 def cell_files():
@@ -279,9 +280,10 @@ def targets(table):
 # Threads: grad mode is per thread and a new thread starts with it on, and a thread's stack does not
 # show who started it. Under the guard, every thread started after install begins with grad mode
 # off (under the no-autograd policy), and remembers the notebook line that started it.
-THREAD_ORIGINS = {}  # thread ident -> ((execution, line), within) of the notebook code that started it
-PASSED_THROUGH = set()  # code objects of the guard's that a call's way out goes through (its thread hooks)
-STARTED = {}  # id(thread) -> the same, until the thread runs
+# thread ident -> ((execution, line), within) of the notebook code that started it
+THREAD_ORIGINS = {}  # type: dict[int, tuple]
+PASSED_THROUGH = set()  # type: set  # code objects of the guard's that a call's way out goes through (its thread hooks)
+STARTED = {}  # type: dict[int, tuple]  # id(thread) -> the same, until the thread runs
 
 
 def follow_threads(no_autograd):
@@ -311,7 +313,7 @@ def remember_origin(thread, frame):
 LOADERS = ("torch.load", "torch.serialization.load", "numpy.load", "numpy.fromfile", "pickle.load", "pickle.loads",
            "safetensors.torch.load_file", "safetensors.torch.load", "safetensors.numpy.load_file",
            "base64.b64decode", "base64.b85decode", "base64.a85decode", "base64.decodebytes")
-IMPORTS = []
+IMPORTS = []  # type: list[dict]
 
 
 def record_loads(api, function):
@@ -346,12 +348,14 @@ FOLLOWED = ("train", "sgd_step")
 CHECKPOINT_EVERY = 256
 MAX_STEPS = 500_000  # over all tracks; a track that would pass it stops recording ("overflow")
 REUSED, NO_BACKWARD, UNKNOWN = -1, -2, -3  # a step without a batch: the last gradients again; none; unseen
-TRACKS = {}  # id(model) -> Track
+TRACKS = {}  # type: dict[int, Track]  # id(model) -> Track
 STEPS = [0]  # steps recorded, over all tracks
 TRAINING = [0]  # depth of followed calls: sgd_step inside train is part of the train call
-INPUTS = {}  # id(layer) -> (weakref to the layer, weakref to the input of its last forward)
-BACKWARDS = {}  # id(layer) -> (count of its backward passes, weakref to that pass's input or None)
-ROW_WEIGHTS = []  # set by install: the weights of a row's fingerprint (grading/retrain.py has the same)
+INPUTS = {}  # type: dict[int, tuple]  # id(layer) -> (weakref to the layer, weakref to the input of its last forward)
+# id(layer) -> (count of its backward passes, weakref to that pass's input or None)
+BACKWARDS = {}  # type: dict[int, tuple]
+# set by install: the weights of a row's fingerprint (grading/retrain.py has the same)
+ROW_WEIGHTS = []  # type: list[torch.Tensor]
 INCOMPLETE = [False]  # a part of the recording failed: every record is incomplete, for a person to review
 
 
@@ -469,7 +473,7 @@ def remember_backward(layer):
         track.in_call.append(batch_of(entry))
 
 
-CALLING = {}  # id(first layer) -> the Track of a model whose train call is in progress
+CALLING = {}  # type: dict[int, Track]  # id(first layer) -> the Track of a model whose train call is in progress
 AUTOGRAD_BACKWARDS = ("torch.Tensor.backward", "torch.autograd.backward")
 
 
@@ -677,7 +681,8 @@ def autograd_in_use(namespace):
 
 
 GUARD = None
-CELLS = {}  # the kernel's execution count -> the cell's index in the notebook (told by the runner)
+# the kernel's execution count -> the cell's index in the notebook (told by the runner)
+CELLS = {}  # type: dict[int, int]
 
 
 def install(no_autograd, fingerprint_seed, fingerprint_bits, fingerprint_width):
