@@ -82,7 +82,8 @@ def apply(node: ast.AST, variant: int) -> ast.AST:
 
 def candidates(module: str) -> list[Mutant]:
     tree = ast.parse((ROOT / module).read_text())
-    docstrings = {id(n.body[0].value) for n in ast.walk(tree) if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef))
+    scopes = (ast.Module, ast.ClassDef, ast.FunctionDef)
+    docstrings = {id(n.body[0].value) for n in ast.walk(tree) if isinstance(n, scopes)
                   and n.body and isinstance(n.body[0], ast.Expr)}
     return [Mutant(module, node.lineno, text, index, variant) for index, node in enumerate(ast.walk(tree))
             if id(node) not in docstrings for variant, text in enumerate(mutations(node))]
@@ -146,7 +147,8 @@ def report(rows: list[tuple[str, int, int]], survivors: list[Mutant]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--module", action="append", help="a module to mutate (repeatable); default: checks.py, score.py")
+    parser.add_argument("--module", action="append",
+                        help="a module to mutate (repeatable); default: checks.py, score.py")
     parser.add_argument("--tests", nargs="+", default=TESTS, help="the test files run against each mutant")
     parser.add_argument("--deselect", action="append", default=[], help="a test id not to run (repeatable)")
     parser.add_argument("--limit", type=int, default=30, help="at most this many mutants per module")

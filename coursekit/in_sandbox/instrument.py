@@ -518,7 +518,7 @@ def sgd_update(track, lr):
     track.step(lr, batch)
 
 
-LR_POSITIONS = {}  # a followed function's code -> the position of its parameter `lr` (None: it has none)
+LR_POSITIONS = {}  # type: dict[object, int | None]  # a followed function's code -> where its `lr` is (None: nowhere)
 
 
 def learning_rate(function, args, kwargs):
