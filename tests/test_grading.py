@@ -443,8 +443,12 @@ EXPECTED: dict[str, Case] = {
         [add_after("mlp", SGD_STEP_TO_ELSEWHERE)],
         files={"colab_weights.pt": colab_weights},
     ),
+    # its train also breaks on the grader's probe model, whose parameters are not its layers' "W" and "b"
     "train_ends_on_weights_from_elsewhere": Case(
-        FULL - 12, [RETRAINED_ELSEWHERE], [ends_on_weights_from_elsewhere], files={"colab_weights.pt": colab_weights}
+        FULL - 12 - 6,
+        [RETRAINED_ELSEWHERE],
+        [ends_on_weights_from_elsewhere],
+        files={"colab_weights.pt": colab_weights},
     ),
     "trains_on_test_images": Case(
         FULL - 12,
