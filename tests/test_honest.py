@@ -75,8 +75,13 @@ BATCHES_CLASS = '''class Batches:
     def __iter__(self):
         return iter(self.order.split(self.size))
 '''
+# Keeping every step's loss tensor, a small allocation per step, once fragmented the kernel's heap.
 WITH_BATCHES = train_cell(
-    "with a helper class", order="", loop="        for batch in Batches(len(x), batch_size, generator):\n"
+    "with a helper class, keeping every step's loss",
+    setup=SEEDED + "    step_losses = []\n",
+    order="",
+    loop="        for batch in Batches(len(x), batch_size, generator):\n",
+    update=SGD + "            step_losses.append(loss)\n",
 )
 TYPED_LINEAR = '''from dataclasses import dataclass, field
 

@@ -395,3 +395,21 @@ def test_row_fingerprints_are_the_graders(student):
     from coursekit.grading.retrain import fingerprints, row_weights
 
     assert torch.equal(student.fingerprints(X), fingerprints(X, row_weights()))
+
+
+@pytest.mark.parametrize("inline", [False, True])
+def test_recording_keeps_no_tensor_per_step(student, inline):
+    """Thousands of small tensors kept between training's temporaries fragment the heap (an honest
+    kernel once grew past its 4 GiB data limit): the rows of every step share one buffer."""
+    import gc
+
+    def tensors_alive():
+        gc.collect()
+        return sum(isinstance(obj, torch.Tensor) for obj in gc.get_objects())
+
+    run_as(student, CELL, f"model = Model()\ntrain(model, x, y, 0.1, 1, batch_size=1, inline={inline})")
+    before = tensors_alive()
+    run_as(student, CELL, f"train(model, x, y, 0.1, 40, batch_size=1, inline={inline})")
+    assert tensors_alive() - before < 20
+    sizes, _ = steps(export(student, "model"), "model")
+    assert sizes == [1] * 24 * 41
