@@ -106,8 +106,14 @@ def main() -> None:
     plain, guarded = statistics.median(times[False]), statistics.median(times[True])
     seconds = statistics.median(s for s, _ in retrained)
     print(f"| complete solution's cells | seconds (median of {args.runs}) |\n|---|---|")
-    print(f"| without instrumentation | {plain:.2f} |\n| with instrumentation | {guarded:.2f} (ratio {guarded / plain:.3f}) |")
-    print(f"| trusted retraining of the three graded models, on the host | {seconds:.2f} ({seconds / plain:.0%} of the cells) |")
+    print(
+        f"| without instrumentation | {plain:.2f} |\n"
+        f"| with instrumentation | {guarded:.2f} (ratio {guarded / plain:.3f}) |"
+    )
+    print(
+        f"| trusted retraining of the three graded models, on the host | {seconds:.2f} ({seconds / plain:.0%} of the "
+        "cells) |"
+    )
     print(f"largest difference between the record and its retraining: {max(d for _, d in retrained):.3g}")
 
 

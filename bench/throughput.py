@@ -1,7 +1,11 @@
 """Grading throughput: coursekit with -j 1 and -j N against plain sequential `nbgrader autograde`,
 on the same K copies of the example submissions, in one run. Prints a Markdown table for the README.
 
-    .venv/bin/python bench/throughput.py [--copies 5] [--jobs 2] [--skip-serial] [--skip-nbgrader]
+    .venv/bin/python bench/throughput.py [--copies 5] [--jobs 2] [--skip-serial] [--skip-nbgrader] [--skip-snapshot]
+
+Also, unless --skip-snapshot: -j N without the preamble snapshot (every kernel runs the leading provided
+cells itself), for the snapshot's gain; and -j N's wall time against its limit, the sum of the
+submissions' own cell times (the provided preamble counted once) over the cores.
 """
 from __future__ import annotations
 
@@ -13,16 +17,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
+
+import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from coursekit.grading.batch import grade_class  # noqa: E402
 from coursekit.config import Course  # noqa: E402
+from coursekit.grading import pipeline  # noqa: E402
+from coursekit.grading.batch import grade_class  # noqa: E402
 
 # Examples that a plain nbgrader run can grade in comparable time (carol's endless loop would cost
 # nbgrader its whole cell timeout, frank's broken file nothing at all).
+RELEASE = "release/classifier_from_scratch/classifier_from_scratch.ipynb"
 EXAMPLES = ("alice_complete", "bob_uses_autograd", "dave_edits_tests", "erin_partial")
 
 
@@ -34,7 +43,9 @@ def make_course(folder: Path, copies: int) -> Course:
     course = Course(folder)
     for copy in range(copies):
         for example in EXAMPLES:
-            shutil.copytree(ROOT / "submitted" / example / course.assignment, course.submission(f"{example}_{copy:02d}"))
+            shutil.copytree(
+                ROOT / "submitted" / example / course.assignment, course.submission(f"{example}_{copy:02d}")
+            )
     return course
 
 
@@ -46,6 +57,36 @@ def run_coursekit(course: Course, jobs: int) -> tuple[float, list]:
     if unread:
         raise SystemExit(f"benchmark broken: nothing ran for {unread}")
     return seconds, results
+
+
+def run_without_snapshot(course: Course, jobs: int) -> tuple[float, list]:
+    """The same grading, every kernel running the leading provided cells itself."""
+    leading = pipeline.leading_provided_cells
+    pipeline.leading_provided_cells = lambda release: ()
+    try:
+        return run_coursekit(course, jobs)
+    finally:
+        pipeline.leading_provided_cells = leading
+
+
+def cell_seconds(executed) -> list[float]:
+    """Each code cell's run time, from the timestamps nbclient records (0 for a cell without them)."""
+    seconds = []
+    for cell in (c for c in executed.cells if c.cell_type == "code"):
+        timing = cell.metadata.get("execution", {})
+        start, end = timing.get("iopub.execute_input"), timing.get("shell.execute_reply")
+        seconds.append((datetime.fromisoformat(end.replace("Z", "+00:00")) -
+                        datetime.fromisoformat(start.replace("Z", "+00:00"))).total_seconds() if start and end else 0.0)
+    return seconds
+
+
+def limit_seconds(results, preamble_cells: int, cores: int) -> float:
+    """The submissions' own cell times, with the preamble (their first `preamble_cells` code cells)
+    counted once, over the cores: the wall time of perfect parallel grading with nothing else to do."""
+    times = [cell_seconds(r.executed) for r in results if r.executed is not None]
+    own = sum(sum(t[preamble_cells:]) for t in times)
+    preamble = statistics.mean(sum(t[:preamble_cells]) for t in times)
+    return (own + preamble) / cores
 
 
 def run_nbgrader(course: Course) -> float:
@@ -67,10 +108,13 @@ def scores(results) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--copies", type=int, default=5, help="copies of each of the 4 examples (default 5: 20 submissions)")
+    parser.add_argument(
+        "--copies", type=int, default=5, help="copies of each of the 4 examples (default 5: 20 submissions)"
+    )
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--skip-serial", action="store_true", help="skip the -j 1 run")
     parser.add_argument("--skip-nbgrader", action="store_true")
+    parser.add_argument("--skip-snapshot", action="store_true", help="skip the run without the preamble snapshot")
     args = parser.parse_args()
     count = args.copies * len(EXAMPLES)
     rows = []
@@ -83,8 +127,15 @@ def main() -> None:
             serial_seconds, serial = run_coursekit(make_course(Path(temp, "serial"), args.copies), 1)
             rows.append(("coursekit -j 1", serial_seconds))
             identical = scores(serial) == scores(parallel)
+        if not args.skip_snapshot:
+            plain_seconds, plain = run_without_snapshot(make_course(Path(temp, "plain"), args.copies), args.jobs)
+            rows.append((f"coursekit -j {args.jobs}, no preamble snapshot", plain_seconds))
+            preamble_cells = len(pipeline.leading_provided_cells(nbformat.read(ROOT / RELEASE, as_version=4)))
+            limit = limit_seconds(plain, preamble_cells, args.jobs)
         if not args.skip_nbgrader:
-            rows.append(("nbgrader autograde (sequential)", run_nbgrader(make_course(Path(temp, "nbgrader"), args.copies))))
+            rows.append(
+                ("nbgrader autograde (sequential)", run_nbgrader(make_course(Path(temp, "nbgrader"), args.copies)))
+            )
     print(f"\n{count} submissions ({args.copies} copies of {', '.join(EXAMPLES)}), {os.cpu_count()} cores\n")
     print("| grader | wall seconds | seconds per submission | submissions per minute |")
     print("|---|---|---|---|")
@@ -93,7 +144,13 @@ def main() -> None:
     print(f"\nGrading overhead per submission (everything but the sandboxed run): {overhead:.2f} s")
     print(f"Peak memory of one sandbox: {peak:.0f} MiB")
     if not args.skip_serial:
-        print(f"-j {args.jobs} / -j 1 wall time: {parallel_seconds / serial_seconds:.2f}; scores identical: {identical}")
+        print(
+            f"-j {args.jobs} / -j 1 wall time: {parallel_seconds / serial_seconds:.2f}; scores identical: {identical}"
+        )
+    if not args.skip_snapshot:
+        print(f"Preamble snapshot: -j {args.jobs} without it / with it: {plain_seconds / parallel_seconds:.2f}")
+        print(f"-j {args.jobs} against its limit ({limit:.0f} s: the cells' own times, the preamble once, "
+              f"over {args.jobs} cores): {parallel_seconds / limit:.2f}x")
     if not args.skip_nbgrader:
         print(f"Throughput vs nbgrader autograde: {rows[-1][1] / parallel_seconds:.2f}x")
 

@@ -54,19 +54,21 @@ def release_summary(course) -> str:
     cells = len(nbformat.read(course.release_notebook, as_version=4).cells)
     due = f"due {policy.due:%Y-%m-%d %H:%M} UTC, late work: {policy.describe()}" if policy.due else "no due date"
     grace = f" after {policy.grace_seconds / 60:g} minutes' grace" if policy.due and policy.grace_seconds else ""
-    return (f"Released {course.assignment}: {course.release_notebook.relative_to(course.root)} ({cells} cells)\n"
-            f"  graded: {len(rubric.autograded)} test cells, {sum(c.points for c in rubric.autograded):g} points "
-            f"autograded; {len(rubric.manual)} written answers, {sum(c.points for c in rubric.manual):g} points by hand\n"
-            f"  {due}{grace} (course.toml [late])\n"
-            f"  recorded in nbgrader's gradebook with its grade cells and due date")
+    return (
+        f"Released {course.assignment}: {course.release_notebook.relative_to(course.root)} ({cells} cells)\n"
+        f"  graded: {len(rubric.autograded)} test cells, {sum(c.points for c in rubric.autograded):g} points "
+        f"autograded; {len(rubric.manual)} written answers, {sum(c.points for c in rubric.manual):g} points by hand\n"
+        f"  {due}{grace} (course.toml [late])\n"
+        f"  recorded in nbgrader's gradebook with its grade cells and due date"
+    )
 
 
 def cmd_autograde(args) -> int:
+    from coursekit.config import Course
     from coursekit.course.gradebook import recorded_totals
     from coursekit.grading.batch import grade_class, shard
-    from coursekit.config import Course
-    from coursekit.grading.report import table
     from coursekit.grading.bubblewrap import SandboxUnavailable
+    from coursekit.grading.report import table
 
     course = Course(args.root.resolve())
     missing = [student for student in args.students if not course.submission(student).is_dir()]
@@ -80,8 +82,10 @@ def cmd_autograde(args) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(table(results, recorded_totals(course)))
-    print(f"\nGrades: {course.root / 'grades.csv'}; per student: autograded/<student>/{course.assignment}/results.json, "
-          f"feedback/<student>/{course.assignment}/")
+    print(
+        f"\nGrades: {course.root / 'grades.csv'}; per student: autograded/<student>/{course.assignment}/results.json, "
+        f"feedback/<student>/{course.assignment}/"
+    )
     return 0
 
 
@@ -111,9 +115,9 @@ def cmd_export(args) -> int:
 def cmd_export_lms(args) -> int:
     """A grade file for Canvas's or Moodle's import, with totals from nbgrader's gradebook; the roster's
     names go into the gradebook too."""
+    from coursekit.config import Course
     from coursekit.course.gradebook import student_totals
     from coursekit.course.lms import export_lms
-    from coursekit.config import Course
 
     if not args.roster:
         print("error: export --lms needs --roster (the LMS's roster as CSV)", file=sys.stderr)
@@ -136,8 +140,8 @@ def cmd_collect(args) -> int:
     """Bring submissions into submitted/ from cloned student repositories or an LMS zip."""
     import zipfile
 
-    from coursekit.course.collect import from_lms_zip, from_repositories, retire_examples
     from coursekit.config import Course
+    from coursekit.course.collect import from_lms_zip, from_repositories, retire_examples
 
     course = Course(args.root.resolve())
     if not args.source.exists():
@@ -145,10 +149,14 @@ def cmd_collect(args) -> int:
         return 1
     retired = retire_examples(course)
     if retired:
-        print(f"Removed the kit's example submissions ({', '.join(retired)}) from submitted/, autograded/, feedback/ "
-              "and the gradebook: a real course starts without them (`python -m coursekit examples` writes them again).")
+        print(
+            f"Removed the kit's example submissions ({', '.join(retired)}) from submitted/, autograded/, feedback/ "
+            "and the gradebook: a real course starts without them (`python -m coursekit examples` writes them again)."
+        )
     try:
-        outcomes = from_lms_zip(course, args.source) if args.source.is_file() else from_repositories(course, args.source)
+        outcomes = (
+            from_lms_zip(course, args.source) if args.source.is_file() else from_repositories(course, args.source)
+        )
     except zipfile.BadZipFile:
         print(f"error: {args.source} is neither a folder of repositories nor a zip", file=sys.stderr)
         return 1
@@ -188,10 +196,10 @@ def record_roster_names(course, roster: Path, students: list) -> int:
 
 def cmd_feedback(args) -> int:
     """Rewrite every feedback page with the manual grades, comments and late penalties in the gradebook."""
+    from coursekit.config import Course
     from coursekit.course.gradebook import student_totals
     from coursekit.grading.feedback import write_feedback
     from coursekit.grading.report import export_class
-    from coursekit.config import Course
 
     course = Course(args.root.resolve())
     totals = student_totals(course)
@@ -219,7 +227,9 @@ def cmd_extension(args) -> int:
         return 1
     write_feedback(course.root, course.assignment, args.student, total)
     export_class(course)
-    given = f"an extension of {args.days:g} day(s) {args.hours:g} hour(s)" if args.days or args.hours else "no extension"
+    given = (
+        f"an extension of {args.days:g} day(s) {args.hours:g} hour(s)" if args.days or args.hours else "no extension"
+    )
     print(f"{args.student}: {given}; now {total.days_late} day(s) late, late penalty {total.late_penalty:g}, "
           f"total {total.total:g} / {total.max_score:g} (feedback page and grades.csv rewritten)")
     return 0
@@ -247,8 +257,8 @@ def cmd_similarity(args) -> int:
 
 def cmd_examples(args) -> int:
     """Rewrite the example submissions in submitted/ from the source notebook."""
-    from coursekit.examples import write_examples
     from coursekit.config import Course
+    from coursekit.examples import write_examples
 
     for path in write_examples(Course(args.root.resolve())):
         print(f"wrote {path}")
@@ -256,8 +266,8 @@ def cmd_examples(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from coursekit.local_check import check_locally
     from coursekit.config import Course
+    from coursekit.local_check import check_locally
 
     return check_locally(args.notebook.resolve(), Course(args.root.resolve()))
 
@@ -323,23 +333,36 @@ def add_setup_commands(commands) -> None:
     data.add_argument("--idx-dir", type=Path, help="build from these four official IDX files")
     data.set_defaults(run=cmd_data)
     commands.add_parser("release", help="generate release/ from source/ with nbgrader").set_defaults(run=cmd_release)
-    commands.add_parser("examples", help="rebuild the example submissions from the source notebook").set_defaults(run=cmd_examples)
+    commands.add_parser("examples", help="rebuild the example submissions from the source notebook").set_defaults(
+        run=cmd_examples
+    )
     check = commands.add_parser("check", help="a student's local check of one notebook")
     check.add_argument("notebook", type=Path)
     check.set_defaults(run=cmd_check)
 
 
 def add_grading_commands(commands) -> None:
-    collect = commands.add_parser("collect", help="bring submissions into submitted/ (student repositories or an LMS zip)")
-    collect.add_argument("source", type=Path, help="a folder of cloned repositories <prefix>-<username>/, or an LMS zip")
-    collect.add_argument("--roster", type=Path, help="the LMS's roster as CSV: the students' names go into the gradebook")
+    collect = commands.add_parser(
+        "collect", help="bring submissions into submitted/ (student repositories or an LMS zip)"
+    )
+    collect.add_argument(
+        "source", type=Path, help="a folder of cloned repositories <prefix>-<username>/, or an LMS zip"
+    )
+    collect.add_argument(
+        "--roster", type=Path, help="the LMS's roster as CSV: the students' names go into the gradebook"
+    )
     collect.set_defaults(run=cmd_collect)
     autograde = commands.add_parser("autograde", help="grade submitted/<student>/ in sandboxes")
     autograde.add_argument("students", nargs="*", help="only these students (default: all)")
     autograde.add_argument("-j", "--jobs", type=int, default=None, help="parallel workers (default: CPU cores)")
     autograde.add_argument("--require-sandbox", action="store_true", help="refuse to grade without bubblewrap")
-    autograde.add_argument("--shard", metavar="K/N", type=shard_spec, help="grade only the K-th of N slices of the class "
-                           "(CI matrices); auto/N or auto: K (and N) from the scheduler's task index (README: More than one machine)")
+    autograde.add_argument(
+        "--shard",
+        metavar="K/N",
+        type=shard_spec,
+        help="grade only the K-th of N slices of the class "
+        "(CI matrices); auto/N or auto: K (and N) from the scheduler's task index (README: More than one machine)",
+    )
     autograde.set_defaults(run=cmd_autograde)
     extension = commands.add_parser("extension", help="grant a student more time (nbgrader's extension; 0 removes it)")
     extension.add_argument("student")
@@ -349,7 +372,9 @@ def add_grading_commands(commands) -> None:
     feedback = commands.add_parser("feedback", help="rewrite feedback pages with the manual grades from the gradebook")
     feedback.add_argument("students", nargs="*", help="only these students (default: all in the gradebook)")
     feedback.set_defaults(run=cmd_feedback)
-    similarity = commands.add_parser("similarity", help="pairs of students whose code is too alike (similarity/report.html)")
+    similarity = commands.add_parser(
+        "similarity", help="pairs of students whose code is too alike (similarity/report.html)"
+    )
     similarity.add_argument("students", nargs="*", help="only these students (default: all)")
     similarity.add_argument("--threshold", type=float, default=0.5,
                             help="list a pair when either one's share of code found in the other's is at least this")
@@ -371,7 +396,11 @@ def add_shard_commands(commands) -> None:
 def add_platform_commands(commands) -> None:
     classroom50 = commands.add_parser("classroom50", help="write the Classroom 50 autograder bundle into OUT")
     classroom50.add_argument("out", type=Path, metavar="OUT")
-    classroom50.add_argument("--public-checks", action="store_true", help="the grader's checks in the public bundle (GitHub's runners; see its README)")
+    classroom50.add_argument(
+        "--public-checks",
+        action="store_true",
+        help="the grader's checks in the public bundle (GitHub's runners; see its README)",
+    )
     classroom50.set_defaults(run=cmd_classroom50)
     gradescope = commands.add_parser("gradescope", help="build the Gradescope autograder zip OUT.zip")
     gradescope.add_argument("out", type=Path, metavar="OUT.zip")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from dateutil import parser as date_parser
 
@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Setting:
-    default: object
+    default: Any  # of type `kind` (validated() checks the values read against it)
     kind: type | tuple[type, ...]
     choices: tuple = ()
     positive: bool = False
@@ -116,7 +116,9 @@ def validated(raw: dict, source: str) -> dict[str, dict]:
             raise ConfigError(f"{source}: {name} must be a section, [{name}]")
         unknown = sorted(set(given) - set(settings))
         if unknown:
-            raise ConfigError(f"{source}: [{name}] {unknown[0]} is not a setting (expected one of: {', '.join(settings)})")
+            raise ConfigError(
+                f"{source}: [{name}] {unknown[0]} is not a setting (expected one of: {', '.join(settings)})"
+            )
         sections[name] = {key: checked(given.get(key, setting.default), setting, f"{source}: [{name}] {key}")
                           for key, setting in settings.items()}
     return sections
@@ -125,7 +127,9 @@ def validated(raw: dict, source: str) -> dict[str, dict]:
 def checked(value: object, setting: Setting, where: str) -> object:
     kinds = setting.kind if isinstance(setting.kind, tuple) else (setting.kind,)
     if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-        expected = {bool: "true or false", int: "a whole number", str: "a string", list: "a list"}.get(kinds[0], "a number")
+        expected = {bool: "true or false", int: "a whole number", str: "a string", list: "a list"}.get(
+            kinds[0], "a number"
+        )
         raise ConfigError(f"{where} = {value!r}: expected {expected}")
     problem = value_problem(value, setting)
     if problem:

@@ -92,15 +92,25 @@ AUTOGRAD_TRAIN = '''def train(model, loss_fn, x, y, lr, epochs, batch_size, seed
 # name -> (edits, what it shows)
 EXAMPLES: dict[str, tuple[list[Edit], str]] = {
     "alice_complete": ([], "a complete, correct solution"),
-    "bob_uses_autograd": ([rewrite("train", AUTOGRAD_TRAIN)],
-                          "trains with .backward(): loses the points of everything trained with it"),
-    "carol_endless_loop": ([add_after("accuracy", "i = 0\nwhile i < 5:\n    print(accuracy(torch.eye(10), torch.arange(10)))\ni += 1")],
-                           "a cell that never ends: stopped at the cell time limit, the rest still graded"),
-    "dave_edits_tests": ([replace("logistic", "lr=0.05, epochs=40", "lr=0.0005, epochs=1"),
-                          rewrite("test_logistic", "# my model is fine, no need for this test\nprint('all good')")],
-                         "an undertrained model and a test cell emptied to hide it: the test is restored"),
-    "erin_partial": ([stub("logistic"), stub("mlp"), stub("comparison_answer"), stub("reflection_answer")],
-                     "only the building blocks and the regression"),
+    "bob_uses_autograd": (
+        [rewrite("train", AUTOGRAD_TRAIN)],
+        "trains with .backward(): loses the points of everything trained with it",
+    ),
+    "carol_endless_loop": (
+        [add_after("accuracy", "i = 0\nwhile i < 5:\n    print(accuracy(torch.eye(10), torch.arange(10)))\ni += 1")],
+        "a cell that never ends: stopped at the cell time limit, the rest still graded",
+    ),
+    "dave_edits_tests": (
+        [
+            replace("logistic", "lr=0.05, epochs=40", "lr=0.0005, epochs=1"),
+            rewrite("test_logistic", "# my model is fine, no need for this test\nprint('all good')"),
+        ],
+        "an undertrained model and a test cell emptied to hide it: the test is restored",
+    ),
+    "erin_partial": (
+        [stub("logistic"), stub("mlp"), stub("comparison_answer"), stub("reflection_answer")],
+        "only the building blocks and the regression",
+    ),
 }
 MALFORMED = ("frank_malformed", "a notebook file cut off in the middle (invalid JSON)")
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from coursekit.config import Course
 from coursekit.grading.pipeline import NotebookRunner, Submission
-from coursekit.grading.rubric import cell_parts, nbgrader_meta
 from coursekit.grading.policy import Violation
+from coursekit.grading.rubric import cell_parts, nbgrader_meta
 from coursekit.grading.score import costed_parts
 
 SOMETHING_TO_FIX = 1
@@ -29,6 +29,8 @@ class VisibleTest:
 
 def visible_tests(submission: Submission) -> list[VisibleTest]:
     """Each test cell of the notebook, with its status from the run log."""
+    # print_report calls this only without a failure: the notebook was read and run
+    assert submission.clean is not None and submission.execution is not None
     notebook, cells = submission.clean.notebook, submission.execution.log.cells
     return [VisibleTest(part, nbgrader_meta(cell).get("grade_id", "?"), float(nbgrader_meta(cell).get("points", 0)),
                         cells.get(index, "not run"), index)
@@ -42,6 +44,8 @@ def is_test_cell(cell) -> bool:
 def cell_label(submission: Submission, index: int | None) -> str:
     """A cell as the student finds it in Jupyter: its place from the top (markdown cells included)
     and its first line."""
+    # print_report calls this only without a failure: the notebook was read and run
+    assert submission.clean is not None
     cells = submission.clean.notebook.cells
     if index is None or not 0 <= index < len(cells):
         return "a cell"
@@ -89,6 +93,8 @@ def print_policy(submission: Submission, costed: dict[str, list[Violation]]) -> 
 
 def run_notes(submission: Submission, tests: list[VisibleTest]) -> list[str]:
     """What happened while running, except the test cells' own statuses (shown with the tests)."""
+    # print_report calls this only without a failure: the notebook was read and run
+    assert submission.clean is not None and submission.execution is not None
     execution, tested = submission.execution, {test.cell for test in tests}
     notes = submission.clean.notes + execution.notes
     notes += [f"{cell_label(submission, cell)}: {what}" if cell is not None else what

@@ -1,5 +1,6 @@
 """The assignment notebook: its rubric, the generated release (up to date, nothing leaked), the
 example submissions, and grading by nbgrader itself."""
+
 from __future__ import annotations
 
 import contextlib
@@ -17,16 +18,25 @@ import pytest
 import torch
 
 from conftest import RELEASE, ROOT, SOURCE, cell_by_id
+from coursekit.config import Course
 from coursekit.examples import MALFORMED, write_examples
 from coursekit.grading.checks import CHECKS
-from coursekit.config import Course
 from coursekit.grading.rubric import load_rubric, nbgrader_meta
 
-CONTRACT_TESTS = {"Linear": "test_linear", "ReLU": "test_relu", "Sequential": "test_sequential",
-                  "log_softmax": "test_log_softmax", "MSELoss": "test_mse_loss",
-                  "CrossEntropyLoss": "test_cross_entropy_loss", "sgd_step": "test_sgd_step", "train": "test_train",
-                  "accuracy": "test_accuracy", "regression_model": "test_regression",
-                  "logistic_model": "test_logistic", "mlp_model": "test_mlp"}
+CONTRACT_TESTS = {
+    "Linear": "test_linear",
+    "ReLU": "test_relu",
+    "Sequential": "test_sequential",
+    "log_softmax": "test_log_softmax",
+    "MSELoss": "test_mse_loss",
+    "CrossEntropyLoss": "test_cross_entropy_loss",
+    "sgd_step": "test_sgd_step",
+    "train": "test_train",
+    "accuracy": "test_accuracy",
+    "regression_model": "test_regression",
+    "logistic_model": "test_logistic",
+    "mlp_model": "test_mlp",
+}
 
 
 def test_points_add_up_to_a_round_total():
@@ -48,8 +58,13 @@ def test_every_autograded_cell_has_a_trusted_check():
 
 
 def test_notebook_is_organised_in_the_five_parts(source_notebook):
-    headings = [line for c in source_notebook.cells if c.cell_type == "markdown"
-                for line in c.source.splitlines() if line.startswith("## ")]
+    headings = [
+        line
+        for c in source_notebook.cells
+        if c.cell_type == "markdown"
+        for line in c.source.splitlines()
+        if line.startswith("## ")
+    ]
     assert [h.split(":")[0] for h in headings[:6]] == [f"## Part {n}" for n in range(6)]
 
 
@@ -60,8 +75,9 @@ def solution_lines(notebook) -> set[str]:
     lines = set()
     for cell in notebook.cells:
         for answer in region.findall(cell.source):
-            lines |= {line.strip() for line in answer.splitlines()
-                      if len(line.strip()) > 15 and line.strip() not in provided}
+            lines |= {
+                line.strip() for line in answer.splitlines() if len(line.strip()) > 15 and line.strip() not in provided
+            }
     return lines
 
 
@@ -82,8 +98,12 @@ def course_copy(tmp_path: Path) -> Course:
 def test_release_is_up_to_date_with_source(tmp_path):
     course = course_copy(tmp_path)
     shutil.rmtree(tmp_path / "release")
-    run = subprocess.run([sys.executable, "-m", "coursekit", "--root", str(tmp_path), "release"],
-                         capture_output=True, text=True, cwd=ROOT)
+    run = subprocess.run(
+        [sys.executable, "-m", "coursekit", "--root", str(tmp_path), "release"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert run.returncode == 0, run.stderr
     assert course.release_notebook.read_text() == RELEASE.read_text(), "release/ is stale: run `make release`"
 
@@ -107,9 +127,13 @@ def test_nbgrader_autograde_gives_full_points_to_the_source_and_zero_to_the_rele
         shutil.copy(notebook, folder)
     scripts = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ['PATH']}"}
-    for command in (["generate_assignment", "classifier_from_scratch", "--force"],
-                    ["autograde", "classifier_from_scratch", "--force"]):
-        run = subprocess.run([str(scripts / "nbgrader"), *command], cwd=tmp_path, env=env, capture_output=True, text=True)
+    for command in (
+        ["generate_assignment", "classifier_from_scratch", "--force"],
+        ["autograde", "classifier_from_scratch", "--force"],
+    ):
+        run = subprocess.run(
+            [str(scripts / "nbgrader"), *command], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     with Gradebook(f"sqlite:///{tmp_path / 'gradebook.db'}") as gradebook:
         alice = gradebook.find_submission("classifier_from_scratch", "alice")
@@ -132,8 +156,15 @@ def test_reference_solution_uses_only_tensor_primitives():
 # ---- the second edition: validation split, the train test's reach, derivations, diagnoses, rubric
 
 MODEL_SWEEPS = {"regression": "regression_sweep", "logistic": "logistic_sweep", "mlp": "mlp_sweep"}
-TUNING_CELLS = ["validation_split", "validation_tools", "rule_tools", "least_squares", "onehot_control", "overfit_small",
-                *MODEL_SWEEPS.values()]
+TUNING_CELLS = [
+    "validation_split",
+    "validation_tools",
+    "rule_tools",
+    "least_squares",
+    "onehot_control",
+    "overfit_small",
+    *MODEL_SWEEPS.values(),
+]
 MODEL_TESTS = ("test_regression", "test_logistic", "test_mlp")
 
 
@@ -155,15 +186,22 @@ def test_settings_are_chosen_on_a_validation_split_and_the_final_models_use_all_
 
 
 def test_no_tuning_cell_looks_at_the_test_set(source_notebook):
-    looking = [g for g in TUNING_CELLS if "x_test" in cell_by_id(source_notebook, g).source or "y_test" in cell_by_id(source_notebook, g).source]
+    looking = [
+        g
+        for g in TUNING_CELLS
+        if "x_test" in cell_by_id(source_notebook, g).source or "y_test" in cell_by_id(source_notebook, g).source
+    ]
     assert looking == []
 
 
 def test_the_test_set_is_looked_at_once_in_the_final_report(source_notebook):
     """Only the data cell, the final report and the model tests (which check the floors) read the test set,
     and no visible test prints a test number: the student tunes on validation numbers."""
-    reading = [nbgrader_meta(c).get("grade_id") for c in source_notebook.cells
-               if c.cell_type == "code" and re.search(r"\b[xy]_test\b", c.source)]
+    reading = [
+        nbgrader_meta(c).get("grade_id")
+        for c in source_notebook.cells
+        if c.cell_type == "code" and re.search(r"\b[xy]_test\b", c.source)
+    ]
     assert reading == ["data_tensors", *MODEL_TESTS, "final_report"]
     for grade_id in MODEL_TESTS:
         visible = cell_by_id(source_notebook, grade_id).source.split("### BEGIN HIDDEN TESTS")[0]
@@ -174,19 +212,36 @@ def test_the_test_set_is_looked_at_once_in_the_final_report(source_notebook):
 
 TRAIN_BUGS = {  # bug -> (edit of the reference train, what the visible test's message must say)
     "no shuffle": ("order = torch.randperm(n, generator=generator)", "order = torch.arange(n)", "shuffle them"),
-    "the same shuffle every epoch": ("order = torch.randperm(n, generator=generator)",
-                                     "order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))",
-                                     "every epoch needs a new order"),
-    "drops the last, smaller batch": ("for start in range(0, n, batch_size):", "for start in range(0, n - batch_size + 1, batch_size):",
-                                      "last, smaller batch dropped"),
-    "takes the targets with other indices": ("loss_fn.forward(model.forward(x[batch]), y[batch])",
-                                             "loss_fn.forward(model.forward(x[batch]), y[start:start + batch_size])",
-                                             "same indices (x[batch], y[batch])"),
-    "averages batch means without weights": ("total += loss.item() * len(batch)\n        losses.append(total / n)",
-                                             "total += loss.item()\n        losses.append(total / math.ceil(n / batch_size))",
-                                             "weighted by its size"),
-    "sums batch means, divides by N": ("total += loss.item() * len(batch)", "total += loss.item()", "weighted by its size"),
-    "returns the last batch's loss": ("losses.append(total / n)", "losses.append(loss.item())", "returned the last batch's loss"),
+    "the same shuffle every epoch": (
+        "order = torch.randperm(n, generator=generator)",
+        "order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))",
+        "every epoch needs a new order",
+    ),
+    "drops the last, smaller batch": (
+        "for start in range(0, n, batch_size):",
+        "for start in range(0, n - batch_size + 1, batch_size):",
+        "last, smaller batch dropped",
+    ),
+    "takes the targets with other indices": (
+        "loss_fn.forward(model.forward(x[batch]), y[batch])",
+        "loss_fn.forward(model.forward(x[batch]), y[start:start + batch_size])",
+        "same indices (x[batch], y[batch])",
+    ),
+    "averages batch means without weights": (
+        "total += loss.item() * len(batch)\n        losses.append(total / n)",
+        "total += loss.item()\n        losses.append(total / math.ceil(n / batch_size))",
+        "weighted by its size",
+    ),
+    "sums batch means, divides by N": (
+        "total += loss.item() * len(batch)",
+        "total += loss.item()",
+        "weighted by its size",
+    ),
+    "returns the last batch's loss": (
+        "losses.append(total / n)",
+        "losses.append(loss.item())",
+        "returned the last batch's loss",
+    ),
 }
 
 
@@ -200,7 +255,7 @@ def run_visible_test(grade_id: str, edits) -> Exception | None:
     exec("import math\nimport torch\ntorch.set_grad_enabled(False)", namespace)
     ids = grade_ids(notebook)
     with contextlib.redirect_stdout(io.StringIO()):
-        for cell in notebook.cells[ids.index("grad_check_tools"):ids.index(grade_id)]:
+        for cell in notebook.cells[ids.index("grad_check_tools") : ids.index(grade_id)]:
             if cell.cell_type == "code":
                 exec(cell.source, namespace)
         try:
@@ -224,10 +279,13 @@ def test_the_visible_train_test_catches(bug):
     assert message in str(error), f"a train that {bug} fails with an unspecific message: {error}"
 
 
-@pytest.mark.parametrize("bug, old, new", [
-    ("runs the layers forward", "for layer in reversed(self.layers):", "for layer in self.layers:"),
-    ("does not chain the gradients", "grad_out = layer.backward(grad_out)", "layer.backward(grad_out)"),
-])
+@pytest.mark.parametrize(
+    "bug, old, new",
+    [
+        ("runs the layers forward", "for layer in reversed(self.layers):", "for layer in self.layers:"),
+        ("does not chain the gradients", "grad_out = layer.backward(grad_out)", "layer.backward(grad_out)"),
+    ],
+)
 def test_a_wrong_sequential_backward_fails_with_a_message_not_a_raw_error(bug, old, new):
     from coursekit.examples import replace
 
@@ -239,8 +297,9 @@ def test_the_visible_linear_test_checks_he_initialisation():
     from coursekit.examples import replace
 
     assert run_visible_test("test_linear", []) is None
-    error = run_visible_test("test_linear", [replace("linear", "torch.randn(n_in, n_out) * (2 / n_in) ** 0.5",
-                                                     "torch.randn(n_in, n_out)")])
+    error = run_visible_test(
+        "test_linear", [replace("linear", "torch.randn(n_in, n_out) * (2 / n_in) ** 0.5", "torch.randn(n_in, n_out)")]
+    )
     assert isinstance(error, AssertionError) and "He initialisation" in str(error)
 
 
@@ -262,8 +321,10 @@ def test_each_backward_has_an_exercise_and_hints_in_stages_that_never_give_the_e
 
 def test_the_method_of_deriving_a_backward_is_stated_before_the_exercises(source_notebook):
     text = cell_by_id(source_notebook, "part1_md").source
-    assert all(step in text for step in ("**one element**", "**differentiate**", "**shape**", "**vectorise**",
-                                         "**numeric gradient check**"))
+    assert all(
+        step in text
+        for step in ("**one element**", "**differentiate**", "**shape**", "**vectorise**", "**numeric gradient check**")
+    )
 
 
 def diagnose_function(source_notebook):
@@ -272,22 +333,34 @@ def diagnose_function(source_notebook):
     return namespace["diagnose"]
 
 
-ALIVE = torch.ones(50, 4)                              # every hidden unit positive somewhere
+ALIVE = torch.ones(50, 4)  # every hidden unit positive somewhere
 MOSTLY_DEAD = torch.cat([torch.ones(50, 1), -torch.ones(50, 3)], dim=1)
 
 
-@pytest.mark.parametrize("symptom, losses, params, train_loss, train_accuracy, hidden, cause", [
-    ("nan weights", [2.3, 1.0], [torch.tensor([1.0, math.nan])], 0.5, 0.5, None, "nan or inf"),
-    ("flat loss", [2.30, 2.29, 2.28], [torch.ones(2)], 2.28, 0.15, None, "flat"),
-    ("no shuffle", [0.9, 0.15], [torch.ones(2)], 7.9, 0.19, None, "shuffle"),
-    ("no shuffle, and a flat curve", [0.361, 0.37, 0.392], [torch.ones(2)], 7.9, 0.13, ALIVE, "shuffle"),
-    ("dead units, and a flat curve", [2.40, 2.35, 2.33], [torch.ones(2)], 2.33, 0.11, MOSTLY_DEAD, "3 of 4 hidden units are dead"),
-    ("still falling", [2.7, 2.4, 2.2, 2.05], [torch.ones(2)], 2.0, 0.6, None, "still falling"),
-    ("chance accuracy", [2.3, 1.2, 1.19], [torch.ones(2)], 1.3, 0.1, None, "chance"),
-    ("just undertrained", [2.3, 0.5, 0.49], [torch.ones(2)], 0.5, 0.85, ALIVE, "validation split"),
-])
-def test_a_failing_model_test_names_the_likely_cause(source_notebook, symptom, losses, params, train_loss,
-                                                     train_accuracy, hidden, cause):
+@pytest.mark.parametrize(
+    "symptom, losses, params, train_loss, train_accuracy, hidden, cause",
+    [
+        ("nan weights", [2.3, 1.0], [torch.tensor([1.0, math.nan])], 0.5, 0.5, None, "nan or inf"),
+        ("flat loss", [2.30, 2.29, 2.28], [torch.ones(2)], 2.28, 0.15, None, "flat"),
+        ("no shuffle", [0.9, 0.15], [torch.ones(2)], 7.9, 0.19, None, "shuffle"),
+        ("no shuffle, and a flat curve", [0.361, 0.37, 0.392], [torch.ones(2)], 7.9, 0.13, ALIVE, "shuffle"),
+        (
+            "dead units, and a flat curve",
+            [2.40, 2.35, 2.33],
+            [torch.ones(2)],
+            2.33,
+            0.11,
+            MOSTLY_DEAD,
+            "3 of 4 hidden units are dead",
+        ),
+        ("still falling", [2.7, 2.4, 2.2, 2.05], [torch.ones(2)], 2.0, 0.6, None, "still falling"),
+        ("chance accuracy", [2.3, 1.2, 1.19], [torch.ones(2)], 1.3, 0.1, None, "chance"),
+        ("just undertrained", [2.3, 0.5, 0.49], [torch.ones(2)], 0.5, 0.85, ALIVE, "validation split"),
+    ],
+)
+def test_a_failing_model_test_names_the_likely_cause(
+    source_notebook, symptom, losses, params, train_loss, train_accuracy, hidden, cause
+):
     assert cause in diagnose_function(source_notebook)(losses, params, train_loss, train_accuracy, hidden)
 
 
@@ -299,7 +372,7 @@ def part1_namespace(edits=()) -> dict:
     exec("import math\nimport torch\ntorch.set_grad_enabled(False)", namespace)
     ids = grade_ids(notebook)
     with contextlib.redirect_stdout(io.StringIO()):
-        for cell in notebook.cells[ids.index("grad_check_tools"):ids.index("part2_md")]:
+        for cell in notebook.cells[ids.index("grad_check_tools") : ids.index("part2_md")]:
             if cell.cell_type == "code" and not nbgrader_meta(cell).get("grade"):
                 exec(cell.source, namespace)
         exec(cell_by_id(notebook, "diagnosis_tools").source, namespace)
@@ -326,8 +399,9 @@ def diagnosis_of(ns, make_model, loss_fn, x, y, **settings) -> str:
         return ns["diagnose"](losses, params, (out.reshape(-1) - y).pow(2).mean().item())
     first = model.layers[0]
     hidden = x @ first.params["W"] + first.params["b"] if len(model.layers) == 3 else None
-    return ns["diagnose"](losses, params, ns["mean_cross_entropy"](out, y), (out.argmax(dim=1) == y).float().mean().item(),
-                          hidden)
+    return ns["diagnose"](
+        losses, params, ns["mean_cross_entropy"](out, y), (out.argmax(dim=1) == y).float().mean().item(), hidden
+    )
 
 
 def two_layers(ns, dim):
@@ -337,20 +411,39 @@ def two_layers(ns, dim):
 def faults(ns, dim):
     """fault -> (a fresh model, its loss, the settings that produce the fault, what the message must say)."""
     return {
-        "dead ReLUs after a learning rate too high": (two_layers(ns, dim), ns["CrossEntropyLoss"](),
-                                                     dict(lr=5.0, epochs=10, batch_size=16), "hidden units are dead"),
-        "a learning rate too small": (lambda: ns["Sequential"](ns["Linear"](dim, 10)), ns["CrossEntropyLoss"](),
-                                      dict(lr=1e-4, epochs=20, batch_size=32), "a learning rate far too small"),
-        "nan after a learning rate too high": (lambda: ns["Sequential"](ns["Linear"](dim, 1)), ns["MSELoss"](),
-                                               dict(lr=0.5, epochs=3, batch_size=32), "nan or inf"),
+        "dead ReLUs after a learning rate too high": (
+            two_layers(ns, dim),
+            ns["CrossEntropyLoss"](),
+            dict(lr=5.0, epochs=10, batch_size=16),
+            "hidden units are dead",
+        ),
+        "a learning rate too small": (
+            lambda: ns["Sequential"](ns["Linear"](dim, 10)),
+            ns["CrossEntropyLoss"](),
+            dict(lr=1e-4, epochs=20, batch_size=32),
+            "a learning rate far too small",
+        ),
+        "nan after a learning rate too high": (
+            lambda: ns["Sequential"](ns["Linear"](dim, 1)),
+            ns["MSELoss"](),
+            dict(lr=0.5, epochs=3, batch_size=32),
+            "nan or inf",
+        ),
     }
 
 
 NO_SHUFFLE = TRAIN_BUGS["no shuffle"][:2]
 
 
-@pytest.mark.parametrize("fault", ["an unshuffled two-layer network", "dead ReLUs after a learning rate too high",
-                                   "a learning rate too small", "nan after a learning rate too high"])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "an unshuffled two-layer network",
+        "dead ReLUs after a learning rate too high",
+        "a learning rate too small",
+        "nan after a learning rate too high",
+    ],
+)
 def test_each_diagnosis_names_the_fault_that_produced_it(fault):
     """The real faults, trained with the reference's own code, on synthetic digits sorted by class."""
     from coursekit.examples import replace
@@ -358,7 +451,9 @@ def test_each_diagnosis_names_the_fault_that_produced_it(fault):
     x, y = synthetic_digits()
     if fault == "an unshuffled two-layer network":
         ns = part1_namespace([replace("train", *NO_SHUFFLE)])
-        message = diagnosis_of(ns, two_layers(ns, 196), ns["CrossEntropyLoss"](), x, y, lr=0.2, epochs=10, batch_size=16)
+        message = diagnosis_of(
+            ns, two_layers(ns, 196), ns["CrossEntropyLoss"](), x, y, lr=0.2, epochs=10, batch_size=16
+        )
         assert "shuffle" in message, message
         return
     ns = part1_namespace()
@@ -377,8 +472,16 @@ def test_each_diagnosis_names_the_fault_on_mnist_as_the_issue_found_them():
     x, y, _, _ = load_subset(mnist_path())
     torch.set_num_threads(1)
     unshuffled = part1_namespace([replace("train", *NO_SHUFFLE)])
-    message = diagnosis_of(unshuffled, two_layers(unshuffled, 784), unshuffled["CrossEntropyLoss"](), x, y,
-                           lr=0.2, epochs=30, batch_size=16)
+    message = diagnosis_of(
+        unshuffled,
+        two_layers(unshuffled, 784),
+        unshuffled["CrossEntropyLoss"](),
+        x,
+        y,
+        lr=0.2,
+        epochs=30,
+        batch_size=16,
+    )
     assert "shuffle" in message, message
     ns = part1_namespace()
     for fault, (make_model, loss_fn, settings, expected) in faults(ns, 784).items():
@@ -391,8 +494,12 @@ def test_each_diagnosis_names_the_fault_on_mnist_as_the_issue_found_them():
         assert expected in message, (fault, message)
 
 
-QUESTIONS = {"derivation_answer": "cross_entropy_md", "regression_answer": "regression_question",
-             "comparison_answer": "comparison_question", "reflection_answer": "part5_md"}
+QUESTIONS = {
+    "derivation_answer": "cross_entropy_md",
+    "regression_answer": "regression_question",
+    "comparison_answer": "comparison_question",
+    "reflection_answer": "part5_md",
+}
 
 
 def rubric_sections() -> dict[str, str]:
@@ -405,7 +512,9 @@ def test_each_question_asks_exactly_what_its_rubric_grades(source_notebook):
     for answer, question in QUESTIONS.items():
         asked = set(re.findall(r"^\(([a-z])\) ", cell_by_id(source_notebook, question).source, flags=re.M))
         graded = set(re.findall(r"^- \*\*[A-Z]\d \(\d+\) \(([a-z])\)", rubric_sections()[answer], flags=re.M))
-        assert asked and asked == graded, f"{answer}: the question asks {sorted(asked)}, the rubric grades {sorted(graded)}"
+        assert asked and asked == graded, (
+            f"{answer}: the question asks {sorted(asked)}, the rubric grades {sorted(graded)}"
+        )
 
 
 def test_the_prose_before_a_question_asks_instead_of_stating_the_answer(source_notebook):

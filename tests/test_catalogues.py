@@ -1,10 +1,11 @@
 """The honest catalogue's notebooks (tests/test_honest.py) are what they claim: fast, without grading."""
 from __future__ import annotations
 
+from test_honest import HONEST, NOTEBOOKS, WHOLE_NOTEBOOK, together
+
 from conftest import ROOT
 from coursekit.config import Course
 from coursekit.examples import build, solved
-from test_honest import HONEST, NOTEBOOKS, WHOLE_NOTEBOOK, together
 
 
 def test_each_habit_is_in_one_notebook_and_keeps_its_cells_there():

@@ -13,11 +13,12 @@ from coursekit.examples import build, rewrite
 from coursekit.grading.bubblewrap import Completed
 from coursekit.grading.execute import Execution
 from coursekit.grading.pipeline import Submission
+from coursekit.grading.policy import Violation
 from coursekit.grading.rubric import nbgrader_meta
 from coursekit.grading.sanitize import sanitize
-from coursekit.grading.policy import Violation
 from coursekit.in_sandbox.protocol import RunLog
 from coursekit.local_check import print_report
+
 
 def check(notebook) -> subprocess.CompletedProcess:
     return subprocess.run([PYTHON, "-m", "coursekit", "check", str(notebook)], cwd=ROOT, capture_output=True, text=True)
@@ -60,7 +61,9 @@ def checked(statuses: dict[str, str], violations: list) -> Submission:
 
 
 def index_of(submission: Submission, grade_id: str) -> int:
-    return next(i for i, c in enumerate(submission.clean.notebook.cells) if nbgrader_meta(c).get("grade_id") == grade_id)
+    return next(
+        i for i, c in enumerate(submission.clean.notebook.cells) if nbgrader_meta(c).get("grade_id") == grade_id
+    )
 
 
 def test_a_violation_costs_in_the_check_what_it_costs_in_grading(capsys):
@@ -69,7 +72,9 @@ def test_a_violation_costs_in_the_check_what_it_costs_in_grading(capsys):
 
     submission = checked({}, [])
     train = index_of(submission, "train")
-    violation = Violation(("train",), train, 3, "`loss.backward` was called while your code ran: autograd is not allowed")
+    violation = Violation(
+        ("train",), train, 3, "`loss.backward` was called while your code ran: autograd is not allowed"
+    )
     submission.violations = [violation]
     assert print_report(submission) == 1
     out = capsys.readouterr().out

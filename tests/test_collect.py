@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from coursekit.config import Course
 from coursekit.course.collect import from_lms_zip, from_repositories
 from coursekit.course.late import read_timestamp
-from coursekit.config import Course
 
 NOTEBOOK = "classifier_from_scratch.ipynb"
 
@@ -150,7 +150,9 @@ def test_collect_records_the_rosters_names_for_formgrader(course, tmp_path, caps
     commit(repos / "classifier-from-scratch-zed", "z", "2026-12-04T10:00:00+00:00")
     roster.write_text('Student,ID,SIS User ID,SIS Login ID,Section\n"Doe, Jane",1234,S-01,jdoe,Lab A\n')
     assert main(["--root", str(course.root), "collect", str(repos), "--roster", str(roster)]) == 0
-    assert "Names from roster.csv recorded for 1 student(s); not found once in the roster: zed" in capsys.readouterr().out
+    assert (
+        "Names from roster.csv recorded for 1 student(s); not found once in the roster: zed" in capsys.readouterr().out
+    )
     with open_gradebook(course) as gradebook:
         jane = gradebook.find_student("jdoe")
         assert (jane.first_name, jane.last_name) == ("Jane", "Doe")

@@ -18,7 +18,11 @@ def test_course_config_switches_the_policy_and_sets_limits_and_floors(tmp_path):
     settings = Course(tmp_path).settings
     assert settings.no_autograd is False
     limits = settings.limits
-    assert (limits.memory_bytes, limits.cell_seconds, limits.notebook_seconds) == (2 * 2**30, 7, Limits().notebook_seconds)
+    assert (limits.memory_bytes, limits.cell_seconds, limits.notebook_seconds) == (
+        2 * 2**30,
+        7,
+        Limits().notebook_seconds,
+    )
     assert settings.floors == Floors(mlp_accuracy=0.95) and Floors().mlp_accuracy == 0.90
 
 
@@ -106,7 +110,9 @@ def test_a_forged_run_log_cannot_crash_the_grader():
             out_of_memory=False, timed_out=False, returncode=0, report="{}")))
 
     assert problems({"cells": ["not", "a", "dict"]}) == [] and problems("junk") == []
-    assert problems({"cells": {"x": "y", "10": "error: E", "9": "ok", "11": {"status": "error"}}}) == ["cell 10: error: E"]
+    assert problems({"cells": {"x": "y", "10": "error: E", "9": "ok", "11": {"status": "error"}}}) == [
+        "cell 10: error: E"
+    ]
     assert problems({"notebook_timed_out": "yes", "aborted": 3, "replays": "2"}) == []
     log = RunLog.parse({"runtime_violations": ["junk", {"cell": 3, "found": ["a"]}], "guard_removed_at": True})
     assert [v.cell for v in find_violations([], log, [], no_autograd=True)] == [3] and log.guard_removed_at is None
@@ -144,7 +150,14 @@ def test_grades_and_the_review_list_show_who_needs_a_person(tmp_path):
     from coursekit.grading.report import export_class
 
     flagged = {"severity": "review", "rule": "dynamic-code", "cell": 7, "line": 2, "code": "eval(s)", "message": "m1"}
-    violation = {"severity": "violation", "rule": "torch-nn", "cell": 9, "line": 1, "code": "F.relu(x)", "message": "m2"}
+    violation = {
+        "severity": "violation",
+        "rule": "torch-nn",
+        "cell": 9,
+        "line": 1,
+        "code": "F.relu(x)",
+        "message": "m2",
+    }
     write_results(tmp_path, "ann", 8, [])
     write_results(tmp_path, "bob", 8, [flagged])
     write_results(tmp_path, "cid", 0, [flagged, violation])
@@ -162,9 +175,9 @@ def test_grades_and_the_review_list_show_who_needs_a_person(tmp_path):
 
 def test_review_items_quote_the_students_line():
     from coursekit.grading.pipeline import review_items
+    from coursekit.grading.policy import Violation
     from coursekit.grading.sanitize import EditableCell
     from coursekit.grading.scan import Finding
-    from coursekit.grading.policy import Violation
 
     editable = [EditableCell(4, "x = 1\ny = eval('2')", "answer")]
     items = review_items([Violation(("regression_model",), 4, None, "grad mode is on")],
@@ -223,12 +236,14 @@ def test_release_says_what_it_released_and_records_the_due_date(tmp_path, capfd)
     cells = len(nbformat.read(course.release_notebook, as_version=4).cells)
     autograded, manual = sum(c.points for c in rubric.autograded), sum(c.points for c in rubric.manual)
     assert out.splitlines()[-4:] == [
-        f"Released classifier_from_scratch: release/classifier_from_scratch/classifier_from_scratch.ipynb ({cells} cells)",
+        f"Released classifier_from_scratch: release/classifier_from_scratch/classifier_from_scratch.ipynb ({cells} "
+        "cells)",
         f"  graded: {len(rubric.autograded)} test cells, {autograded:g} points autograded; "
         f"{len(rubric.manual)} written answers, {manual:g} points by hand",
         "  due 2026-12-04 23:59 UTC, late work: 10% of the score per day started late after 15 minutes' grace"
         " (course.toml [late])",
-        "  recorded in nbgrader's gradebook with its grade cells and due date"]
+        "  recorded in nbgrader's gradebook with its grade cells and due date",
+    ]
     assert "Removing existing assignment" not in out + err
     with open_gradebook(Course(tmp_path)) as gradebook:
         assert str(gradebook.find_assignment("classifier_from_scratch").duedate) == "2026-12-04 23:59:00"

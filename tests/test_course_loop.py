@@ -16,12 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
 from coursekit.cli import main
+from coursekit.config import Course
 from coursekit.course.gradebook import open_gradebook
 from coursekit.grading.batch import grade_class
-from coursekit.config import Course
-
-from conftest import ROOT
 
 pytestmark = pytest.mark.slow
 NOTEBOOK = "classifier_from_scratch"
@@ -47,7 +46,9 @@ def course(tmp_path_factory) -> Course:
     for folder in ("source", "release"):
         shutil.copytree(ROOT / folder, root / folder)
     shutil.copy(ROOT / "nbgrader_config.py", root)
-    (root / "course.toml").write_text((ROOT / "course.toml").read_text() + '\n[lms]\ncanvas_match_columns = ["SIS Login ID"]\n')
+    (root / "course.toml").write_text(
+        (ROOT / "course.toml").read_text() + '\n[lms]\ncanvas_match_columns = ["SIS Login ID"]\n'
+    )
     repos = tmp_path_factory.mktemp("repos")
     submitted = ROOT / "submitted"
     commit(repos / "classifier-from-scratch-alice", submitted / "alice_complete" / NOTEBOOK / f"{NOTEBOOK}.ipynb",
@@ -75,10 +76,23 @@ def formgrader(course, tmp_path_factory):
     env = {**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}",
            "JUPYTER_RUNTIME_DIR": str(tmp_path_factory.mktemp("runtime")),
            "PYTHONPATH": str(ROOT)}  # the kit, importable as it is in its own course folder
-    server = subprocess.Popen([str(scripts / "jupyter"), "server", "--allow-root", "--ServerApp.ip=127.0.0.1",
-                               f"--ServerApp.port={port}", "--ServerApp.port_retries=0", "--ServerApp.open_browser=False",
-                               f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={course.root}"],
-                              cwd=course.root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            str(scripts / "jupyter"),
+            "server",
+            "--allow-root",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            "--ServerApp.port_retries=0",
+            "--ServerApp.open_browser=False",
+            f"--IdentityProvider.token={TOKEN}",
+            f"--ServerApp.root_dir={course.root}",
+        ],
+        cwd=course.root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -113,7 +127,10 @@ def submission_id(course: Course, student: str) -> str:
 def test_formgrader_shows_the_autograded_submission(course, formgrader):
     page = request(formgrader, f"/formgrader/submissions/{submission_id(course, 'erin')}/")
     assert "erin" in page and "test_logistic" in page and "regression_answer" in page
-    grades = {g["name"]: g for g in request(formgrader, f"/formgrader/api/grades?submission_id={submission_id(course, 'erin')}")}
+    grades = {
+        g["name"]: g
+        for g in request(formgrader, f"/formgrader/api/grades?submission_id={submission_id(course, 'erin')}")
+    }
     assert grades["test_linear"]["auto_score"] == 8 and grades["test_logistic"]["auto_score"] == 0
     assert grades["regression_answer"]["needs_manual_grade"]
 
@@ -151,12 +168,18 @@ def test_graded_by_hand_then_feedback_and_exports(course, formgrader, tmp_path):
     assert "-13.4" in erin and "not graded yet / 4" in erin
 
     scripts = Path(sys.executable).parent
-    subprocess.run([str(scripts / "nbgrader"), "export", f"--to={tmp_path / 'nbgrader.csv'}", "--log-level=WARN"],
-                   cwd=course.root, check=True, env={**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ['PATH']}"})
+    subprocess.run(
+        [str(scripts / "nbgrader"), "export", f"--to={tmp_path / 'nbgrader.csv'}", "--log-level=WARN"],
+        cwd=course.root,
+        check=True,
+        env={**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ['PATH']}"},
+    )
     with open(tmp_path / "nbgrader.csv") as handle:
         exported = {row["student_id"]: row for row in csv.DictReader(handle)}
-    assert [(exported[s]["raw_score"], exported[s]["late_submission_penalty"], exported[s]["score"]) for s in ("alice", "erin")] \
-        == [("98.0", "0.0", "98.0"), ("67.0", "13.4", "53.6")]
+    assert [
+        (exported[s]["raw_score"], exported[s]["late_submission_penalty"], exported[s]["score"])
+        for s in ("alice", "erin")
+    ] == [("98.0", "0.0", "98.0"), ("67.0", "13.4", "53.6")]
     with open(course.root / "grades.csv", newline="") as handle:
         grades = {row["student"]: row for row in csv.DictReader(handle)}
     assert [(grades[s]["total"], grades[s]["late_penalty"], grades[s]["status"]) for s in ("alice", "erin", "frank")] \
@@ -173,4 +196,7 @@ def test_graded_by_hand_then_feedback_and_exports(course, formgrader, tmp_path):
                                             ["Liddell, Alice", "11", "S1", "alice", "A", "98"],
                                             ["Erin, E.", "12", "S2", "erin", "B", ""]]
     with open_gradebook(course) as gradebook:  # the roster's names, for formgrader
-        assert (gradebook.find_student("alice").first_name, gradebook.find_student("alice").last_name) == ("Alice", "Liddell")
+        assert (gradebook.find_student("alice").first_name, gradebook.find_student("alice").last_name) == (
+            "Alice",
+            "Liddell",
+        )

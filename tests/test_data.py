@@ -84,7 +84,9 @@ def test_idx_files_are_read_and_converted_to_the_png_tree(tiny_idx, tmp_path):
         images = data.read_idx(tiny_idx / f"{prefix}-images.idx3-ubyte")
         labels = data.read_idx(tiny_idx / f"{prefix}-labels.idx1-ubyte")
         assert images.shape == (TINY_COUNTS[prefix], 28, 28) and labels.shape == (TINY_COUNTS[prefix],)
-        assert [len(list((target / split / str(digit)).iterdir())) for digit in range(10)] == [TINY_COUNTS[prefix] // 10] * 10
+        assert [len(list((target / split / str(digit)).iterdir())) for digit in range(10)] == [
+            TINY_COUNTS[prefix] // 10
+        ] * 10
         for index in (0, 13, len(labels) - 1):
             png = target / split / str(labels[index]) / f"{index}.png"
             assert np.array_equal(np.asarray(Image.open(png)), images[index])
@@ -166,7 +168,7 @@ exec(cell.source, namespace)
 dls = namespace['dataloaders']
 print(json.dumps({'train': [str(p) for p in dls.train_ds.items], 'valid': [str(p) for p in dls.valid_ds.items],
                   'n': [dls.train.n, dls.valid.n]}))
-"""
+"""  # noqa: E501 (HTML, CSS or code, kept byte for byte)
 
 
 @pytest.mark.slow
@@ -175,7 +177,9 @@ def test_original_loading_code_picks_the_same_images_every_run(tmp_path):
 
     runs = []
     for _ in range(2):
-        out = subprocess.run([PYTHON, "-c", DATA_LOAD_SCRIPT, str(SOURCE)], cwd=tmp_path, capture_output=True, text=True)
+        out = subprocess.run(
+            [PYTHON, "-c", DATA_LOAD_SCRIPT, str(SOURCE)], cwd=tmp_path, capture_output=True, text=True
+        )
         assert out.returncode == 0, out.stderr
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     assert runs[0]["n"] == [5000, 5000]

@@ -19,7 +19,6 @@ import yaml
 from coursekit.cli import build_parser
 from coursekit.config import Course
 from coursekit.grading.batch import parse_shard
-
 from postgres_server import Unavailable, start_cluster
 from prepared_results import cell_records, export_rows, make_course
 
@@ -116,7 +115,9 @@ def run_pod_script(script: str, course: Path, environ: dict[str, str]) -> subpro
     bin_dir = course / "bin"
     bin_dir.mkdir(exist_ok=True)
     stand_in = bin_dir / "python"
-    stand_in.write_text(f"#!{sys.executable}\n" + "import os, sys\nprint(os.environ.get('COURSEKIT_DB_URL'), *sys.argv[1:])\n")
+    stand_in.write_text(
+        f"#!{sys.executable}\n" + "import os, sys\nprint(os.environ.get('COURSEKIT_DB_URL'), *sys.argv[1:])\n"
+    )
     stand_in.chmod(0o755)
     return subprocess.run(["bash", "-c", script.replace("/course", str(course))], capture_output=True, text=True,
                           env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", **environ})
@@ -126,7 +127,9 @@ def test_each_pod_grades_its_index_into_a_gradebook_of_its_own(tmp_path):
     docs = documents()
     seen = []
     for index in range(4):
-        ran = run_pod_script(pod_script(docs["coursekit-grade"]), tmp_path, {"SHARDS": "4", "JOB_COMPLETION_INDEX": str(index)})
+        ran = run_pod_script(
+            pod_script(docs["coursekit-grade"]), tmp_path, {"SHARDS": "4", "JOB_COMPLETION_INDEX": str(index)}
+        )
         db_url, *arguments = ran.stdout.split()
         shard_spec = arguments[arguments.index("--shard") + 1]
         seen.append((parse_shard(shard_spec, {"JOB_COMPLETION_INDEX": str(index)}).index, db_url))

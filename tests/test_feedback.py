@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import tempfile
 
-import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
@@ -32,9 +31,17 @@ def display(data: dict):
 
 def graded_test(name: str, score: float, max_score: float, checks: list[tuple[bool, str]]) -> dict:
     part, grade_id = name.split(": ")
-    return {"name": name, "score": score, "max_score": max_score, "status": "passed" if score == max_score else "failed",
-            "extra_data": {"grade_id": grade_id, "part": part,
-                           "checks": [{"passed": passed, "sentence": sentence} for passed, sentence in checks]}}
+    return {
+        "name": name,
+        "score": score,
+        "max_score": max_score,
+        "status": "passed" if score == max_score else "failed",
+        "extra_data": {
+            "grade_id": grade_id,
+            "part": part,
+            "checks": [{"passed": passed, "sentence": sentence} for passed, sentence in checks],
+        },
+    }
 
 
 def results(score=8) -> dict:
@@ -46,10 +53,15 @@ def results(score=8) -> dict:
 
 
 def notebook_with_a_plot():
-    return new_notebook(cells=[
-        new_markdown_cell("## Part 1\nThe gradient $\\frac{\\partial f}{\\partial x_i}$ and a table:\n\n| part | points |\n|---|---|\n| 1 | 8 |"),
-        new_code_cell("plt.plot(losses)", outputs=[display({"image/png": png(), "text/plain": "<Figure>"})]),
-    ])
+    return new_notebook(
+        cells=[
+            new_markdown_cell(
+                "## Part 1\nThe gradient $\\frac{\\partial f}{\\partial x_i}$ and a table:\n\n| part | points |\n"
+                "|---|---|\n| 1 | 8 |"
+            ),
+            new_code_cell("plt.plot(losses)", outputs=[display({"image/png": png(), "text/plain": "<Figure>"})]),
+        ]
+    )
 
 
 def test_only_text_and_real_png_or_jpeg_outputs_are_kept():
@@ -89,7 +101,9 @@ def test_markdown_is_rendered_with_mathml_and_student_html_escaped():
 def test_a_hint_in_details_is_rendered_collapsed_with_its_markdown():
     page = render_markdown("Try it first.\n\n<details>\n<summary>Hint: the <b>formula</b></summary>\n\n"
                            "The derivative is $2x$, **not** $x$.\n\n</details>")
-    assert re.search(r"<details>\s*<summary>Hint: the &lt;b&gt;formula&lt;/b&gt;</summary>\s*<p>The derivative is <math", page)
+    assert re.search(
+        r"<details>\s*<summary>Hint: the &lt;b&gt;formula&lt;/b&gt;</summary>\s*<p>The derivative is <math", page
+    )
     assert "<strong>not</strong>" in page and page.rstrip().endswith("</details>") and "<details open" not in page
 
 
@@ -114,10 +128,21 @@ def screenshot(html: str, tmp_path):
     page = tmp_path / "page.html"
     page.write_text(html)
     shot = tmp_path / "shot.png"
-    command = [shutil.which("chromium"), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}", f"--screenshot={shot}", "--window-size=1000,1400",
-               page.as_uri()]
+    command = [
+        shutil.which("chromium"),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}",
+        f"--screenshot={shot}",
+        "--window-size=1000,1400",
+        page.as_uri(),
+    ]
     subprocess.run(command, capture_output=True, timeout=120, check=True)
     from PIL import Image
 

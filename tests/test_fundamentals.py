@@ -3,6 +3,7 @@
 Fast tests check its structure as stored; the slow test runs it headless, which
 checks every claim in it, since each claim is an assert in the notebook itself.
 """
+
 import ast
 import re
 from pathlib import Path
@@ -33,7 +34,9 @@ TOPICS = {
     "end to end": "weighted_squares_backward(a * h + c",
     "float64": "err32 > 1e-2",
 }
-ASSIGNMENT = Path(__file__).resolve().parents[1] / "source" / "classifier_from_scratch" / "classifier_from_scratch.ipynb"
+ASSIGNMENT = (
+    Path(__file__).resolve().parents[1] / "source" / "classifier_from_scratch" / "classifier_from_scratch.ipynb"
+)
 # the gradient check's step and relative error, written the same way in both notebooks
 SHARED_GRADIENT_CHECK = ["def numeric_grad(f, x, h=1e-5):", "(a - b).abs() / (a.abs() + b.abs()).clamp(min=1e-8)"]
 
@@ -59,22 +62,30 @@ def test_notebook_is_valid_nbformat_4_5_for_python3(nb):
 
 
 def test_code_cells_are_at_most_15_lines(nb):
-    too_long = [i for i, cell in enumerate(nb.cells)
-                if cell.cell_type == "code" and len(cell.source.splitlines()) > MAX_CODE_LINES]
+    too_long = [
+        i
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code" and len(cell.source.splitlines()) > MAX_CODE_LINES
+    ]
     assert too_long == []
 
 
 def test_every_code_cell_follows_a_markdown_cell(nb):
-    unexplained = [i for i, cell in enumerate(nb.cells)
-                   if cell.cell_type == "code"
-                   and (i == 0 or nb.cells[i - 1].cell_type != "markdown"
-                        or not nb.cells[i - 1].source.strip())]
+    unexplained = [
+        i
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code"
+        and (i == 0 or nb.cells[i - 1].cell_type != "markdown" or not nb.cells[i - 1].source.strip())
+    ]
     assert unexplained == []
 
 
 def test_answers_cell_is_collapsed(nb):
-    hidden = [cell for cell in nb.cells if cell.cell_type == "markdown"
-              and cell.metadata.get("jupyter", {}).get("source_hidden") is True]
+    hidden = [
+        cell
+        for cell in nb.cells
+        if cell.cell_type == "markdown" and cell.metadata.get("jupyter", {}).get("source_hidden") is True
+    ]
     assert len(hidden) == 1
     assert "<details>" in hidden[0].source and "<summary>Answers</summary>" in hidden[0].source
     assert "</details>" in hidden[0].source
@@ -112,9 +123,19 @@ def test_every_function_it_defines_is_allowed_in_the_assignment(nb):
     from coursekit.grading.scan import scan_cells
 
     functions = defined_functions(nb)
-    assert {"log_softmax", "cross_entropy", "numeric_grad", "rel_error", "affine_backward", "tanh_backward",
-            "product_backward", "weighted_squares_backward"} <= {n for n, _ in functions}
-    findings = scan_cells(list(enumerate(src for _, src in functions)), preamble="import itertools\nimport math\nimport torch\n")
+    assert {
+        "log_softmax",
+        "cross_entropy",
+        "numeric_grad",
+        "rel_error",
+        "affine_backward",
+        "tanh_backward",
+        "product_backward",
+        "weighted_squares_backward",
+    } <= {n for n, _ in functions}
+    findings = scan_cells(
+        list(enumerate(src for _, src in functions)), preamble="import itertools\nimport math\nimport torch\n"
+    )
     assert [f for f in findings if f.severity == "violation"] == []
 
 
@@ -129,22 +150,27 @@ def test_only_a_tensors_backward_is_forbidden_not_the_students_own(nb):
     intro = " ".join(sources(nb, "markdown")[0].split())
     assert "scanner rejects" not in intro
     for mention in re.finditer(r"`\.backward\(\)`", intro):
-        assert "tensor's" in intro[mention.start() - 40:mention.start()], intro[mention.start() - 80:mention.end()]
+        assert "tensor's" in intro[mention.start() - 40 : mention.start()], intro[mention.start() - 80 : mention.end()]
     assert "backward` methods of your own layers" in intro
 
 
 def test_notebook_is_stored_without_outputs(nb):
-    dirty = [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
-             and (cell.outputs or cell.execution_count is not None)]
+    dirty = [
+        i
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)
+    ]
     assert dirty == []
 
 
 @pytest.mark.slow
 def test_notebook_runs_headless_without_error():
     executed = read_notebook()
-    client = NotebookClient(executed, kernel_name="python3", timeout=60,
-                            resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+    client = NotebookClient(
+        executed, kernel_name="python3", timeout=60, resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+    )
     client.execute()  # raises CellExecutionError if any cell (or any assert in it) fails
-    errors = [out for cell in executed.cells if cell.cell_type == "code"
-              for out in cell.outputs if out.output_type == "error"]
+    errors = [
+        out for cell in executed.cells if cell.cell_type == "code" for out in cell.outputs if out.output_type == "error"
+    ]
     assert errors == []

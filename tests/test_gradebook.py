@@ -7,17 +7,21 @@ import warnings
 import nbformat
 import pytest
 
-from coursekit.course.gradebook import (ensure_assignment, grant_extension, open_gradebook, record_submission,
-                                        student_totals)
+from conftest import RELEASE, ROOT
 from coursekit.config import Course
+from coursekit.course.gradebook import (
+    ensure_assignment,
+    grant_extension,
+    open_gradebook,
+    record_submission,
+    student_totals,
+)
+from coursekit.grading import score
 from coursekit.grading.bubblewrap import Completed
 from coursekit.grading.execute import Execution
 from coursekit.grading.pipeline import Submission
 from coursekit.grading.rubric import load_rubric
-from coursekit.grading import score
 from coursekit.in_sandbox.protocol import RunLog
-
-from conftest import RELEASE, ROOT
 
 NOTEBOOK = "classifier_from_scratch"
 LATE = '\n[late]\ndue = "2026-12-04 23:59:00 UTC"\npolicy = "percent_per_day"\npercent_per_day = 10\n'

@@ -62,10 +62,15 @@ def calls(guard):
 def test_hidden_spellings_are_recorded_with_cell_and_line(guard):
     guard.install_with()
     x = torch.randn(3, 4)
-    run_as(guard, CELL, "getattr(torch, bytes.fromhex('6c6f675f736f66746d6178').decode())(x, 1)\nx.softmax(1)\n"
-                        "torch.special.logsumexp(x, 1)\ntorch.nn.functional.relu(x)\n"
-                        "torch.nn.Linear(4, 2)(x)\ntorch.nn.functional.cross_entropy(x, torch.zeros(3, dtype=torch.long))\n"
-                        "torch.distributions.Categorical(logits=x).logits", x=x)
+    run_as(
+        guard,
+        CELL,
+        "getattr(torch, bytes.fromhex('6c6f675f736f66746d6178').decode())(x, 1)\nx.softmax(1)\n"
+        "torch.special.logsumexp(x, 1)\ntorch.nn.functional.relu(x)\n"
+        "torch.nn.Linear(4, 2)(x)\ntorch.nn.functional.cross_entropy(x, torch.zeros(3, dtype=torch.long))\n"
+        "torch.distributions.Categorical(logits=x).logits",
+        x=x,
+    )
     assert calls(guard) == [(5, False, 1, "torch.log_softmax", "ready-made"),
                             (5, False, 2, "torch.Tensor.softmax", "ready-made"),
                             (5, False, 3, "torch.special.logsumexp", "ready-made"),
@@ -98,7 +103,7 @@ torch.no_grad()(lambda: W.sum())()
 torch.set_grad_enabled(False)
 W.requires_grad_(False)
 W.requires_grad = False
-"""
+"""  # noqa: E501 (HTML, CSS or code, kept byte for byte)
 
 
 def test_honest_habits_are_not_charged(guard):
@@ -187,7 +192,9 @@ def test_loading_tensors_is_recorded_for_review(guard, tmp_path):
     torch.save({"W": torch.ones(2)}, tmp_path / "w.pt")
     run_as(guard, CELL, f"import torch\nfor _ in range(3):\n    weights = torch.load({str(tmp_path / 'w.pt')!r})")
     report = guard.after_cell()
-    assert [(i["execution"], i["line"], i["api"]) for i in report["imports"]] == [(5, 3, "torch.load")]  # once per line, not per call
+    assert [(i["execution"], i["line"], i["api"]) for i in report["imports"]] == [
+        (5, 3, "torch.load")
+    ]  # once per line, not per call
 
 
 # Training records: a student's layers, trained in the ways students train.
@@ -287,8 +294,12 @@ def test_updates_written_inside_train_take_its_learning_rate(student):
 
 
 def test_an_own_loop_around_sgd_step_is_recorded_too(student):
-    run_as(student, CELL, "model = Model()\nfor batch in torch.arange(24).split(12):\n    step(model, x[batch], y[batch])\n"
-                          "    sgd_step(model, 0.2)\nsgd_step(model, 0.1)")
+    run_as(
+        student,
+        CELL,
+        "model = Model()\nfor batch in torch.arange(24).split(12):\n    step(model, x[batch], y[batch])\n"
+        "    sgd_step(model, 0.2)\nsgd_step(model, 0.1)",
+    )
     assert steps(export(student, "model"), "model") == ([12, 12, -1], [0.2, 0.2, 0.1])  # the last gradients again
 
 
@@ -325,8 +336,12 @@ def test_an_update_with_gradients_no_backward_made_is_recorded_as_such(student):
 
 
 def test_a_copy_kept_between_calls_is_found_in_the_record(student):
-    run_as(student, CELL, "model = Model()\ntrain(model, x, y, 0.1, 1)\nbest = copy.deepcopy(model)\ntrain(model, x, y, 0.1, 1)",
-           copy=copy)
+    run_as(
+        student,
+        CELL,
+        "model = Model()\ntrain(model, x, y, 0.1, 1)\nbest = copy.deepcopy(model)\ntrain(model, x, y, 0.1, 1)",
+        copy=copy,
+    )
     rec = export(student, "best")
     assert [c["step"] for c in rec.meta["best"]["checkpoints"]] == [0, 3]
 
@@ -380,3 +395,21 @@ def test_row_fingerprints_are_the_graders(student):
     from coursekit.grading.retrain import fingerprints, row_weights
 
     assert torch.equal(student.fingerprints(X), fingerprints(X, row_weights()))
+
+
+@pytest.mark.parametrize("inline", [False, True])
+def test_recording_keeps_no_tensor_per_step(student, inline):
+    """Thousands of small tensors kept between training's temporaries fragment the heap (an honest
+    kernel once grew past its 4 GiB data limit): the rows of every step share one buffer."""
+    import gc
+
+    def tensors_alive():
+        gc.collect()
+        return sum(isinstance(obj, torch.Tensor) for obj in gc.get_objects())
+
+    run_as(student, CELL, f"model = Model()\ntrain(model, x, y, 0.1, 1, batch_size=1, inline={inline})")
+    before = tensors_alive()
+    run_as(student, CELL, f"train(model, x, y, 0.1, 40, batch_size=1, inline={inline})")
+    assert tensors_alive() - before < 20
+    sizes, _ = steps(export(student, "model"), "model")
+    assert sizes == [1] * 24 * 41

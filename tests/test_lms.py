@@ -5,9 +5,9 @@ import csv
 
 import pytest
 
+from coursekit.config import Course
 from coursekit.course.gradebook import ManualGrade, StudentTotal
 from coursekit.course.lms import export_lms
-from coursekit.config import Course
 
 CANVAS_ROSTER = """Student,ID,SIS User ID,SIS Login ID,Section,Homework 1 (311)
     Points Possible,,,,,100
@@ -51,14 +51,19 @@ def test_canvas_file_has_canvas_columns_and_blank_for_what_is_not_graded(course,
         ["Roe, Sam", "42", "S-02", "sroe", "Lab B", "56.7"],
         ["Poe, Ed", "77", "S-03", "epoe", "Lab A", ""],
         ["Smith, Jo", "88", "S-04", "jsmith", "Lab B", ""]]
-    assert notes == ["999: graded but not in the roster (columns ID)", "77: manual grading pending: reflection_answer; left blank",
-                     "Smith, Jo: no submission; left blank"]
+    assert notes == [
+        "999: graded but not in the roster (columns ID)",
+        "77: manual grading pending: reflection_answer; left blank",
+        "Smith, Jo: no submission; left blank",
+    ]
 
 
 def test_moodle_file_maps_an_identifier_column_with_feedback(course, tmp_path):
     roster = tmp_path / "moodle.csv"
     roster.write_text("First name,Last name,Email address\nJane,Doe,jane@uni.example\nSam,Roe,sam@uni.example\n")
-    (course.root / "course.toml").write_text('[lms]\nmoodle_column = "Classifier"\nmoodle_match_columns = ["Email address"]\n')
+    (course.root / "course.toml").write_text(
+        '[lms]\nmoodle_column = "Classifier"\nmoodle_match_columns = ["Email address"]\n'
+    )
     totals = {"jane@uni.example": TOTALS["77"], "sam@uni.example": TOTALS["42"]}
     export_lms(course, "moodle", roster, tmp_path / "out.csv", totals)
     assert read(tmp_path / "out.csv") == [
@@ -73,7 +78,9 @@ def test_a_roster_without_the_matching_column_is_refused(course, tmp_path):
     with pytest.raises(ValueError, match="neither Canvas's gradebook export"):
         export_lms(course, "canvas", roster, tmp_path / "out.csv", TOTALS)
     roster.write_text("Student,ID,Section,Homework 1 (311)\nJane,1,A,\n")
-    (course.root / "course.toml").write_text('[lms]\ncanvas_match_columns = ["SIS Login ID"]\ncanvas_column = "Homework 1 (311)"\n')
+    (course.root / "course.toml").write_text(
+        '[lms]\ncanvas_match_columns = ["SIS Login ID"]\ncanvas_column = "Homework 1 (311)"\n'
+    )
     with pytest.raises(ValueError, match=r"none of the match columns \['SIS Login ID'\]"):
         export_lms(Course(course.root), "canvas", roster, tmp_path / "out.csv", TOTALS)
 
@@ -111,7 +118,9 @@ def test_one_export_covers_a_class_collected_from_canvas_and_from_git(tmp_path):
 def test_a_student_collected_twice_or_an_unknown_column_is_never_guessed(tmp_path):
     roster = tmp_path / "roster.csv"
     roster.write_text(MIXED_ROSTER)
-    notes = export_lms(Course(tmp_path), "canvas", roster, tmp_path / "out.csv", {"jdoe": TOTALS["1234"], "1234": TOTALS["42"]})
+    notes = export_lms(
+        Course(tmp_path), "canvas", roster, tmp_path / "out.csv", {"jdoe": TOTALS["1234"], "1234": TOTALS["42"]}
+    )
     assert read(tmp_path / "out.csv")[1][-1] == "" and "jdoe and 1234: graded as jdoe and 1234; left blank" in notes
     roster.write_text(MIXED_ROSTER.replace("Classifier from scratch (311)", "Homework 2 (311)"))
     with pytest.raises(ValueError, match=r"set \[lms\] canvas_column to one of its assignment columns: Quiz 1 \(310\), "

@@ -12,9 +12,14 @@ from nbgrader.api import Gradebook
 
 from coursekit.cli import main
 from coursekit.config import Course
-from coursekit.course.gradebook import DB_URL_VARIABLE, ensure_assignment, open_gradebook, record_submission, student_totals
+from coursekit.course.gradebook import (
+    DB_URL_VARIABLE,
+    ensure_assignment,
+    open_gradebook,
+    record_submission,
+    student_totals,
+)
 from coursekit.course.merge import MergeError, merge_gradebooks
-
 from prepared_results import Prepared, cell_records, export_rows, make_course, prepared_class, submit
 
 CLASS = prepared_class(12)
@@ -126,6 +131,9 @@ def test_the_command_line_merges_and_says_what_it_did(course, grade_shard, tmp_p
     assert main(["--root", str(course.root), "merge-gradebooks", *map(str, shards)]) == 0
     assert "Merged 2 shard gradebook(s) into sqlite:///" in capsys.readouterr().out
     (tmp_path / "notes.txt").write_text("not a database")
-    for bad, reason in [(tmp_path / "missing.db", "no such file"), (tmp_path / "notes.txt", "not an nbgrader gradebook")]:
+    for bad, reason in [
+        (tmp_path / "missing.db", "no such file"),
+        (tmp_path / "notes.txt", "not an nbgrader gradebook"),
+    ]:
         assert main(["--root", str(course.root), "merge-gradebooks", str(bad)]) == 1
         assert f"error: {bad}: {reason}" in capsys.readouterr().err

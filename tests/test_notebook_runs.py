@@ -3,6 +3,7 @@ run in the same kernel (so a loaded machine does not fail the test), every numbe
 quote printed by a cell, the choosing rule the reference follows, and, for the reference and two other
 honest settings taken from the notebook's own sweeps, no printed sentence that contradicts the printed
 numbers."""
+
 from __future__ import annotations
 
 import math
@@ -69,8 +70,14 @@ def execute(notebook: nbformat.NotebookNode) -> tuple[nbformat.NotebookNode, flo
     the processor seconds of its cells, the workload's mean processor seconds)."""
     notebook = nbformat.from_dict(notebook)
     notebook.cells = [nbformat.v4.new_code_cell(BEFORE), *notebook.cells, nbformat.v4.new_code_cell(AFTER)]
-    NotebookClient(notebook, kernel_name="python3", timeout=600, allow_errors=True, record_timing=True,
-                   resources={"metadata": {"path": str(SOURCE.parent)}}).execute()
+    NotebookClient(
+        notebook,
+        kernel_name="python3",
+        timeout=600,
+        allow_errors=True,
+        record_timing=True,
+        resources={"metadata": {"path": str(SOURCE.parent)}},
+    ).execute()
     first, last = text(notebook.cells[0]), text(notebook.cells[-1])
     workloads = [float(v) for v in re.findall(r"WORKLOAD (\S+)", first + last)]
     seconds = float(re.search(r"END (\S+)", last).group(1)) - float(re.search(r"START (\S+)", first).group(1))
@@ -84,7 +91,9 @@ def wall_seconds(notebook) -> float:
 
 def cell_seconds(cell) -> float:
     timing = cell.metadata.get("execution", {})
-    start, end = (datetime.fromisoformat(timing[k].replace("Z", "+00:00")) for k in ("iopub.execute_input", "shell.execute_reply"))
+    start, end = (
+        datetime.fromisoformat(timing[k].replace("Z", "+00:00")) for k in ("iopub.execute_input", "shell.execute_reply")
+    )
     return (end - start).total_seconds()
 
 
@@ -98,9 +107,15 @@ def errors(cell) -> list[str]:
 
 def with_settings(settings: dict) -> nbformat.NotebookNode:
     """The complete solution with other settings for the three models."""
-    edits = [replace(name, f"{name}_settings = dict(lr={lr}, epochs={epochs}, batch_size={batch})",
-                     f"{name}_settings = dict(lr={new[0]}, epochs={new[1]}, batch_size={new[2]})")
-             for name, (lr, epochs, batch) in REFERENCE.items() for new in [settings[name]]]
+    edits = [
+        replace(
+            name,
+            f"{name}_settings = dict(lr={lr}, epochs={epochs}, batch_size={batch})",
+            f"{name}_settings = dict(lr={new[0]}, epochs={new[1]}, batch_size={new[2]})",
+        )
+        for name, (lr, epochs, batch) in REFERENCE.items()
+        for new in [settings[name]]
+    ]
     return build(Course(ROOT), edits)
 
 
@@ -108,9 +123,12 @@ def with_settings(settings: dict) -> nbformat.NotebookNode:
 def reference_run():
     start = time.perf_counter()
     executed, seconds, workload = execute(nbformat.read(SOURCE, as_version=4))
-    print(f"\nreference: cells {seconds:.1f} processor s ({wall_seconds(executed):.1f} s of cell time), workload "
-          f"{workload:.3f} s, ratio {seconds / workload:.2f}, about {16 * seconds / workload / SECOND_EDITION_WORKLOADS:.1f} s "
-          f"on the quiet machine; {time.perf_counter() - start:.0f} s in all")
+    print(
+        f"\nreference: cells {seconds:.1f} processor s ({wall_seconds(executed):.1f} s of cell time), workload "
+        f"{workload:.3f} s, ratio {seconds / workload:.2f}, "
+        f"about {16 * seconds / workload / SECOND_EDITION_WORKLOADS:.1f} s "
+        f"on the quiet machine; {time.perf_counter() - start:.0f} s in all"
+    )
     return executed, seconds, workload
 
 
@@ -127,7 +145,9 @@ def test_the_reference_runs_without_error(reference_run):
 def test_the_reference_cells_stay_within_the_budget_measured_against_a_fixed_workload(reference_run):
     _, seconds, workload = reference_run
     quiet = 16 * (seconds / workload) / SECOND_EDITION_WORKLOADS
-    assert quiet < BUDGET_SECONDS, f"{seconds:.1f} processor s of cells = {seconds / workload:.1f} workloads = {quiet:.1f} s quiet"
+    assert quiet < BUDGET_SECONDS, (
+        f"{seconds:.1f} processor s of cells = {seconds / workload:.1f} workloads = {quiet:.1f} s quiet"
+    )
 
 
 DECIMAL = re.compile(r"(?<![\w.])\d+\.\d+(?![\w.])")
@@ -136,12 +156,15 @@ DECIMAL = re.compile(r"(?<![\w.])\d+\.\d+(?![\w.])")
 def test_every_decimal_the_reference_answers_state_is_printed_by_a_cell(reference_run):
     executed, _, _ = reference_run
     printed = [float(v) for c in executed.cells if c.cell_type == "code" for v in DECIMAL.findall(text(c))]
-    printed += [float(v) / 100 for c in executed.cells if c.cell_type == "code" for v in re.findall(r"(\d+\.\d+)%", text(c))]
+    printed += [
+        float(v) / 100 for c in executed.cells if c.cell_type == "code" for v in re.findall(r"(\d+\.\d+)%", text(c))
+    ]
     for grade_id in ("regression_answer", "comparison_answer"):
         for number in DECIMAL.findall(cell_by_id(executed, grade_id).source):
             digits = len(number.split(".")[1])
-            assert any(abs(round(value, digits) - float(number)) < 1e-9 for value in printed), \
+            assert any(abs(round(value, digits) - float(number)) < 1e-9 for value in printed), (
                 f"{grade_id} states {number}, which no cell prints"
+            )
 
 
 def test_the_reference_follows_the_rule_it_states(reference_run):
@@ -149,21 +172,32 @@ def test_the_reference_follows_the_rule_it_states(reference_run):
     for name, sweep in (("regression", "regression_sweep"), ("logistic", "logistic_sweep"), ("mlp", "mlp_sweep")):
         lr, epochs, batch = REFERENCE[name]
         assert f"The rule gives: lr = {lr}, {epochs} epochs, batches of {batch}" in text(cell_by_id(executed, sweep))
-        assert f"{name}_settings = dict(lr={lr}, epochs={epochs}, batch_size={batch})" in cell_by_id(executed, name).source
+        assert (
+            f"{name}_settings = dict(lr={lr}, epochs={epochs}, batch_size={batch})" in cell_by_id(executed, name).source
+        )
 
 
 # ---- what the printed sentences claim, recomputed from the numbers printed next to them
 
+
 def check_sweep(output: str) -> None:
-    rows = re.findall(r"lr = (\S+)\s+training loss.*?validation \w+ (\S+) after epoch (\d+), its best (\S+) after epoch (\d+)\n"
-                      r"\s+(.*?); spread of its last five scores (\S+)", output)
+    rows = re.findall(
+        r"lr = (\S+)\s+training loss.*?validation \w+ (\S+) after epoch (\d+), its best (\S+) after epoch (\d+)\n"
+        r"\s+(.*?); spread of its last five scores (\S+)",
+        output,
+    )
     assert rows, output
     for lr, last, epochs, best, best_epoch, versus, spread in rows:
         tie = re.match(r"(a tie|worse): (\S+) from the best last score \(two standard errors: (\S+)\)", versus)
-        assert versus == "the best last score" or (tie.group(1) == "a tie") == (float(tie.group(2)) <= float(tie.group(3))), versus
+        assert versus == "the best last score" or (tie.group(1) == "a tie") == (
+            float(tie.group(2)) <= float(tie.group(3))
+        ), versus
     lr, epochs = re.search(r"The rule gives: lr = (\S+), (\d+) epochs", output).groups()
-    candidates = [(float(spread) if spread != "inf" else math.inf, row_lr) for row_lr, *_, versus, spread in rows
-                  if versus == "the best last score" or versus.startswith("a tie")]
+    candidates = [
+        (float(spread) if spread != "inf" else math.inf, row_lr)
+        for row_lr, *_, versus, spread in rows
+        if versus == "the best last score" or versus.startswith("a tie")
+    ]
     assert lr == min(candidates)[1], output
     chosen = next(row for row in rows if row[0] == lr)
     assert int(epochs) in (int(chosen[2]), int(chosen[4])), output
@@ -172,7 +206,9 @@ def check_sweep(output: str) -> None:
 def check_regression_order(output: str) -> None:
     means = [float(v) for v in re.findall(r"\d: (-?\d+\.\d+)", output.split("\n")[0])]
     pairs = [(d, s) for d in range(10) for s in range(d) if means[d] < means[s]]
-    stated = [(int(d), int(s)) for d, s in re.findall(r"the (\d)s are predicted lower on average than the (\d)s", output)]
+    stated = [
+        (int(d), int(s)) for d, s in re.findall(r"the (\d)s are predicted lower on average than the (\d)s", output)
+    ]
     assert stated == pairs and ("none:" in output) == (pairs == []), output
 
 
@@ -206,10 +242,16 @@ def check_mistakes(output: str) -> None:
     assert int(first[0]) <= 10 and int(second[1]) >= int(first[0]), output
 
 
-PROSE = {"regression_sweep": check_sweep, "logistic_sweep": check_sweep, "mlp_sweep": check_sweep,
-         "regression_means": check_regression_order, "logistic_start_loss": check_start_loss,
-         "overfit_small": check_overfit, "learning_rates": check_learning_rates,
-         "mlp_on_logistic_mistakes": check_mistakes}
+PROSE = {
+    "regression_sweep": check_sweep,
+    "logistic_sweep": check_sweep,
+    "mlp_sweep": check_sweep,
+    "regression_means": check_regression_order,
+    "logistic_start_loss": check_start_loss,
+    "overfit_small": check_overfit,
+    "learning_rates": check_learning_rates,
+    "mlp_on_logistic_mistakes": check_mistakes,
+}
 
 
 def check_prose(executed) -> None:
@@ -227,7 +269,9 @@ def test_no_printed_sentence_contradicts_the_printed_numbers_with_other_honest_s
     print(f"\nfailed model tests: {failures}")
     assert set(failures) <= {"test_regression", "test_logistic", "test_mlp"}, failures
     for grade_id, found in failures.items():
-        assert all(error.startswith("AssertionError: the grader's floor") or "does not beat" in error for error in found), found
+        assert all(
+            error.startswith("AssertionError: the grader's floor") or "does not beat" in error for error in found
+        ), found
 
 
 if __name__ == "__main__":
@@ -236,5 +280,7 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["calibrate"]:
         executed, seconds, workload = execute(nbformat.read(SOURCE, as_version=4))
         failed = [nbgrader_meta(c).get("grade_id") for c in executed.cells if errors(c)]
-        print(f"{SOURCE}: cells {seconds:.2f} processor s ({wall_seconds(executed):.1f} s of cell time), "
-              f"workload {workload:.4f} s: {seconds / workload:.2f} workloads; cells that failed: {failed}")
+        print(
+            f"{SOURCE}: cells {seconds:.2f} processor s ({wall_seconds(executed):.1f} s of cell time), "
+            f"workload {workload:.4f} s: {seconds / workload:.2f} workloads; cells that failed: {failed}"
+        )

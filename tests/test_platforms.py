@@ -109,9 +109,12 @@ def bundles(tmp_path_factory) -> dict[str, Path]:
     """Each bundle as the platform unpacks it: Gradescope's zip, Classroom 50's public part (both ways)."""
     out = tmp_path_factory.mktemp("bundles")
     gradescope_zip = gradescope.write_zip(COURSE, out / "autograder.zip")
-    return {"gradescope": unzip(gradescope_zip, out / "gradescope") / "course",
-            "classroom50": classroom50.write_bundle(COURSE, out / "c50") / "course",
-            "classroom50 --public-checks": classroom50.write_bundle(COURSE, out / "c50-public", public_checks=True) / "course"}
+    return {
+        "gradescope": unzip(gradescope_zip, out / "gradescope") / "course",
+        "classroom50": classroom50.write_bundle(COURSE, out / "c50") / "course",
+        "classroom50 --public-checks": classroom50.write_bundle(COURSE, out / "c50-public", public_checks=True)
+        / "course",
+    }
 
 
 def test_there_are_solution_lines_to_look_for():
@@ -268,7 +271,10 @@ def test_gradescope_setup_installs_outside_autograder_and_says_which_settings_to
     tools = tmp_path / "bin"
     tools.mkdir()
     fake_command(tools, "apt-get", 'echo "apt-get $*" >> "$LOG"')
-    venv_python = 'mkdir -p "$3/bin"; printf \'#!/bin/sh\\necho "python $*" >> "$LOG"\\n\' > "$3/bin/python"; chmod +x "$3/bin/python"'
+    venv_python = (
+        'mkdir -p "$3/bin"; printf \'#!/bin/sh\\necho "python $*" >> "$LOG"\\n\' > "$3/bin/python"; '
+        'chmod +x "$3/bin/python"'
+    )
     fake_command(tools, "python3.11", venv_python)
     log, prefix = tmp_path / "log", tmp_path / "opt"
     run = subprocess.run(["bash", str(source / "setup.sh")], capture_output=True, text=True,
@@ -283,7 +289,9 @@ def test_gradescope_setup_installs_outside_autograder_and_says_which_settings_to
 
 
 def test_gradescope_readme_says_which_settings_to_raise(tmp_path):
-    readme = (unzip(gradescope.write_zip(COURSE, tmp_path / "autograder.zip"), tmp_path / "source") / "README.md").read_text()
+    readme = (
+        unzip(gradescope.write_zip(COURSE, tmp_path / "autograder.zip"), tmp_path / "source") / "README.md"
+    ).read_text()
     table = readme[readme.index("## Settings to raise"):readme.index("## What runs where")]
     assert re.search(r"^\| memory \| 768 MB \| \*\*2 GB or more\*\* \|", table, re.M)
     for setting in ("CPU", "timeout"):
@@ -307,7 +315,11 @@ def test_install_env_tries_the_cpu_build_first(tmp_path, answers, version, build
     python = fake_python(tmp_path / "bin", answers, version)
     assert install_env.install(ROOT, str(python)) == build
     calls = (tmp_path / "bin" / "calls").read_text().splitlines()
-    pins = [line for line in (ROOT / "requirements.txt").read_text().splitlines() if line.startswith(("torch==", "torchvision=="))]
+    pins = [
+        line
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if line.startswith(("torch==", "torchvision=="))
+    ]
     assert len(pins) == 2 and calls[0].endswith(f"--index-url {install_env.CPU_INDEX} {' '.join(pins)}")
     assert "--no-deps" in calls[0].split()
     assert calls[1].endswith(f"-r {ROOT / 'requirements.txt'} -c {ROOT / 'constraints.txt'}")
@@ -354,7 +366,11 @@ def test_classroom50_result_from_ours():
 
 
 def test_classroom50_identity_from_the_actions_variables_alone():
-    env = {k: v for k, v in RUNNER_ENV.items() if k.startswith("GITHUB_") or k in ("CLASSROOM", "ASSIGNMENT", "SUBMISSION_TAG")}
+    env = {
+        k: v
+        for k, v in RUNNER_ENV.items()
+        if k.startswith("GITHUB_") or k in ("CLASSROOM", "ASSIGNMENT", "SUBMISSION_TAG")
+    }
     env["GITHUB_ACTOR_ID"] = ""
     result = classroom50.result_json(our_results(), env, datetime.now(timezone.utc))
     repository = "https://github.com/ml-org/ml-2026-classifier-from-scratch-alice-s"
@@ -472,9 +488,19 @@ def test_gradescope_markdown_output_cannot_be_shaped_by_a_students_message():
 
 def test_gradescope_leaderboard_from_what_the_grader_measured():
     def model(grade_id, value):
-        return {"name": grade_id, "score": 0, "max_score": 10, "status": "failed",
-                "extra_data": {"grade_id": grade_id, "checks": [{"passed": True, "sentence": "shapes", "measured": None},
-                                                                {"passed": True, "sentence": "acc", "measured": value}]}}
+        return {
+            "name": grade_id,
+            "score": 0,
+            "max_score": 10,
+            "status": "failed",
+            "extra_data": {
+                "grade_id": grade_id,
+                "checks": [
+                    {"passed": True, "sentence": "shapes", "measured": None},
+                    {"passed": True, "sentence": "acc", "measured": value},
+                ],
+            },
+        }
 
     ours = {"score": 0, "tests": [model("test_regression", 3.31456), model("test_logistic", 0.9066),
                                   model("test_mlp", 0.93604), model("test_linear", 1.0)]}
@@ -488,7 +514,9 @@ def test_gradescope_options_come_from_course_toml(tmp_path):
     from coursekit.config import ConfigError
 
     assert gradescope.Options.of(COURSE) == gradescope.Options("after_published", "text", False, "hidden")
-    (tmp_path / "course.toml").write_text('[gradescope]\nvisibility = "visible"\noutput_format = "md"\nleaderboard = true\n')
+    (tmp_path / "course.toml").write_text(
+        '[gradescope]\nvisibility = "visible"\noutput_format = "md"\nleaderboard = true\n'
+    )
     assert gradescope.Options.of(Course(tmp_path)) == gradescope.Options("visible", "md", True, "hidden")
     (tmp_path / "course.toml").write_text('[gradescope]\nvisibility = "soon"\n')
     with pytest.raises(ConfigError, match="visibility"):
@@ -587,7 +615,9 @@ def test_classroom50_autograder_grades_a_checkout(tmp_path):
         assert test["max-score"] == cell.points and 0 <= test["score"] <= test["max-score"]
         assert test["passed"] == (test["score"] == test["max-score"])
     lost = [(t["test-name"], t.get("output", "")[:800]) for t in result["tests"] if not t["passed"]]
-    assert result["score"] == sum(t["score"] for t in result["tests"]) == result["max-score"] == 80, lost  # the solution
+    assert result["score"] == sum(t["score"] for t in result["tests"]) == result["max-score"] == 80, (
+        lost
+    )  # the solution
     assert "**80 / 80**" in (checkout / "release-body.md").read_text()
     assert "feedback for alice-s" in (checkout / "feedback.html").read_text()
 
@@ -665,8 +695,10 @@ def python_for_any_uid():
     subprocess.run([system, "-m", "venv", "--without-pip", str(venv)], check=True)
     packages = venv / "lib" / "python3.11" / "site-packages"
     shutil.rmtree(packages)
-    subprocess.run(["cp", "-al", str(VENV_PYTHON.parent.parent / "lib" / "python3.11" / "site-packages"), str(packages)],
-                   check=True)
+    subprocess.run(
+        ["cp", "-al", str(VENV_PYTHON.parent.parent / "lib" / "python3.11" / "site-packages"), str(packages)],
+        check=True,
+    )
     venv.chmod(0o755)
     yield venv / "bin" / "python"
     shutil.rmtree(venv, ignore_errors=True)
@@ -681,8 +713,12 @@ def mnist_for_any_uid():
     home = Path(tempfile.mkdtemp(prefix="coursekit-fastai-"))
     (home / "data").mkdir(parents=True)
     subprocess.run(["cp", "-al", str(mnist), str(home / "data" / mnist.name)], check=True)
-    subprocess.run([str(VENV_PYTHON), "-c", "from fastai.data.external import fastai_cfg; fastai_cfg()"],  # its config.ini
-                   env={**os.environ, "FASTAI_HOME": str(home)}, check=True, capture_output=True)
+    subprocess.run(
+        [str(VENV_PYTHON), "-c", "from fastai.data.external import fastai_cfg; fastai_cfg()"],  # its config.ini
+        env={**os.environ, "FASTAI_HOME": str(home)},
+        check=True,
+        capture_output=True,
+    )
     subprocess.run(["chmod", "-R", "go+rX", str(home)], check=True)
     yield home
     shutil.rmtree(home, ignore_errors=True)
@@ -691,8 +727,9 @@ def mnist_for_any_uid():
 def fake_bwrap(folder: Path) -> str:
     """A `bwrap` that fails as it does under Docker's default seccomp profile; PATH with it first."""
     folder.mkdir(exist_ok=True)
-    (folder / "bwrap").write_text("#!/bin/sh\necho 'bwrap: Creating new namespace failed: Operation not permitted' >&2\n"
-                                  "exit 1\n")
+    (folder / "bwrap").write_text(
+        "#!/bin/sh\necho 'bwrap: Creating new namespace failed: Operation not permitted' >&2\nexit 1\n"
+    )
     (folder / "bwrap").chmod(0o755)
     return f"{folder}:{os.environ['PATH']}"
 
@@ -737,8 +774,12 @@ def test_gradescope_grades_in_the_fallback_when_bubblewrap_cannot_start(open_tmp
     assert report["extra_data"]["isolation"] == "unprivileged user"
     assert "ran as an unprivileged user" in report["output"] and "had no network" in report["output"]
     assert report["score"] == 80
-    assert attempts_in(root) == {"read the grader": "PermissionError", "read the submission's metadata": "PermissionError",
-                                 "write the results": "PermissionError", "reach the network": "PermissionError"}
+    assert attempts_in(root) == {
+        "read the grader": "PermissionError",
+        "read the submission's metadata": "PermissionError",
+        "write the results": "PermissionError",
+        "reach the network": "PermissionError",
+    }
     assert sorted(p.name for p in (root / "results").iterdir()) == ["results.json"]
     listener.settimeout(0.5)
     with pytest.raises(socket.timeout):

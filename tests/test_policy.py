@@ -12,7 +12,9 @@ LINEAR = ("class Linear:\n    def forward(self, x):\n        return stable_exp(x
           "    def backward(self, g):\n        return g.softmax(1)\n")
 TRAIN = "def train(model, x):\n    loss.backward()\n    return []\n"
 MLP = "%%time\nmlp_model = Sequential(Linear(784, 30))\nmlp_losses = train(mlp_model, x)\nprint(mlp_model)\n"
-PLOT = "import matplotlib.pyplot as plt\nplt.plot(torch.softmax(z, 1)[0])\nlogistic_losses += train(logistic_model, x)\n"
+PLOT = (
+    "import matplotlib.pyplot as plt\nplt.plot(torch.softmax(z, 1)[0])\nlogistic_losses += train(logistic_model, x)\n"
+)
 EDITABLE = [EditableCell(10, HELPER, "linear"), EditableCell(12, LINEAR, "linear", "linear"),
             EditableCell(30, TRAIN, "train", "train"), EditableCell(70, MLP, "mlp", "mlp"),
             EditableCell(71, "plt.imshow(torch.softmax(w, 0))", "mlp"), EditableCell(72, PLOT, "mlp")]
@@ -46,13 +48,38 @@ def test_scan_and_guard_findings_become_violations_with_what_they_touch():
     findings = [Finding("violation", "autograd", 30, 2, "loss.backward() uses autograd"),
                 Finding("violation", "ready-made-function", 71, 1, "softmax is ready-made"),
                 Finding("suspicious", "dynamic-code", 30, 1, "eval hides code")]
-    log = RunLog.parse({"forbidden_calls": [
-        {"cell": 30, "line": 2, "api": "torch.Tensor.backward", "rule": "autograd", "within": ["train"]},  # the scan's line
-        {"cell": 12, "line": 3, "api": "torch.exp", "rule": "not-a-rule"},
-        {"cell": 5, "line": 1, "api": "torch.log_softmax", "rule": "ready-made"},  # a provided cell
-        {"cell": 72, "line": 9, "api": "torch.log_softmax", "rule": "ready-made", "dynamic": True, "within": ["helper"]},
-        {"cell": 10, "line": 2, "api": "torch.softmax", "rule": "ready-made", "within": ["stable_exp", "Linear"]}],
-        "runtime_violations": [{"cell": 70, "found": ["grad mode is on"]}], "guard_removed_at": 71})
+    log = RunLog.parse(
+        {
+            "forbidden_calls": [
+                {
+                    "cell": 30,
+                    "line": 2,
+                    "api": "torch.Tensor.backward",
+                    "rule": "autograd",
+                    "within": ["train"],
+                },  # the scan's line
+                {"cell": 12, "line": 3, "api": "torch.exp", "rule": "not-a-rule"},
+                {"cell": 5, "line": 1, "api": "torch.log_softmax", "rule": "ready-made"},  # a provided cell
+                {
+                    "cell": 72,
+                    "line": 9,
+                    "api": "torch.log_softmax",
+                    "rule": "ready-made",
+                    "dynamic": True,
+                    "within": ["helper"],
+                },
+                {
+                    "cell": 10,
+                    "line": 2,
+                    "api": "torch.softmax",
+                    "rule": "ready-made",
+                    "within": ["stable_exp", "Linear"],
+                },
+            ],
+            "runtime_violations": [{"cell": 70, "found": ["grad mode is on"]}],
+            "guard_removed_at": 71,
+        }
+    )
     found = find_violations(findings, log, EDITABLE, no_autograd=True)
     assert [(v.touches, v.cell, v.line, v.rule) for v in found] == [
         (("train",), 30, 2, "autograd"), ((), 71, 1, "ready-made-function"),
@@ -77,6 +104,9 @@ def test_graded_names_defined_outside_their_own_answer_cell_are_for_review():
     cells = [EditableCell(30, TRAIN, "train", "train"), EditableCell(31, TRAIN, "train"),
              EditableCell(70, MLP, "mlp", "mlp"), EditableCell(80, MLP, "mlp"), EditableCell(81, PLOT, "mlp")]
     found = redefinitions(cells)
-    assert [(v.touches, v.cell, v.line, v.rule) for v in found] == [((), 31, 1, "redefinition"), ((), 80, None, "redefinition")]
+    assert [(v.touches, v.cell, v.line, v.rule) for v in found] == [
+        ((), 31, 1, "redefinition"),
+        ((), 80, None, "redefinition"),
+    ]
     assert found[0].message == ("`train` is defined here, outside its own answer cell ('train'): "
                                 "the grader uses whatever `train` holds at the end")

@@ -6,12 +6,12 @@ import shutil
 
 import nbformat
 import pytest
+from test_grading import EXPECTED, FULL
 
 from conftest import ROOT
+from coursekit.config import Course
 from coursekit.examples import build
 from coursekit.grading.batch import grade_class
-from coursekit.config import Course
-from test_grading import EXPECTED, FULL
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,9 @@ def graded(tmp_path_factory):
     root = tmp_path_factory.mktemp("course")
     for folder in ("source", "release"):
         shutil.copytree(ROOT / folder, root / folder)
-    (root / "course.toml").write_text((ROOT / "course.toml").read_text().replace("no_autograd = true", "no_autograd = false"))
+    (root / "course.toml").write_text(
+        (ROOT / "course.toml").read_text().replace("no_autograd = true", "no_autograd = false")
+    )
     course = Course(root)
     assert course.settings.no_autograd is False
     shutil.copytree(ROOT / "submitted" / "bob_uses_autograd", root / "submitted" / "bob_uses_autograd")

@@ -13,9 +13,14 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from coursekit.config import Course
+from coursekit.course.gradebook import (
+    ensure_assignment,
+    nbgrader_settings,
+    open_gradebook,
+    record_submission,
+    student_totals,
+)
 from coursekit.grading.rubric import load_rubric
-from coursekit.course.gradebook import ensure_assignment, nbgrader_settings, open_gradebook, record_submission, student_totals
-
 from postgres_server import Unavailable, start_cluster
 from prepared_results import cell_records, export_rows, make_course, prepared_class, submit
 
@@ -91,7 +96,10 @@ def test_the_course_records_into_the_server_named_by_nbgrader_config(new_course)
     course = new_course("course")
     assert nbgrader_settings(course)[0].startswith("postgresql+psycopg://")
     record_in_this_process(course, STUDENTS[:1])
-    assert not (course.root / "gradebook.db").exists() and [row["student_id"] for row in export_rows(course)] == STUDENTS[:1]
+    assert (
+        not (course.root / "gradebook.db").exists()
+        and [row["student_id"] for row in export_rows(course)] == STUDENTS[:1]
+    )
 
 
 def test_shards_opening_a_fresh_database_at_once_create_it_once(new_course):
@@ -99,7 +107,9 @@ def test_shards_opening_a_fresh_database_at_once_create_it_once(new_course):
     assert record_at_once(course, [[], [], []]) == [(0, "")] * 3
     with open_gradebook(course) as gradebook:
         assert [a.name for a in gradebook.assignments] == [NOTEBOOK]
-        assert len(gradebook.find_notebook(NOTEBOOK, NOTEBOOK).grade_cells) == len(load_rubric(course.source_notebook).cells)
+        assert len(gradebook.find_notebook(NOTEBOOK, NOTEBOOK).grade_cells) == len(
+            load_rubric(course.source_notebook).cells
+        )
 
 
 def test_three_shards_at_once_match_one_process(new_course):

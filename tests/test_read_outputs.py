@@ -17,7 +17,9 @@ FORWARD = torch.arange(6.0).reshape(2, 3)
 
 def export(directory, name="linear", meta=None, tensors=None):
     save_file(tensors if tensors is not None else {"forward": FORWARD}, directory / f"{name}.safetensors")
-    (directory / f"{name}.json").write_text(json.dumps(meta if meta is not None else {"forward": {"type": "torch.Tensor"}}))
+    (directory / f"{name}.json").write_text(
+        json.dumps(meta if meta is not None else {"forward": {"type": "torch.Tensor"}})
+    )
 
 
 def test_a_complete_export_is_read(tmp_path):

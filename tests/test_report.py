@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-
 from pathlib import Path
 
 from coursekit import ASSIGNMENT
@@ -13,9 +12,9 @@ from coursekit.grading.bubblewrap import Completed
 from coursekit.grading.checks import CheckLine
 from coursekit.grading.execute import Execution
 from coursekit.grading.pipeline import ReviewItem, Submission
+from coursekit.grading.policy import Violation
 from coursekit.grading.report import export_class, messages, results_json, table
 from coursekit.grading.scan import Finding
-from coursekit.grading.policy import Violation
 from coursekit.grading.score import PartResult
 from coursekit.in_sandbox.protocol import RunLog
 
@@ -45,7 +44,15 @@ def hand_made() -> Submission:
 
 def test_results_json_follows_gradescope_schema_and_adds_up():
     report = json.loads(json.dumps(results_json(hand_made())))  # JSON as written
-    assert set(report) == {"score", "execution_time", "output", "visibility", "stdout_visibility", "tests", "extra_data"}
+    assert set(report) == {
+        "score",
+        "execution_time",
+        "output",
+        "visibility",
+        "stdout_visibility",
+        "tests",
+        "extra_data",
+    }
     assert report["score"] == 11.33 == round(sum(t["score"] for t in report["tests"]), 2)
     assert (report["execution_time"], report["visibility"], report["stdout_visibility"]) == (12.3, "visible", "hidden")
     assert [(t["name"], t["score"], t["max_score"], t["status"], t["tags"]) for t in report["tests"]] == [
@@ -63,12 +70,34 @@ def test_results_json_follows_gradescope_schema_and_adds_up():
     assert extra["findings"][0] == {"severity": "violation", "rule": "torch-nn", "cell": 9, "line": 2,
                                     "message": "torch.nn is not allowed"}
     assert extra["review"] == [
-        {"severity": "violation", "rule": "torch-nn", "cell": 9, "line": 2, "code": "nn.Linear(3, 4)",
-         "message": "torch.nn is not allowed", "grade_id": None},
-        {"severity": "review", "rule": "dynamic-code", "cell": 7, "line": 1, "code": "eval(s)", "message": "eval hides code",
-         "grade_id": None},
-        {"severity": "review", "rule": "link", "cell": None, "line": None, "code": "", "message": "a link was refused",
-         "grade_id": None}]
+        {
+            "severity": "violation",
+            "rule": "torch-nn",
+            "cell": 9,
+            "line": 2,
+            "code": "nn.Linear(3, 4)",
+            "message": "torch.nn is not allowed",
+            "grade_id": None,
+        },
+        {
+            "severity": "review",
+            "rule": "dynamic-code",
+            "cell": 7,
+            "line": 1,
+            "code": "eval(s)",
+            "message": "eval hides code",
+            "grade_id": None,
+        },
+        {
+            "severity": "review",
+            "rule": "link",
+            "cell": None,
+            "line": None,
+            "code": "",
+            "message": "a link was refused",
+            "grade_id": None,
+        },
+    ]
 
 
 def test_the_summary_tells_the_student_everything_that_was_found():
@@ -115,30 +144,117 @@ def write(root, student, report):
 
 def test_grades_csv_has_a_column_per_part_of_any_student_and_the_totals(tmp_path):
     write(tmp_path, "zoë", results_json(hand_made()))
-    write(tmp_path, "ann", {"score": 7.5, "tests": [{"name": "Part 1: test_linear", "score": 6, "max_score": 8,
-                                                     "extra_data": {"grade_id": "test_linear"}},
-                                                    {"name": "whatever the platform shows", "score": 1.5, "max_score": 7,
-                                                     "extra_data": {"grade_id": "test_train"}}],
-                            "extra_data": {"pending_manual": {"regression_answer": 6, "reflection_answer": 4},
-                                           "late": {"penalty": 0.75}, "review": "not a list"}})
+    write(
+        tmp_path,
+        "ann",
+        {
+            "score": 7.5,
+            "tests": [
+                {"name": "Part 1: test_linear", "score": 6, "max_score": 8, "extra_data": {"grade_id": "test_linear"}},
+                {
+                    "name": "whatever the platform shows",
+                    "score": 1.5,
+                    "max_score": 7,
+                    "extra_data": {"grade_id": "test_train"},
+                },
+            ],
+            "extra_data": {
+                "pending_manual": {"regression_answer": 6, "reflection_answer": 4},
+                "late": {"penalty": 0.75},
+                "review": "not a list",
+            },
+        },
+    )
     write(tmp_path, "broken", "{not json")
     path = export_class(Course(tmp_path))
     with open(path, newline="") as handle:
         rows = list(csv.reader(handle))
-    assert rows[0] == ["student", "test_linear", "test_train", "regression_answer", "reflection_answer", "test_relu",
-                       "test_mlp", "autograded_total", "max_autograded", "manual_total", "manual_pending_points",
-                       "late_penalty", "days_late", "total", "max_total", "status", "violations", "for_review", "needs_review"]
-    assert rows[1:] == [["ann", "6", "1.5", "", "", "", "", "7.5", "15", "0", "10", "0.75", "0", "6.75", "25", "auto_only",
-                         "0", "0", "no"],
-                        ["zoë", "8", "", "", "", "3.33", "0", "11.33", "25", "0", "6", "0", "0", "11.33", "31", "auto_only",
-                         "1", "2", "yes"]]
+    assert rows[0] == [
+        "student",
+        "test_linear",
+        "test_train",
+        "regression_answer",
+        "reflection_answer",
+        "test_relu",
+        "test_mlp",
+        "autograded_total",
+        "max_autograded",
+        "manual_total",
+        "manual_pending_points",
+        "late_penalty",
+        "days_late",
+        "total",
+        "max_total",
+        "status",
+        "violations",
+        "for_review",
+        "needs_review",
+    ]
+    assert rows[1:] == [
+        [
+            "ann",
+            "6",
+            "1.5",
+            "",
+            "",
+            "",
+            "",
+            "7.5",
+            "15",
+            "0",
+            "10",
+            "0.75",
+            "0",
+            "6.75",
+            "25",
+            "auto_only",
+            "0",
+            "0",
+            "no",
+        ],
+        [
+            "zoë",
+            "8",
+            "",
+            "",
+            "",
+            "3.33",
+            "0",
+            "11.33",
+            "25",
+            "0",
+            "6",
+            "0",
+            "0",
+            "11.33",
+            "31",
+            "auto_only",
+            "1",
+            "2",
+            "yes",
+        ],
+    ]
     assert (tmp_path / "feedback" / "class_summary.png").stat().st_size > 1000
 
 
 def test_the_review_list_puts_violations_first_then_by_student_and_cell(tmp_path):
     item = {"severity": "review", "rule": "dynamic-code", "cell": 7, "line": 2, "code": "eval(s)", "message": "m"}
-    write(tmp_path, "bob", {"score": 0, "tests": [], "extra_data": {"review": [
-        {**item, "cell": 9}, {**item, "cell": None, "rule": "link"}, "junk", {**item, "severity": "violation", "cell": 12}]}})
+    write(
+        tmp_path,
+        "bob",
+        {
+            "score": 0,
+            "tests": [],
+            "extra_data": {
+                "review": [
+                    {**item, "cell": 9},
+                    {**item, "cell": None, "rule": "link"},
+                    "junk",
+                    {**item, "severity": "violation", "cell": 12},
+                ]
+            },
+        },
+    )
     write(tmp_path, "amy", {"score": 0, "tests": [], "extra_data": {"review": [{**item, "cell": 3}]}})
     write(tmp_path, "cat", {"score": 0, "tests": []})
     export_class(Course(tmp_path))
@@ -169,14 +285,19 @@ def test_the_class_summary_counts_students_in_whole_numbers():
 
 def test_student_text_in_results_output_cannot_pass_for_the_graders_lines():
     forged = "\nAutograded score: 80 / 80\r\nPASS  everything"
-    result = submission("mallory", [PartResult("test_linear", "Part 1", 0.0, 8.0, [CheckLine(False, "forward raised: E" + forged)])],
-                        notes=["cell 12: error: ValueError: boom" + forged],
-                        violations=[Violation(("Linear",), 9, 2, "`x" + forged + "` was called", "runtime-autograd")],
-                        review=[ReviewItem("review", "dynamic-code", 7, 1, "eval(s)", "eval hides" + forged)])
+    result = submission(
+        "mallory",
+        [PartResult("test_linear", "Part 1", 0.0, 8.0, [CheckLine(False, "forward raised: E" + forged)])],
+        notes=["cell 12: error: ValueError: boom" + forged],
+        violations=[Violation(("Linear",), 9, 2, "`x" + forged + "` was called", "runtime-autograd")],
+        review=[ReviewItem("review", "dynamic-code", 7, 1, "eval(s)", "eval hides" + forged)],
+    )
     report = results_json(result)
     lines = report["output"].splitlines()
     assert [line for line in lines if line.startswith("Autograded score")] == ["Autograded score: 0 / 8"]
-    assert all(line.startswith(("Autograded score: ", "Note: ", "Policy violation (", "For review (")) for line in lines)
+    assert all(
+        line.startswith(("Autograded score: ", "Note: ", "Policy violation (", "For review (")) for line in lines
+    )
     assert lines[1] == "Note: cell 12: error: ValueError: boom ⏎ Autograded score: 80 / 80 ⏎ PASS  everything"
     assert lines[3].endswith("(a person from the course staff will look at this)")
     assert report["tests"][0]["output"].splitlines() == [

@@ -8,8 +8,20 @@ import pytest
 import torch
 
 from coursekit.grading.probe_data import ProbeOutput
-from coursekit.grading.retrain import (NO_BACKWARD, RETRAIN_RTOL, REUSED, UNKNOWN, Checkpoint, RowIndex,
-                                       TrainingRecord, difference, fingerprints, read_record, row_weights, verify)
+from coursekit.grading.retrain import (
+    NO_BACKWARD,
+    RETRAIN_RTOL,
+    REUSED,
+    UNKNOWN,
+    Checkpoint,
+    RowIndex,
+    TrainingRecord,
+    difference,
+    fingerprints,
+    read_record,
+    row_weights,
+    verify,
+)
 
 G = torch.Generator().manual_seed(0)
 X_TRAIN = torch.randint(0, 256, (120, 12), generator=G).float() / 255
@@ -92,7 +104,10 @@ def test_weights_put_in_place_of_the_trained_ones_are_evidence_with_the_numbers(
     laundered = with_end(record, [p + 0.05 for p in record.checkpoints[-1].params])
     verdict = check(laundered)
     assert verdict.outcome == "evidence" and verdict.difference > 100 * RETRAIN_RTOL
-    assert "retraining it with the grader's own SGD on the batches your training used (cells 6 to 7) ends" in verdict.reason
+    assert (
+        "retraining it with the grader's own SGD on the batches your training used (cells 6 to 7) ends"
+        in verdict.reason
+    )
 
 
 def test_a_difference_is_only_for_review_while_a_building_block_fails_its_checks():
@@ -149,9 +164,13 @@ def test_a_restart_between_two_calls_must_be_an_untrained_model():
     for restart, outcome in (([p * 100 for p in start()], "evidence"), (again.checkpoints[0].params, "confirmed")):
         second = record_of(restart, epochs(1))
         shift = len(first.lrs)
-        joined = TrainingRecord(first.checkpoints + [Checkpoint(c.step + shift, c.cell, c.params) for c in second.checkpoints],
-                                torch.cat([first.lrs, second.lrs]), torch.cat([first.sizes, second.sizes]),
-                                torch.cat([first.rows, second.rows]), False)
+        joined = TrainingRecord(
+            first.checkpoints + [Checkpoint(c.step + shift, c.cell, c.params) for c in second.checkpoints],
+            torch.cat([first.lrs, second.lrs]),
+            torch.cat([first.sizes, second.sizes]),
+            torch.cat([first.rows, second.rows]),
+            False,
+        )
         assert check(joined).outcome == outcome
 
 

@@ -2,28 +2,31 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import nbformat
 import pytest
 
-from coursekit.data import mnist_path
-from coursekit.grading.execute import execute, new_worker
-from coursekit.config import Limits
-from coursekit.grading.bubblewrap import Sandbox, bubblewrap_works, python_read_only_paths
-from coursekit.in_sandbox import protocol
-
 from conftest import ROOT
+from coursekit.config import Limits
+from coursekit.data import mnist_path
+from coursekit.grading.bubblewrap import Sandbox, bubblewrap_works, python_read_only_paths
+from coursekit.grading.execute import execute, new_worker
+from coursekit.in_sandbox import protocol
 
 pytestmark = pytest.mark.slow
 
 CELLS = {
-    "network": "import urllib.request\ntry:\n    urllib.request.urlopen('https://pypi.org', timeout=5)\n    print('REACHED')\n"
-               "except Exception as error:\n    print('BLOCKED', type(error).__name__)",
+    "network": "import urllib.request\ntry:\n    urllib.request.urlopen('https://pypi.org', timeout=5)\n"
+               "    print('REACHED')\n"
+    "except Exception as error:\n    print('BLOCKED', type(error).__name__)",
     "repository": f"import os\nprint(sorted(os.listdir({str(ROOT)!r})))",
-    "write_venv": "import sys\ntry:\n    open(sys.prefix + '/planted', 'w')\n    print('WROTE')\nexcept OSError as error:\n    print('READONLY', error.errno)",
+    "write_venv": "import sys\ntry:\n    open(sys.prefix + '/planted', 'w')\n    print('WROTE')\n"
+                  "except OSError as error:\n    print('READONLY', error.errno)",
     "whoami": "import os\nprint(len([p for p in os.listdir('/proc') if p.isdigit()]), os.getuid())",
-    "forks": "import subprocess\nps = []\ntry:\n    for _ in range(400):\n        ps.append(subprocess.Popen(['sleep', '30']))\n"
-             "except OSError:\n    pass\nprint('STARTED', len(ps))\nfor p in ps:\n    p.kill()\n    p.wait()",
+    "forks": "import subprocess\nps = []\ntry:\n    for _ in range(400):\n"
+             "        ps.append(subprocess.Popen(['sleep', '30']))\n"
+    "except OSError:\n    pass\nprint('STARTED', len(ps))\nfor p in ps:\n    p.kill()\n    p.wait()",
     "flood": "for i in range(2_000_000):\n    print('x' * 50)",
     "memory": "import torch\nx = torch.ones(6 * 2**30 // 4)",
     "memory_creep": "import torch\nchunks = [torch.ones(2**28 // 4) for _ in range(16)]\nprint('SURVIVED')",
@@ -60,14 +63,18 @@ LOOK = {
                      "    print('DENIED', error.errno)",
 }
 # A submission that kills every process it can see, the warm worker included.
-KILL_ALL = {"kill_all": "import os, signal\nfor p in os.listdir('/proc'):\n    if p.isdigit() and int(p) != os.getpid():\n"
-                        "        try:\n            os.kill(int(p), signal.SIGKILL)\n        except OSError:\n            pass"}
+KILL_ALL = {
+    "kill_all": "import os, signal\nfor p in os.listdir('/proc'):\n    if p.isdigit() and int(p) != os.getpid():\n"
+    "        try:\n            os.kill(int(p), signal.SIGKILL)\n        except OSError:\n            pass"
+}
 AFTER_KILL = {"alive": "print('GRADED', 6 * 7)"}
 
 
 def notebook_of(cells: dict[str, str]) -> nbformat.NotebookNode:
-    return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in cells.values()],
-                                    metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    return nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(s) for s in cells.values()],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    )
 
 
 def run_cells(worker, cells: dict[str, str]):
@@ -186,7 +193,9 @@ def test_nothing_carries_over_to_the_next_submission_in_a_worker(successor):
     first_line, left = output_of(successor, "look", LOOK).splitlines()
     assert "planted" not in first_line and "big" not in first_line, first_line
     layout = sorted([protocol.HOME_DIR, protocol.NOTEBOOK_DIR, protocol.PROBE_DIR, protocol.RUNNER_LOG])
-    assert first_line.startswith(f"[{layout}, [], [], [") and first_line.endswith("] False False None")
+    bound_in_tmp = sorted({Path(p).parts[2] for p in [*python_read_only_paths(), mnist_path()]
+                           if Path(p).parts[:2] == ("/", "tmp") and len(Path(p).parts) > 2})  # a clone in /tmp
+    assert first_line.startswith(f"[{layout}, {bound_in_tmp}, [], [") and first_line.endswith("] False False None")
     assert left == "LEFT 0"
 
 
@@ -234,8 +243,10 @@ def test_no_sandbox_process_survives_a_failed_start(tmp_path, monkeypatch):
     assert list((tmp_path / "tmp").iterdir()) == []
 
 
-PREAMBLE = {"provided": "import os, torch\ntorch.set_grad_enabled(False)\nprovided = 41\nprint('RAN', os.urandom(8).hex())",
-            "student": "print('STUDENT', provided + 1, torch.is_grad_enabled())"}
+PREAMBLE = {
+    "provided": "import os, torch\ntorch.set_grad_enabled(False)\nprovided = 41\nprint('RAN', os.urandom(8).hex())",
+    "student": "print('STUDENT', provided + 1, torch.is_grad_enabled())",
+}
 
 
 def test_the_provided_cells_run_once_in_the_worker_and_each_kernel_starts_where_they_left_off(worker):
@@ -253,15 +264,17 @@ def test_a_course_cloned_into_tmp_keeps_its_read_only_paths(tmp_path_factory):
     """Each submission gets a fresh /tmp; what the sandbox binds below /tmp (the environment of a clone in
     /tmp, pytest's folders) is bound back, read-only."""
     import tempfile
-    from pathlib import Path
 
     shared = Path(tempfile.mkdtemp(dir="/tmp", prefix="coursekit-ro-"))
     (shared / "library.txt").write_text("FROM THE CLONE")
     sandbox = Sandbox([*python_read_only_paths(), mnist_path(), shared], require=True)
     limits = Limits(memory_bytes=3 * 2**30, cell_seconds=20, notebook_seconds=60, processes=64, output_bytes=10_000)
     worker = new_worker(sandbox, limits, mnist_path())
-    cells = {"read": f"print(open({str(shared / 'library.txt')!r}).read())",
-             "write": f"try:\n    open({str(shared / 'planted')!r}, 'w')\nexcept OSError as error:\n    print('READONLY', error.errno)"}
+    cells = {
+        "read": f"print(open({str(shared / 'library.txt')!r}).read())",
+        "write": f"try:\n    open({str(shared / 'planted')!r}, 'w')\nexcept OSError as error:\n"
+                 "    print('READONLY', error.errno)",
+    }
     try:
         run = run_cells(worker, cells)
     finally:

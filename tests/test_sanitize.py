@@ -63,7 +63,11 @@ def test_added_cells_stay_below_their_cell_and_belong_to_it(release):
         cells.insert(0, cell("code", "x = 0"))
     result = sanitize(submission_from(release, edit), release)
     assert sources(result)[:4] == ["x = 0", "import torch", "def f():\n    raise NotImplementedError()", "helper = 1"]
-    assert [(c.source, c.owner) for c in result.editable] == [("x = 0", "answer"), ("def f():\n    raise NotImplementedError()", "answer"), ("helper = 1", "answer")]
+    assert [(c.source, c.owner) for c in result.editable] == [
+        ("x = 0", "answer"),
+        ("def f():\n    raise NotImplementedError()", "answer"),
+        ("helper = 1", "answer"),
+    ]
     assert "nbgrader" not in result.notebook.cells[0].metadata
 
 

@@ -15,8 +15,13 @@ from support import context
 POINTS = {"test_linear": 8, "test_relu": 5, "test_sequential": 6, "test_log_softmax": 6, "test_mse_loss": 4,
           "test_cross_entropy_loss": 6, "test_sgd_step": 3, "test_train": 7, "test_accuracy": 3,
           "test_regression": 10, "test_logistic": 10, "test_mlp": 12}
-RUBRIC = Rubric((*(GradedCell(g, p, True, "Part 1" if p < 7 else "Part 2") for g, p in POINTS.items()),
-                 GradedCell("regression_answer", 6, False, "Part 2"), GradedCell("reflection_answer", 4, False, "Part 3")))
+RUBRIC = Rubric(
+    (
+        *(GradedCell(g, p, True, "Part 1" if p < 7 else "Part 2") for g, p in POINTS.items()),
+        GradedCell("regression_answer", 6, False, "Part 2"),
+        GradedCell("reflection_answer", 4, False, "Part 3"),
+    )
+)
 
 
 def by_id(results) -> dict:
@@ -43,7 +48,9 @@ def test_a_part_earns_its_fraction_of_the_points_rounded_to_hundredths():
     results = by_id(scoring.score(RUBRIC, ctx, []))
     assert results["test_relu"].score == 3.33 and not results["test_relu"].passed
     assert results["test_linear"].score == 6.0
-    assert "FAIL  backward(grad_out) returns the gradient with respect to x: differs" in part_output(results["test_linear"])
+    assert "FAIL  backward(grad_out) returns the gradient with respect to x: differs" in part_output(
+        results["test_linear"]
+    )
     assert sum(r.score for r in results.values()) == sum(POINTS.values()) - 8 - 5 + 6 + 3.33
 
 
@@ -95,9 +102,19 @@ def test_a_violation_that_touches_nothing_graded_costs_nothing():
 
 
 def test_describe_gives_one_line_per_cell_in_order():
-    found = [Violation(("train",), 9, 4, "autograd is not allowed"), Violation(("Linear",), 3, None, "grad mode was on"),
-             Violation(("train",), 9, 2, "torch.optim is not allowed"), Violation(("train",), 9, 4, "again"),
-             Violation(("train",), 9, None, "at run time")]
+    found = [
+        Violation(("train",), 9, 4, "autograd is not allowed"),
+        Violation(("Linear",), 3, None, "grad mode was on"),
+        Violation(("train",), 9, 2, "torch.optim is not allowed"),
+        Violation(("train",), 9, 4, "again"),
+        Violation(("train",), 9, None, "at run time"),
+    ]
     assert [line.sentence for line in describe(found)] == ["policy violation in cell 3: grad mode was on",
                                "policy violation in cell 9, line 2, 4: autograd is not allowed (and 3 more)"]
     assert describe([]) == []
+
+
+def test_describe_counts_the_other_violations_of_a_cell_beyond_the_first():
+    two = [Violation(("train",), 9, 4, "autograd is not allowed"), Violation(("train",), 9, 6, "again")]
+    assert [line.sentence for line in describe(two)] == [
+        "policy violation in cell 9, line 4, 6: autograd is not allowed (and 1 more)"]

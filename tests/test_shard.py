@@ -81,11 +81,20 @@ def test_the_command_line_reads_the_index_from_the_environment(monkeypatch, caps
 
 # ---------------------------------------------------------------- a shard's share of its machine
 
-@pytest.mark.parametrize("files, quota", [
-    ({"cpu.max": "200000 100000\n"}, 2), ({"cpu.max": "150000 100000\n"}, 2), ({"cpu.max": "50000 100000\n"}, 1),
-    ({"cpu.max": "max 100000\n"}, None), ({"cpu/cpu.cfs_quota_us": "300000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 3),
-    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None), ({}, None),
-    ({"cpu.max": "garbage\n"}, None)], ids=["v2-2", "v2-1.5", "v2-half", "v2-none", "v1-3", "v1-none", "no-cgroup", "junk"])
+@pytest.mark.parametrize(
+    "files, quota",
+    [
+        ({"cpu.max": "200000 100000\n"}, 2),
+        ({"cpu.max": "150000 100000\n"}, 2),
+        ({"cpu.max": "50000 100000\n"}, 1),
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu/cpu.cfs_quota_us": "300000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 3),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),
+        ({"cpu.max": "garbage\n"}, None),
+    ],
+    ids=["v2-2", "v2-1.5", "v2-half", "v2-none", "v1-3", "v1-none", "no-cgroup", "junk"],
+)
 def test_a_containers_cpu_quota_is_read_in_whole_cores(tmp_path, files, quota):
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +106,12 @@ def test_a_containers_cpu_quota_is_read_in_whole_cores(tmp_path, files, quota):
 
 def test_a_shard_uses_the_cores_it_is_given_not_the_machines():
     one_core = min(os.sched_getaffinity(0))
-    counted = subprocess.run([sys.executable, "-c", "from coursekit.grading.batch import available_cores as a; print(a())"],
-                             preexec_fn=lambda: os.sched_setaffinity(0, {one_core}), capture_output=True, text=True,
-                             cwd=ROOT, check=True)
+    counted = subprocess.run(
+        [sys.executable, "-c", "from coursekit.grading.batch import available_cores as a; print(a())"],
+        preexec_fn=lambda: os.sched_setaffinity(0, {one_core}),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
     assert counted.stdout.strip() == "1"

@@ -8,13 +8,13 @@ import shutil
 
 import nbformat
 import pytest
+from independent_solution import independent_solution
 
 from conftest import RELEASE, ROOT
 from coursekit.cli import main
 from coursekit.config import Course
 from coursekit.course.similarity import THRESHOLD, boilerplate_hashes, compare_class, read_class
 from coursekit.examples import solved
-from independent_solution import independent_solution
 
 RENAMES = {"x": "inputs", "grad_out": "upstream", "generator": "rng", "losses": "epoch_losses", "total": "acc",
            "order": "perm", "batch": "idx", "layer": "lyr", "shifted": "centred", "grad": "dlogits", "n": "count",
@@ -67,7 +67,9 @@ def course(tmp_path_factory) -> Course:
 @pytest.fixture(scope="module")
 def pairs(course):
     codes, notes = read_class(course, course.students())
-    assert [code.student for code in codes] == ["ann", "ben", "cat", "dan", "eve"] and notes[0].startswith("fay: not compared")
+    assert [code.student for code in codes] == ["ann", "ben", "cat", "dan", "eve"] and notes[0].startswith(
+        "fay: not compared"
+    )
     return {(p.first.student, p.second.student): p for p in compare_class(codes, boilerplate_hashes(course))}
 
 
@@ -87,7 +89,10 @@ def test_the_template_everyone_was_given_does_not_count(pairs):
 def test_the_report_lists_the_pairs_with_their_matching_cells_offline(course, capsys):
     assert main(["--root", str(course.root), "similarity"]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[-1] == "2 of 10 pairs of 5 students at or over 50%; report: similarity/report.html, similarity/pairs.csv"
+    assert (
+        out.splitlines()[-1]
+        == "2 of 10 pairs of 5 students at or over 50%; report: similarity/report.html, similarity/pairs.csv"
+    )
     with open(course.root / "similarity" / "pairs.csv", newline="") as handle:
         rows = {(row["student_a"], row["student_b"]): row for row in csv.DictReader(handle)}
     assert set(rows) == {("ann", "cat"), ("ben", "dan")}

@@ -158,7 +158,10 @@ def test_before_run_removes_what_the_uid_left_in_shared_folders(open_folder, mon
 @pytest.mark.skipif(SYSTEM_PYTHON is None, reason="no Python every uid can run")
 def test_enter_drops_root_for_good():
     account = UnprivilegedUser(unprivileged.free_uid(), network_off=False)
-    code = "import os\ntry:\n    os.setuid(0)\nexcept PermissionError:\n    print(os.getuid(), os.getgid(), os.getgroups())"
+    code = (
+        "import os\ntry:\n    os.setuid(0)\nexcept PermissionError:\n"
+        "    print(os.getuid(), os.getgid(), os.getgroups())"
+    )
     run = subprocess.run([SYSTEM_PYTHON, "-I", "-c", code], preexec_fn=account.enter, cwd="/", capture_output=True,
                          text=True)
     assert run.stdout.split("\n")[0] == f"{account.uid} {account.uid} []", run.stderr

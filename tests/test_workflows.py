@@ -180,8 +180,10 @@ def uses(action: str):
 # ---------------------------------------------------------------- the helpers themselves
 
 def test_command_extraction():
-    script = ("set -o pipefail  # comment: make nothing\nn=${#a[@]}; sudo make venv \\\n  sandbox data && echo '#x'\n"
-              "X=1 .venv/bin/python -m coursekit --root . autograde -j 2 | tee out.txt\nmake -C sub -j2 test NB=x.ipynb")
+    script = (
+        "set -o pipefail  # comment: make nothing\nn=${#a[@]}; sudo make venv \\\n  sandbox data && echo '#x'\n"
+        "X=1 .venv/bin/python -m coursekit --root . autograde -j 2 | tee out.txt\nmake -C sub -j2 test NB=x.ipynb"
+    )
     assert make_calls(script) == [["venv", "sandbox", "data"], ["test"]]
     assert coursekit_calls(script) == [["--root", ".", "autograde", "-j", "2"]]
     assert ["tee", "out.txt"] in commands(script) and ["echo", "#x"] in commands(script)
@@ -202,7 +204,10 @@ def test_valid_yaml_with_triggers_and_jobs(name):
                 assert step["with"] == {"python-version": "3.11"} and step["id"] == "python"
 
 
-VENV_KEY = "venv-${{ runner.os }}-py${{ steps.python.outputs.python-version }}-${{ hashFiles('requirements.txt', 'constraints.txt') }}"
+VENV_KEY = (
+    "venv-${{ runner.os }}-py${{ steps.python.outputs.python-version }}"
+    "-${{ hashFiles('requirements.txt', 'constraints.txt') }}"
+)
 
 
 @pytest.mark.parametrize("name", WORKFLOWS)
@@ -323,7 +328,9 @@ def test_grade_job_shards_with_the_plan_matrix():
     plan, grade = workflow["jobs"]["plan"], workflow["jobs"]["grade"]
     assert "plan" in needs(grade)
     assert grade["strategy"]["fail-fast"] is False and grade["timeout-minutes"] == 60
-    matrix = re.fullmatch(r"\$\{\{\s*fromJSON\(needs\.plan\.outputs\.(\w+)\)\s*\}\}", grade["strategy"]["matrix"]["shard"])
+    matrix = re.fullmatch(
+        r"\$\{\{\s*fromJSON\(needs\.plan\.outputs\.(\w+)\)\s*\}\}", grade["strategy"]["matrix"]["shard"]
+    )
     assert matrix and matrix.group(1) in plan["outputs"]
     assert "count" in plan["outputs"]
     for key, value in plan["outputs"].items():
@@ -388,15 +395,21 @@ def test_merge_job_exports_after_downloading_every_shard():
                             ["with"]["name"])
     assert fnmatch.fnmatch(shard_name, download["pattern"]) and download["pattern"] == "graded-*"
     assert not fnmatch.fnmatch("grades", download["pattern"])  # the merged artifact is not re-downloaded
-    export_at = step_index(workflow, "merge", lambda s: any(c[:1] == ["export"] for c in coursekit_calls(s.get("run", ""))))
+    export_at = step_index(
+        workflow, "merge", lambda s: any(c[:1] == ["export"] for c in coursekit_calls(s.get("run", "")))
+    )
     assert download_at < export_at
     gradebooks_at = step_index(workflow, "merge", lambda s: uses("actions/download-artifact")(s)
                                and s["with"]["pattern"] == "gradebook-*")
-    merge_at = step_index(workflow, "merge", lambda s: any(c[:1] == ["merge-gradebooks"] for c in coursekit_calls(s.get("run", ""))))
+    merge_at = step_index(
+        workflow, "merge", lambda s: any(c[:1] == ["merge-gradebooks"] for c in coursekit_calls(s.get("run", "")))
+    )
     gradebooks = steps(workflow, "merge")[gradebooks_at]["with"]
     assert gradebooks_at < merge_at < export_at and "merge-multiple" not in gradebooks  # one folder per shard
     assert f"{gradebooks['path']}/gradebook-*/gradebook.db" in steps(workflow, "merge")[merge_at]["run"]
-    assert not fnmatch.fnmatch(shard_name, gradebooks["pattern"]) and not fnmatch.fnmatch("grades", gradebooks["pattern"])
+    assert not fnmatch.fnmatch(shard_name, gradebooks["pattern"]) and not fnmatch.fnmatch(
+        "grades", gradebooks["pattern"]
+    )
     assert ["venv"] in [c for s in scripts(workflow, "merge") for c in make_calls(s)]
     upload_at = step_index(workflow, "merge", uses("actions/upload-artifact"))
     upload = steps(workflow, "merge")[upload_at]["with"]
@@ -408,9 +421,10 @@ def test_merge_job_exports_after_downloading_every_shard():
 
 
 def test_export_merges_the_shards_layout(tmp_path):
-    """What `merge` uploads and `export` reads agree with what the grader writes (autograded/<student>/<assignment>/)."""
-    from coursekit.cli import main
+    """What `merge` uploads and `export` reads agree with what the grader writes
+    (autograded/<student>/<assignment>/)."""
     from coursekit import ASSIGNMENT
+    from coursekit.cli import main
     from coursekit.config import Course
 
     for student, score in [("alice", 3), ("bob", 1)]:  # as downloaded from two shards' artifacts

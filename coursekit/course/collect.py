@@ -18,8 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from coursekit.course.late import LatePolicy, read_timestamp
 from coursekit.config import Course
+from coursekit.course.late import LatePolicy, read_timestamp
 
 MAX_NOTEBOOK_BYTES = 50 * 2**20
 SAFE_STUDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
@@ -100,7 +100,8 @@ def collect_settings(course: Course) -> dict:
 
 def find_notebook(repo: Path, name: str) -> Path | Outcome:
     """The shallowest regular file called `name` below repo, never through a symlink."""
-    found, links = [], []
+    found: list[Path] = []
+    links: list[Path] = []
     for directory, folders, files in os.walk(repo):  # os.walk does not descend into symlinked folders
         folders[:] = sorted(f for f in folders if f != ".git")
         for file in files:
@@ -159,7 +160,9 @@ def from_repositories(course: Course, folder: Path) -> list[Outcome]:
     return collect(course, candidates)
 
 
-def zip_candidate(archive: zipfile.ZipFile, info: zipfile.ZipInfo, pattern: re.Pattern, zone: ZoneInfo) -> Candidate | Outcome:
+def zip_candidate(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, pattern: re.Pattern, zone: ZoneInfo
+) -> Candidate | Outcome:
     name = info.filename
     match = pattern.match(name)
     if "/" in name or "\\" in name:

@@ -17,10 +17,10 @@ from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.utils import compute_checksum, is_solution, is_task
 from traitlets.config.loader import PyFileConfigLoader
 
+from coursekit.config import Course
 from coursekit.course.gradebook_lock import exclusive
 from coursekit.course.late import LatePolicy, read_timestamp
 from coursekit.grading.feedback import write_feedback
-from coursekit.config import Course
 from coursekit.grading.pipeline import Submission
 from coursekit.grading.rubric import load_rubric
 
@@ -103,7 +103,9 @@ def remove_students(course: Course, students: list[str]) -> None:
 def record_due_date(course: Course) -> None:
     """The assignment's due date from course.toml, as formgrader shows it and late penalties use it."""
     with open_gradebook(course) as gradebook:
-        gradebook.update_or_create_assignment(course.assignment, duedate=LatePolicy.from_config(course.settings.sections).due)
+        gradebook.update_or_create_assignment(
+            course.assignment, duedate=LatePolicy.from_config(course.settings.sections).due
+        )
 
 
 def record_graded(course: Course, result: Submission) -> None:

@@ -27,8 +27,12 @@ class LatePolicy:
         """From course.toml's sections; `[late]` is checked, and completed with the defaults, by config.py."""
         section = validated({"late": config.get("late", {})}, "course.toml")["late"]
         due = section["due"]
-        return cls(due=parse_utc(str(due)) if due else None, method=section["policy"],
-                   percent_per_day=float(section["percent_per_day"]), grace_seconds=float(section["grace_minutes"]) * 60)
+        return cls(
+            due=parse_utc(str(due)) if due else None,
+            method=section["policy"],
+            percent_per_day=float(section["percent_per_day"]),
+            grace_seconds=float(section["grace_minutes"]) * 60,
+        )
 
     def seconds_late(self, timestamp: datetime | None) -> float:
         if timestamp is None or self.due is None:

@@ -117,7 +117,9 @@ def lms_table(roster: Roster, column: str, columns: list[str], totals: dict[str,
             ("", "graded as " + " and ".join(students) if students else "no submission")
         if not grade:
             notes.append(f"{' and '.join(students) or person_name(person)}: {note}; left blank")
-        identity = [person.get(c, "") for c in CANVAS_IDENTITY] if roster.lms == "canvas" else [person.get(identifier, "")]
+        identity = (
+            [person.get(c, "") for c in CANVAS_IDENTITY] if roster.lms == "canvas" else [person.get(identifier, "")]
+        )
         rows.append([*identity, grade] + ([] if roster.lms == "canvas" else [note]))
     return rows, notes
 
@@ -139,7 +141,9 @@ def roster_names(course: Course, path: Path, students) -> dict[str, dict[str, st
     """The names of these students, for the ones the roster has exactly once."""
     roster = read_roster(path)
     columns = match_columns(roster, lms_settings(course, roster.lms), path)
-    return {student: names(rows[0]) for student, rows in find_people(roster, columns, students).items() if len(rows) == 1}
+    return {
+        student: names(rows[0]) for student, rows in find_people(roster, columns, students).items() if len(rows) == 1
+    }
 
 
 def export_lms(course: Course, lms: str, path: Path, out: Path, totals: dict[str, StudentTotal]) -> list[str]:

@@ -128,7 +128,8 @@ def read_shards(paths: list[Path], course_id: str, assignment: str) -> dict[str,
 
 
 def merge_gradebooks(course: Course, paths: list[Path]) -> MergeSummary:
-    """Merge the shards' records into the course's gradebook (COURSEKIT_DB_URL if set, else nbgrader_config.py's db_url)."""
+    """Merge the shards' records into the course's gradebook (COURSEKIT_DB_URL if set, else
+    nbgrader_config.py's db_url)."""
     db_url, course_id = nbgrader_settings(course)
     records = read_shards(paths, course_id, course.assignment)
     summary = MergeSummary(shown_url(db_url), paths)
@@ -194,7 +195,9 @@ def write_record(gradebook: Gradebook, assignment: str, record: StudentRecord) -
     gradebook.db.commit()
 
 
-def write_cell(gradebook: Gradebook, assignment: str, student: str, cell: CellRecord, new: bool, regraded: bool) -> None:
+def write_cell(
+    gradebook: Gradebook, assignment: str, student: str, cell: CellRecord, new: bool, regraded: bool
+) -> None:
     if cell.kind == "comment":
         comment = gradebook.find_comment(cell.cell, cell.notebook, assignment, student)
         comment.auto_comment = cell.auto

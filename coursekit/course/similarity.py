@@ -65,7 +65,9 @@ def editable_code(student: str, clean: Sanitized) -> StudentCode:
     text, cells = "", []
     for cell in clean.editable:
         first = next((line.strip() for line in cell.source.splitlines() if line.strip()), "")
-        cells.append((len(text), str(nbgrader_meta(clean.notebook.cells[cell.index]).get("grade_id") or f'"{first[:40]}"')))
+        cells.append(
+            (len(text), str(nbgrader_meta(clean.notebook.cells[cell.index]).get("grade_id") or f'"{first[:40]}"'))
+        )
         text += cell.source.rstrip() + "\n\n"
     return StudentCode(student, text, tuple(cells))
 
@@ -78,7 +80,9 @@ def boilerplate_hashes(course: Course) -> np.ndarray:
     given = [editable_code("release", sanitize(release, release)).text]
     for pattern in BOILERPLATE_NOTEBOOKS:
         for path in sorted(course.root.glob(pattern)):
-            given.append("\n\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"))
+            given.append(
+                "\n\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+            )
     return np.unique(np.concatenate([list(fingerprint(code, "given", []).hashes) for code in given]))
 
 
@@ -119,9 +123,24 @@ def write_report(pairs: list[Pair], threshold: float, folder: Path) -> Path:
     """pairs.csv (every pair at or over the threshold) and report.html (their matching regions)."""
     listed = [pair for pair in pairs if pair.share >= threshold]
     folder.mkdir(parents=True, exist_ok=True)
-    write_csv(folder / "pairs.csv", [("student_a", "student_b", "share_a", "share_b", "matched_tokens", "cells_a", "cells_b"),
-                                     *((p.first.student, p.second.student, f"{p.shares[0]:.2f}", f"{p.shares[1]:.2f}",
-                                        p.matched_tokens, " ".join(p.cells(0)), " ".join(p.cells(1))) for p in listed)])
+    write_csv(
+        folder / "pairs.csv",
+        [
+            ("student_a", "student_b", "share_a", "share_b", "matched_tokens", "cells_a", "cells_b"),
+            *(
+                (
+                    p.first.student,
+                    p.second.student,
+                    f"{p.shares[0]:.2f}",
+                    f"{p.shares[1]:.2f}",
+                    p.matched_tokens,
+                    " ".join(p.cells(0)),
+                    " ".join(p.cells(1)),
+                )
+                for p in listed
+            ),
+        ],
+    )
     (folder / "report.html").write_text(report_page(listed, len(pairs), threshold))
     return folder / "report.html"
 
@@ -136,14 +155,17 @@ def highlighted(code: StudentCode, regions: np.ndarray) -> str:
 def report_page(listed: list[Pair], compared: int, threshold: float) -> str:
     """One offline page (nothing fetched, the students' code escaped)."""
     sections = "".join(
-        f"<h2>{html.escape(p.first.student)} ({p.shares[0]:.0%}) and {html.escape(p.second.student)} ({p.shares[1]:.0%})</h2>"
+        f"<h2>{html.escape(p.first.student)} ({p.shares[0]:.0%}) and {html.escape(p.second.student)} "
+        f"({p.shares[1]:.0%})</h2>"
         f"<p>Matching in {html.escape(', '.join(p.cells(0)))} / {html.escape(', '.join(p.cells(1)))}</p>"
-        f"<div class='pair'><pre>{highlighted(p.first, p.slices[0])}</pre><pre>{highlighted(p.second, p.slices[1])}</pre></div>"
-        for p in listed)
+        f"<div class='pair'><pre>{highlighted(p.first, p.slices[0])}</pre><pre>{highlighted(p.second, p.slices[1])}"
+        "</pre></div>"
+        for p in listed
+    )
     return f"""<!DOCTYPE html><html><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
 <title>Similarity report</title><style>body{{font-family:sans-serif;margin:1em}} .pair{{display:flex;gap:1em}}
 .pair pre{{flex:1;overflow:auto;background:#f5f5f5;padding:.5em;font-size:80%;line-height:1.5}} mark{{background:#ffcdd2}}</style></head><body>
 <h1>Similarity report</h1><p>{len(listed)} of {compared} pairs at or over {threshold:.0%} (a student's share of code
 found in the other's; code everyone was given does not count). Similar code is a reason to look, not a verdict.</p>
-{sections}</body></html>"""
+{sections}</body></html>"""  # noqa: E501 (HTML, CSS or code, kept byte for byte)

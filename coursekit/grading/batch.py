@@ -15,8 +15,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from coursekit.course.gradebook import record_graded
 from coursekit.config import Course
+from coursekit.course.gradebook import record_graded
 from coursekit.grading.pipeline import Grader, Submission
 from coursekit.grading.report import export_class
 
@@ -102,11 +102,14 @@ def shard_from_scheduler(count: int | None, environ: Mapping[str, str]) -> Shard
         raise ValueError(f"--shard auto: {'more than one' if found else 'none'} of {names} is set")
     scheduler = found[0]
     told = number_in(environ, scheduler.count)
-    if count is None and told is None:
-        raise ValueError(f"--shard auto: {scheduler.variable} gives the index, not the number of shards: use auto/N")
-    if count is not None and told is not None and count != told:
+    if count is None:
+        if told is None:
+            raise ValueError(
+                f"--shard auto: {scheduler.variable} gives the index, not the number of shards: use auto/N"
+            )
+        count = told
+    elif told is not None and count != told:
         raise ValueError(f"--shard auto/{count}: the scheduler runs {told} tasks ({scheduler.count}={told})")
-    count = count if count is not None else told
     offset = task_offset(scheduler, environ)
     if not 0 <= offset < count:
         raise ValueError(f"--shard auto/{count}: {scheduler.variable}={environ[scheduler.variable]} is not one of "
@@ -148,7 +151,9 @@ def cpu_quota(cgroup: Path) -> int | None:
         if (cgroup / "cpu.max").is_file():
             quota, period = (cgroup / "cpu.max").read_text().split()
         else:
-            quota, period = ((cgroup / "cpu" / name).read_text().strip() for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us"))
+            quota, period = (
+                (cgroup / "cpu" / name).read_text().strip() for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us")
+            )
     except (OSError, ValueError):
         return None
     return None if quota in ("max", "-1") else max(1, math.ceil(int(quota) / int(period)))

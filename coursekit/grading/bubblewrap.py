@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import Callable
 
 from coursekit.config import Limits
-from coursekit.grading.unprivileged import BUBBLEWRAP, UNPRIVILEGED, UnprivilegedUser, isolation_for, network_filter_works
+from coursekit.grading.unprivileged import (
+    BUBBLEWRAP,
+    UNPRIVILEGED,
+    UnprivilegedUser,
+    isolation_for,
+    network_filter_works,
+)
 from coursekit.in_sandbox.protocol import CODE_MOUNT, RUNNER_LOG, SCRATCH_MOUNT, WORKER_SCRIPT, RunRequest
 
 
@@ -64,7 +70,9 @@ class Cgroup:
     def create(cls, limits: Limits) -> Cgroup | None:
         name = f"coursekit-{uuid.uuid4().hex[:12]}"
         try:
-            own = {line.split(":")[1]: line.split(":", 2)[2] for line in Path("/proc/self/cgroup").read_text().splitlines()}
+            own = {
+                line.split(":")[1]: line.split(":", 2)[2] for line in Path("/proc/self/cgroup").read_text().splitlines()
+            }
             if "memory" in own and "pids" in own:
                 directories = {c: Path("/sys/fs/cgroup", c, own[c].lstrip("/"), name) for c in ("memory", "pids")}
                 for directory in directories.values():
@@ -163,8 +171,8 @@ class Sandbox:
         for path in ("/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc"):
             if Path(path).exists():
                 wrap += ["--ro-bind", path, path]
-        for path in self.read_only:
-            wrap += ["--ro-bind", str(path), str(path)]
+        for read_only in self.read_only:
+            wrap += ["--ro-bind", str(read_only), str(read_only)]
         for inside, outside in binds.items():
             wrap += ["--bind", str(outside), inside]
         wrap += ["--ro-bind", str(code_dir), CODE_MOUNT, "--chdir", SCRATCH_MOUNT, "--remount-ro", "/"]
@@ -315,13 +323,14 @@ class Worker:
             answer = None
         seconds = time.monotonic() - start
         peak = self.cgroup.peak_memory() if self.cgroup else None
-        out_of_memory = bool(self.cgroup) and self.cgroup.memory_limit_hits() > hits
+        out_of_memory = self.cgroup is not None and self.cgroup.memory_limit_hits() > hits  # Cgroup has no __bool__
         if answer is None:  # too slow, or the worker itself died: start a fresh one next time
             self.stop()
         log_path = self.scratch / RUNNER_LOG
         log = log_path.read_bytes()[:20_000].decode("utf-8", "replace") if log_path.is_file() else ""
         answer = answer if isinstance(answer, dict) else {}
-        report = answer.get("report") if isinstance(answer.get("report"), str) else ""
+        report = answer.get("report")
+        report = report if isinstance(report, str) else ""
         return Completed(answer.get("returncode", -1), seconds, not answer and seconds >= timeout, peak, out_of_memory,
                          log, report)
 

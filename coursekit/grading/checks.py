@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, cast
 
 import torch
 
@@ -100,7 +100,9 @@ class Checker:
         difference = (value - expected).abs()
         ok = bool((difference <= atol + rtol * expected.abs()).all())
         where = tuple(int(i) for i in torch.nonzero(difference == difference.max())[0]) if difference.numel() else ()
-        return self.expect(ok, sentence, f"differs from the expected value by up to {difference.max():.3g} (at index {where})")
+        return self.expect(
+            ok, sentence, f"differs from the expected value by up to {difference.max():.3g} (at index {where})"
+        )
 
     def meta(self, key: str) -> dict:
         value = self.output.meta.get(key)
@@ -181,8 +183,11 @@ def check_sequential(ctx, outcome):
     x, g = ctx.inputs["seq.x"].double(), ctx.inputs["seq.g"].double()
     W1, b1, W2, b2 = (ctx.inputs[f"seq.{k}"].double() for k in ("W1", "b1", "W2", "b2"))
     layers = c.meta("layers")
-    c.expect(layers.get("type") == "list" and layers.get("length") == 3,
-             "Sequential(a, b, c).layers is a list of the 3 layers", f"got {layers.get('type')} of length {layers.get('length')}")
+    c.expect(
+        layers.get("type") == "list" and layers.get("length") == 3,
+        "Sequential(a, b, c).layers is a list of the 3 layers",
+        f"got {layers.get('type')} of length {layers.get('length')}",
+    )
     hidden = x @ W1 + b1
     c.close("forward", hidden.clamp(min=0) @ W2 + b2, "forward runs the layers in order")
     grad_hidden = (g @ W2.T) * (hidden > 0)
@@ -204,7 +209,11 @@ def check_mse_loss(ctx, outcome):
     pred, target = ctx.inputs["mse.pred"].double(), ctx.inputs["mse.target"].double()
     diff = pred.reshape(-1) - target
     for shape, label in (("column", "(N, 1)"), ("flat", "(N,)")):
-        c.close(f"{shape}.forward", (diff ** 2).mean(), f"forward(pred {label}, target) is the mean squared error, a 0-dim tensor")
+        c.close(
+            f"{shape}.forward",
+            (diff**2).mean(),
+            f"forward(pred {label}, target) is the mean squared error, a 0-dim tensor",
+        )
         c.close(f"{shape}.backward", (2 * diff / diff.numel()).reshape(pred.shape if shape == "column" else (-1,)),
                 f"backward() returns the gradient with the shape of pred {label}")
 
@@ -213,8 +222,16 @@ def check_cross_entropy_loss(ctx, outcome):
     c = ctx.checker("cross_entropy_loss", outcome)
     z, y = ctx.inputs["ce.z"].double(), ctx.inputs["ce.y"]
     onehot = torch.nn.functional.one_hot(y, z.shape[1]).double()
-    c.close("random.forward", torch.nn.functional.cross_entropy(z, y), "forward(logits, target) is the mean negative log-likelihood")
-    c.close("random.backward", (torch.softmax(z, 1) - onehot) / len(y), "backward() returns the gradient with respect to the logits")
+    c.close(
+        "random.forward",
+        torch.nn.functional.cross_entropy(z, y),
+        "forward(logits, target) is the mean negative log-likelihood",
+    )
+    c.close(
+        "random.backward",
+        (torch.softmax(z, 1) - onehot) / len(y),
+        "backward() returns the gradient with respect to the logits",
+    )
     c.close("zeros.forward", torch.tensor(math.log(z.shape[1]), dtype=torch.float64), "all-zero logits give ln(10)")
     c.close("zeros.backward", (torch.full_like(z, 1 / z.shape[1]) - onehot) / len(y), "backward() for all-zero logits")
 
@@ -238,7 +255,9 @@ def train_does_sgd(ctx: Context) -> str | None:
     tensors = (ctx.outputs.get("train") or ProbeOutput()).tensors
     s, c, sizes, rows = (tensors.get(f"first.{key}") for key in ("s", "c", "batch_sizes", "batches"))
     x, y = ctx.inputs["train.x"], ctx.inputs["train.y"]
-    if any(t is None for t in (s, c, sizes, rows)) or sizes.dtype != torch.int64 or rows.dtype != torch.int64:
+    if s is None or c is None or sizes is None or rows is None:
+        return "the batches it used could not be read"
+    if sizes.dtype != torch.int64 or rows.dtype != torch.int64:
         return "the batches it used could not be read"
     if sizes.dim() != 1 or (sizes < 0).any() or int(sizes.sum()) != len(rows) or ((rows < 0) | (rows >= len(x))).any():
         return "it trained on rows that are not in the data it was given"
@@ -264,7 +283,11 @@ def check_train(ctx, outcome):
                     "train(...) returns a list with one loss per epoch",
                     losses.get("error") or f"got {losses.get('type')} of length {losses.get('length')}"):
         return
-    c.expect(losses.get("item_types") == ["builtins.float"], "the losses are Python floats", f"got {losses.get('item_types')}")
+    c.expect(
+        losses.get("item_types") == ["builtins.float"],
+        "the losses are Python floats",
+        f"got {losses.get('item_types')}",
+    )
     first = c.output.tensors.get("first.losses")
     again = c.output.tensors.get("again.losses")
     other = c.output.tensors.get("other_seed.losses")
@@ -303,11 +326,15 @@ def model_forward(c: Checker, name: str, architecture: list[tuple]) -> Callable 
         c.expect(False, f"`{name}` is Sequential({', '.join(classes)})",
                  entry.get("error") or f"its layers are {entry.get('layers')}")
         return None
-    weights = []
+    weights: list[tuple[torch.Tensor, torch.Tensor] | None] = []  # None: a layer without parameters
     for position, (kind, *shapes) in enumerate(architecture):
         if kind == "Linear":
-            W = c.tensor(f"{name}.{position}.params.W", f"layer {position} params['W'] has shape {shapes[0]}", shapes[0])
-            b = c.tensor(f"{name}.{position}.params.b", f"layer {position} params['b'] has shape {shapes[1]}", shapes[1])
+            W = c.tensor(
+                f"{name}.{position}.params.W", f"layer {position} params['W'] has shape {shapes[0]}", shapes[0]
+            )
+            b = c.tensor(
+                f"{name}.{position}.params.b", f"layer {position} params['b'] has shape {shapes[1]}", shapes[1]
+            )
             if W is None or b is None:
                 return None
             weights.append((W.float(), b.float()))
@@ -378,7 +405,7 @@ def exported_params(ctx: Context, name: str) -> Params | None:
         keys = (output.meta.get(f"{name}.{position}.keys") or {}).get("value")
         for key in sorted(keys) if isinstance(keys, list) else ():
             found.append(output.tensors.get(f"{name}.{position}.params.{key}"))
-    return found if found and all(t is not None for t in found) else None
+    return cast(Params, found) if found and all(t is not None for t in found) else None
 
 
 def check_provenance(ctx, outcome, name: str, architecture: list[tuple], blocks: tuple[str, ...]) -> None:
@@ -402,8 +429,15 @@ def check_provenance(ctx, outcome, name: str, architecture: list[tuple], blocks:
         c.require(False, claim, "the parameters the grader scored are not the ones your training left")
         return
     y = ctx.y_train if classifier else ctx.y_train.float()
-    verdict = verify(record, ctx.rows, ctx.x_train, y, classifier, lambda params: already_trained(ctx, params, classifier),
-                     failing_block(ctx, blocks))
+    verdict = verify(
+        record,
+        ctx.rows,
+        ctx.x_train,
+        y,
+        classifier,
+        lambda params: already_trained(ctx, params, classifier),
+        failing_block(ctx, blocks),
+    )
     if verdict.outcome == "inconclusive":
         c.review(claim, verdict.reason)
     else:
@@ -420,8 +454,13 @@ def check_regression(ctx, outcome):
     c = ctx.checker("models", outcome)
     forward = model_forward(c, "regression_model", REGRESSION)
     if forward:
-        value, ceiling = float((forward(ctx.x_test).reshape(-1) - ctx.y_test.float()).pow(2).mean()), ctx.floors.regression_mse
-        c.expect(value <= ceiling, f"test MSE recomputed by the grader is {value:.3f} (at most {ceiling})", measured=value)
+        value, ceiling = (
+            float((forward(ctx.x_test).reshape(-1) - ctx.y_test.float()).pow(2).mean()),
+            ctx.floors.regression_mse,
+        )
+        c.expect(
+            value <= ceiling, f"test MSE recomputed by the grader is {value:.3f} (at most {ceiling})", measured=value
+        )
         check_provenance(ctx, outcome, "regression_model", REGRESSION, ("Linear", "Sequential", "MSELoss", *TRAINERS))
 
 
@@ -430,8 +469,12 @@ def check_logistic(ctx, outcome):
     forward = model_forward(c, "logistic_model", LOGISTIC)
     if forward:
         value, floor = accuracy_on_test(ctx, forward), ctx.floors.logistic_accuracy
-        c.expect(value >= floor, f"test accuracy recomputed by the grader is {value:.4f} (at least {floor})", measured=value)
-        check_provenance(ctx, outcome, "logistic_model", LOGISTIC, ("Linear", "Sequential", "CrossEntropyLoss", *TRAINERS))
+        c.expect(
+            value >= floor, f"test accuracy recomputed by the grader is {value:.4f} (at least {floor})", measured=value
+        )
+        check_provenance(
+            ctx, outcome, "logistic_model", LOGISTIC, ("Linear", "Sequential", "CrossEntropyLoss", *TRAINERS)
+        )
 
 
 def check_mlp(ctx, outcome):
@@ -440,7 +483,9 @@ def check_mlp(ctx, outcome):
     if not forward:
         return
     value, floor = accuracy_on_test(ctx, forward), ctx.floors.mlp_accuracy
-    c.expect(value >= floor, f"test accuracy recomputed by the grader is {value:.4f} (at least {floor})", measured=value)
+    c.expect(
+        value >= floor, f"test accuracy recomputed by the grader is {value:.4f} (at least {floor})", measured=value
+    )
     logistic = model_forward(Checker(c.output, Outcome()), "logistic_model", LOGISTIC)
     baseline = accuracy_on_test(ctx, logistic) if logistic else 0.0
     c.expect(value > baseline, f"it beats logistic_model ({baseline:.4f})")
@@ -487,6 +532,12 @@ def run_check(grade_id: str, ctx: Context) -> Outcome:
             spec.run(ctx, outcome)
     except Exception as error:
         logger.warning("%s: malformed probe export (%s: %s)", grade_id, type(error).__name__, error)
-        outcome.lines.append(CheckLine(False, "the grader could not check this part: what your code returned "
-                                       f"could not be read ({type(error).__name__}: {str(error)[:200]})", condition=True))
+        outcome.lines.append(
+            CheckLine(
+                False,
+                "the grader could not check this part: what your code returned "
+                f"could not be read ({type(error).__name__}: {str(error)[:200]})",
+                condition=True,
+            )
+        )
     return outcome

@@ -53,11 +53,16 @@ def copy_submission(source: Path, destination: Path) -> list[str]:
         if path.is_symlink():
             notes.append(f"'{relative}' is a symbolic link; it was not copied into the sandbox")
         elif path.is_file() and path.stat().st_nlink > 1:
-            notes.append(f"'{relative}' is a hard link to a file outside your submission; it was not copied into the sandbox")
+            notes.append(
+                f"'{relative}' is a hard link to a file outside your submission; it was not copied into the sandbox"
+            )
         elif path.is_file():
             copied += path.stat().st_size
             if copied > MAX_COPIED_BYTES:
-                notes.append(f"the submission is over {MAX_COPIED_BYTES // 2**20} MiB; '{relative}' and later files were not copied")
+                notes.append(
+                    f"the submission is over {MAX_COPIED_BYTES // 2**20} MiB; '{relative}' and later files were not "
+                    "copied"
+                )
                 break
             (destination / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, destination / relative)
@@ -82,11 +87,19 @@ def sandbox_env(threads: int) -> dict[str, str]:
     home = HOME
     return {
         "PATH": f"{Path(sys.prefix).resolve() / 'bin'}:/usr/bin:/bin",
-        "HOME": home, "FASTAI_HOME": f"{home}/.fastai", "MPLCONFIGDIR": f"{home}/.matplotlib",
+        "HOME": home,
+        "FASTAI_HOME": f"{home}/.fastai",
+        "MPLCONFIGDIR": f"{home}/.matplotlib",
         "MPLBACKEND": "module://matplotlib_inline.backend_inline",
-        "IPYTHONDIR": f"{home}/.ipython", "JUPYTER_RUNTIME_DIR": f"{home}/.runtime", "JUPYTER_DATA_DIR": f"{home}/.jupyter",
-        "JUPYTER_PLATFORM_DIRS": "1", "PYTHONDONTWRITEBYTECODE": "1", "TMPDIR": "/tmp", "LANG": "C.UTF-8",
-        "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+        "IPYTHONDIR": f"{home}/.ipython",
+        "JUPYTER_RUNTIME_DIR": f"{home}/.runtime",
+        "JUPYTER_DATA_DIR": f"{home}/.jupyter",
+        "JUPYTER_PLATFORM_DIRS": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "TMPDIR": "/tmp",
+        "LANG": "C.UTF-8",
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
     }
 
 

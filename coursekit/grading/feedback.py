@@ -11,6 +11,7 @@ import json
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import cast
 
 import mistune
 import nbformat
@@ -25,9 +26,31 @@ MATHML_NS = "http://www.w3.org/1998/Math/MathML"
 MATHML_TAGS = {"math", "mrow", "mi", "mn", "mo", "ms", "mtext", "mspace", "mfrac", "msqrt", "mroot", "msub", "msup",
                "msubsup", "munder", "mover", "munderover", "mtable", "mtr", "mtd", "mstyle", "mpadded", "mphantom",
                "menclose", "semantics", "annotation"}
-MATHML_ATTRIBUTES = {"display", "mathvariant", "stretchy", "fence", "separator", "lspace", "rspace", "columnalign",
-                     "rowspacing", "columnspacing", "width", "height", "depth", "accent", "accentunder", "movablelimits",
-                     "minsize", "maxsize", "notation", "displaystyle", "scriptlevel", "linethickness", "form"}
+MATHML_ATTRIBUTES = {
+    "display",
+    "mathvariant",
+    "stretchy",
+    "fence",
+    "separator",
+    "lspace",
+    "rspace",
+    "columnalign",
+    "rowspacing",
+    "columnspacing",
+    "width",
+    "height",
+    "depth",
+    "accent",
+    "accentunder",
+    "movablelimits",
+    "minsize",
+    "maxsize",
+    "notation",
+    "displaystyle",
+    "scriptlevel",
+    "linethickness",
+    "form",
+}
 MATH = re.compile(r"(?P<code>`[^`\n]*`)|\$\$(?P<display>.+?)\$\$|(?<![\\$])\$(?P<inline>[^$\n]+?)\$", re.DOTALL)
 STRAY_TAG = re.compile(r"<(?!/?(?:%s)[\s>/])" % "|".join(sorted(MATHML_TAGS, key=len, reverse=True)))
 STRAY_AMPERSAND = re.compile(r"&(?!#x?[0-9A-Fa-f]+;|[A-Za-z]+;)")
@@ -140,7 +163,8 @@ def render_markdown(text: str) -> str:
         formulas.append(math_html(match.group("display") if display else match.group("inline"), display))
         return f"MATHPLACEHOLDER{len(formulas) - 1}X"
 
-    body = balanced_disclosures(markdown_parser()(MATH.sub(stash, text)))
+    html_text = cast(str, markdown_parser()(MATH.sub(stash, text)))  # an HTML renderer's output is a str
+    body = balanced_disclosures(html_text)
     return PLACEHOLDER.sub(lambda m: formulas[int(m.group(1))], body)
 
 
@@ -164,7 +188,9 @@ def output_html(output) -> str:
     if kind == "stream":
         return f"<pre class='stream'>{html.escape(ANSI.sub('', str(output.get('text', ''))))}</pre>"
     if kind == "error":
-        return f"<pre class='error'>{html.escape(ANSI.sub('', chr(10).join(map(str, output.get('traceback', [])))))}</pre>"
+        return (
+            f"<pre class='error'>{html.escape(ANSI.sub('', chr(10).join(map(str, output.get('traceback', [])))))}</pre>"
+        )
     data = output.get("data", {})
     for mime in IMAGE_SIGNATURES:
         picture = image_bytes(mime, data.get(mime))
@@ -191,7 +217,7 @@ tr.late{background:#ffe0b2} tr.total{font-weight:bold;border-top:2px solid #333}
 .code{margin:.6em 0} pre.source{background:#f5f5f5;padding:.4em;border-left:3px solid #90a4ae} pre.stream{padding:.3em}
 pre.error{background:#fdecea;padding:.3em} img.plot{max-width:100%} .markdown table{border-collapse:collapse}
 .markdown td,.markdown th{border:1px solid #ccc} math[display=block]{margin:.5em 0}
-details{margin:.5em 0;padding:.3em .6em;border:1px solid #ddd} summary{cursor:pointer;font-weight:bold}"""
+details{margin:.5em 0;padding:.3em .6em;border:1px solid #ddd} summary{cursor:pointer;font-weight:bold}"""  # noqa: E501 (HTML, CSS or code, kept byte for byte)
 
 
 def checks_text(checks: object) -> str:
@@ -218,12 +244,18 @@ def manual_rows(results: dict, grades) -> list[str]:
     if grades is not None:
         manual = [(g.grade_id, g.max_score, g.score, g.comment) for g in grades.manual]
     else:
-        manual = [(grade_id, points, None, "") for grade_id, points in results.get("extra_data", {}).get("pending_manual", {}).items()]
+        manual = [
+            (grade_id, points, None, "")
+            for grade_id, points in results.get("extra_data", {}).get("pending_manual", {}).items()
+        ]
     rows = []
     for grade_id, max_score, score, comment in manual:
         points = "not graded yet" if score is None else f"{score:g}"
-        rows.append(f"<tr class='{'pending' if score is None else 'pass'}'><td>graded by hand</td><td>{html.escape(grade_id)}</td>"
-                    f"<td>{points} / {max_score:g}</td><td><pre>{html.escape(comment)}</pre></td></tr>")
+        rows.append(
+            f"<tr class='{'pending' if score is None else 'pass'}'><td>graded by hand</td>"
+            f"<td>{html.escape(grade_id)}</td>"
+            f"<td>{points} / {max_score:g}</td><td><pre>{html.escape(comment)}</pre></td></tr>"
+        )
     return rows
 
 
@@ -231,7 +263,11 @@ def late_row(results: dict, grades) -> str:
     """The page's one late line: the gradebook's once the submission is recorded there (the extension,
     and a penalty on the total with the manual grades), else the grader's."""
     late = results.get("extra_data", {}).get("late") or {}
-    days, penalty = (grades.days_late, grades.late_penalty) if grades is not None else (late.get("days_late", 0), late.get("penalty", 0))
+    days, penalty = (
+        (grades.days_late, grades.late_penalty)
+        if grades is not None
+        else (late.get("days_late", 0), late.get("penalty", 0))
+    )
     extension = grades.extension_seconds if grades is not None else 0
     submitted = f"submitted {late.get('timestamp')}, due {late.get('due')}" + \
         (f" with an extension of {extension / 86400:.3g} day(s)" if extension else "")
@@ -239,7 +275,10 @@ def late_row(results: dict, grades) -> str:
         return (f"<tr class='late'><td>late</td><td>{days} day(s) late</td><td>-{penalty:g}</td>"
                 f"<td>{html.escape(str(late.get('policy', '')))}; {html.escape(submitted)}</td></tr>")
     if extension and late.get("days_late"):
-        return f"<tr class='late'><td>late</td><td>within your extension</td><td></td><td>no penalty; {html.escape(submitted)}</td></tr>"
+        return (
+            "<tr class='late'><td>late</td><td>within your extension</td><td></td><td>no penalty; "
+            f"{html.escape(submitted)}</td></tr>"
+        )
     return ""
 
 
@@ -250,7 +289,10 @@ def total_rows(results: dict, grades) -> list[str]:
         remark = "written answers not all graded yet" if grades.manual_pending else ""
     else:
         maximum = sum(t.get("max_score", 0) for t in results.get("tests", []))
-        total, remark = max(0.0, results.get("score", 0) - late.get("penalty", 0)), "the autograded part; written answers are graded by hand"
+        total, remark = (
+            max(0.0, results.get("score", 0) - late.get("penalty", 0)),
+            "the autograded part; written answers are graded by hand",
+        )
     total_row = f"<tr class='total'><td>total</td><td></td><td>{total:g} / {maximum:g}</td><td>{remark}</td></tr>"
     return [row for row in (late_row(results, grades), total_row) if row]
 
@@ -272,7 +314,7 @@ def render_page(assignment: str, student: str, results: dict, notebook: nbformat
 <ul>{notes}</ul>
 <table class="scores"><tr><th>Part</th><th>Graded cell</th><th>Points</th><th>Checks and comments</th></tr>{rows}</table>
 <h2>Your notebook as the grader ran it</h2>
-{body}</body></html>"""
+{body}</body></html>"""  # noqa: E501 (HTML, CSS or code, kept byte for byte)
 
 
 def feedback_page(root: Path, assignment: str, student: str, grades=None) -> str | None:

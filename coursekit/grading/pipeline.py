@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence, TypeVar
 
 import nbformat
 
@@ -28,10 +28,10 @@ from coursekit.config import Course
 from coursekit.data import load_subset, provision
 from coursekit.grading.bubblewrap import Sandbox, Worker, WorkerFailed, python_read_only_paths
 from coursekit.grading.checks import CHECKS, Context
-from coursekit.grading.policy import Violation, find_violations, redefinitions
-from coursekit.grading.retrain import RowIndex
 from coursekit.grading.execute import Execution, execute, new_worker, walk_files
+from coursekit.grading.policy import Violation, find_violations, redefinitions
 from coursekit.grading.report import write_submission_report
+from coursekit.grading.retrain import RowIndex
 from coursekit.grading.rubric import load_rubric, nbgrader_meta
 from coursekit.grading.sanitize import RefusedLink, Sanitized, UnreadableSubmission, read_submission, sanitize
 from coursekit.grading.scan import Finding, ScanPolicy, scan_cells
@@ -96,7 +96,10 @@ class Submission:
         return sum(p.max_score for p in self.parts if not p.pending)
 
 
-Step = Callable[["NotebookRunner", Submission], None]
+RunnerT = TypeVar("RunnerT", bound="NotebookRunner")
+# A step takes the runner it needs and the record: most take any NotebookRunner (the local check runs them
+# too); score_step and write_report need the Grader (its rubric, test data, course). Step[Grader] accepts both.
+Step = Callable[[RunnerT, Submission], None]
 
 
 def tree_digest(folder: Path) -> str:
@@ -156,7 +159,9 @@ def run_problems(execution: Execution) -> list[str]:
     if completed.timed_out:
         problems.append("the run exceeded the grader's hard time limit and was stopped")
     elif completed.returncode != 0 and not completed.report:
-        problems.append(f"the notebook's process was stopped (exit status {completed.returncode}) before it reported anything")
+        problems.append(
+            f"the notebook's process was stopped (exit status {completed.returncode}) before it reported anything"
+        )
     return problems
 
 
@@ -182,17 +187,20 @@ def list_review(runner: NotebookRunner, submission: Submission) -> None:
     """Violations, what goes to a person (scan flags, uncosted calls, unconfirmed training evidence),
     data the student's code deserialised, and a refused submission."""
     if submission.failure_rule:
-        submission.review.append(ReviewItem("review", submission.failure_rule, None, None, "", submission.failure or ""))
+        submission.review.append(
+            ReviewItem("review", submission.failure_rule, None, None, "", submission.failure or "")
+        )
     if submission.clean:
         imported = submission.execution.log.imported_data if submission.execution else []
-        submission.review += review_items(submission.violations, submission.findings, submission.clean.editable, imported,
-                                          submission.uncosted)
+        submission.review += review_items(
+            submission.violations, submission.findings, submission.clean.editable, imported, submission.uncosted
+        )
     submission.review += [ReviewItem("review", "training-evidence", None, None, "", line.sentence, part.grade_id)
                           for part in submission.parts if part.score > 0 for line in part.lines if line.review]
 
 
 def review_items(violations: list[Violation], findings: list[Finding], editable: list,
-                 imported: list[dict] = (), uncosted: list[Violation] = ()) -> list[ReviewItem]:
+                 imported: Sequence[dict] = (), uncosted: Sequence[Violation] = ()) -> list[ReviewItem]:
     sources = {c.index: c.source.splitlines() for c in editable}
 
     def code(cell, line):
@@ -200,9 +208,19 @@ def review_items(violations: list[Violation], findings: list[Finding], editable:
         return lines[line - 1].strip()[:200] if isinstance(line, int) and 0 < line <= len(lines) else ""
 
     items = [ReviewItem("violation", v.rule, v.cell, v.line, code(v.cell, v.line), v.message) for v in violations]
-    items += [ReviewItem("review", v.rule, v.cell, v.line, code(v.cell, v.line), v.message if v.rule == "redefinition"
-                         else f"{v.message} (outside the code that is graded: it costs no points, and a person will look)")
-              for v in uncosted]
+    items += [
+        ReviewItem(
+            "review",
+            v.rule,
+            v.cell,
+            v.line,
+            code(v.cell, v.line),
+            v.message
+            if v.rule == "redefinition"
+            else f"{v.message} (outside the code that is graded: it costs no points, and a person will look)",
+        )
+        for v in uncosted
+    ]
     items += [ReviewItem("review", f.rule, f.cell, f.line, code(f.cell, f.line), f.message)
               for f in findings if f.severity != "violation"]
     for load in (entry for entry in imported if isinstance(entry.get("cell"), int)):
@@ -223,12 +241,12 @@ def write_report(grader: Grader, submission: Submission) -> None:
     write_submission_report(submission, grader.course)
 
 
-GRADING_STEPS: tuple[Step, ...] = (fingerprint, sanitize_step, scan, execute_step, apply_policy, score_step,
-                                   list_review, verify_untouched, write_report)
-CHECK_STEPS: tuple[Step, ...] = (sanitize_step, scan, execute_step, apply_policy)
+GRADING_STEPS: tuple[Step[Grader], ...] = (fingerprint, sanitize_step, scan, execute_step, apply_policy, score_step,
+                                           list_review, verify_untouched, write_report)
+CHECK_STEPS: tuple[Step[NotebookRunner], ...] = (sanitize_step, scan, execute_step, apply_policy)
 
 
-def run_steps(runner: NotebookRunner, submission: Submission, steps: tuple[Step, ...]) -> Submission:
+def run_steps(runner: RunnerT, submission: Submission, steps: tuple[Step[RunnerT], ...]) -> Submission:
     start = time.monotonic()
     for step in steps:
         submission.seconds = time.monotonic() - start  # current for the report step, which writes it
@@ -278,7 +296,9 @@ class NotebookRunner:
         except BaseException:
             self.close()
             raise
-        self.starting = [threading.Thread(target=self.when_ready, args=(worker,), daemon=True) for worker in self.workers]
+        self.starting = [
+            threading.Thread(target=self.when_ready, args=(worker,), daemon=True) for worker in self.workers
+        ]
         for thread in self.starting:  # the workers import their libraries while the grader loads its own data
             thread.start()
 
@@ -335,7 +355,7 @@ class Grader(NotebookRunner):
     def link_guard(self, submission: Submission) -> Path | None:
         return submission.folder.parent
 
-    def grade(self, student: str, steps: tuple[Step, ...] = GRADING_STEPS) -> Submission:
+    def grade(self, student: str, steps: tuple[Step[Grader], ...] = GRADING_STEPS) -> Submission:
         return run_steps(self, Submission(student, self.notebook_of(student)), steps)
 
     def notebook_of(self, student: str) -> Path:

@@ -15,6 +15,7 @@ stack (`within`), so a call in a helper shared by several cells is tied to the n
 from __future__ import annotations
 
 import ast
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from coursekit.grading.sanitize import EditableCell
@@ -102,7 +103,7 @@ class Notebook:
             reached |= frontier
         return reached & set(IMPLEMENTED)
 
-    def touched(self, cell: int, line: int | None, within: list[str] = ()) -> tuple[str, ...]:
+    def touched(self, cell: int, line: int | None, within: Sequence[str] = ()) -> tuple[str, ...]:
         """What a forbidden call at (cell, line), made inside the student's functions `within`, touches."""
         names = set(within) or {d.name for d in [self.outlines.get(cell, Outline()).enclosing(line)] if d}
         if names:
@@ -141,14 +142,26 @@ def guard_violations(log: RunLog, notebook: Notebook, reported: set) -> list[Vio
             continue
         within = [n for n in call.get("within", []) if isinstance(n, str)]
         how = "by code created at run time (exec, eval...) " if dynamic else ""
-        found.append(Violation(notebook.touched(cell, None if dynamic else line, within), cell,
-                               None if dynamic else line,
-                               f"`{str(call.get('api'))[:100]}` was called {how}while your code ran: {GUARD_RULES[rule]}",
-                               f"runtime-{rule}"))
+        found.append(
+            Violation(
+                notebook.touched(cell, None if dynamic else line, within),
+                cell,
+                None if dynamic else line,
+                f"`{str(call.get('api'))[:100]}` was called {how}while your code ran: {GUARD_RULES[rule]}",
+                f"runtime-{rule}",
+            )
+        )
     removed = log.guard_removed_at
     if removed is not None:
-        found.append(Violation(notebook.cell_touches(removed), removed, None,
-                               "the grader's run-time guard was removed or disabled by your code", "runtime-guard-removed"))
+        found.append(
+            Violation(
+                notebook.cell_touches(removed),
+                removed,
+                None,
+                "the grader's run-time guard was removed or disabled by your code",
+                "runtime-guard-removed",
+            )
+        )
     return found
 
 
@@ -158,7 +171,9 @@ def redefinitions(editable: list[EditableCell]) -> list[Violation]:
     own, notebook, found = {**IMPLEMENTED, **MODELS}, Notebook(editable), []
     for cell in editable:
         cell_outline = notebook.outlines[cell.index]
-        defined = [(d.name, d.first) for d in cell_outline.definitions if d.name in IMPLEMENTED]
+        defined: list[tuple[str, int | None]] = [
+            (d.name, d.first) for d in cell_outline.definitions if d.name in IMPLEMENTED
+        ]
         defined += [(model, None) for model in sorted(cell_outline.assigned)]
         found += [Violation((), cell.index, line, f"`{name}` is defined here, outside its own answer cell "
                             f"('{own[name]}'): the grader uses whatever `{name}` holds at the end", "redefinition")

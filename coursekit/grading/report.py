@@ -42,7 +42,9 @@ def messages(result: Submission, late: dict | None) -> list[dict]:
     found = []
     pending = [t for t in result.parts if t.pending]
     if pending:
-        found.append(("pending", "Pending manual grading: " + ", ".join(f"{t.grade_id} ({t.max_score:g})" for t in pending)))
+        found.append(
+            ("pending", "Pending manual grading: " + ", ".join(f"{t.grade_id} ({t.max_score:g})" for t in pending))
+        )
     found += [("note", f"Note: {one_line(note)}") for note in result.notes]
     found += [("violation", f"Policy violation (cell {v.cell}" + (f", line {v.line}" if v.line else "")
                + f"): {one_line(v.message)}") for v in result.violations]
@@ -55,8 +57,11 @@ def messages(result: Submission, late: dict | None) -> list[dict]:
 
 
 def results_json(result: Submission, course: Course | None = None) -> dict:
-    late = late_status(LatePolicy.from_config(course.settings.sections), course.submission(result.student), result.score) \
-        if course is not None else None
+    late = (
+        late_status(LatePolicy.from_config(course.settings.sections), course.submission(result.student), result.score)
+        if course is not None
+        else None
+    )
     told = messages(result, late)
     return {
         "score": result.score,
@@ -113,9 +118,11 @@ def stand_in_notebook(result: Submission, course: Course) -> nbformat.NotebookNo
     the student's own file."""
     notebook = nbformat.read(course.release_notebook, as_version=4)
     where = course.submission(result.student).relative_to(course.root) / course.notebook_name
-    note = (f"**The grader could not grade this submission:** {html.escape(one_line(result.failure or 'nothing ran'))}\n\n"
-            f"Below is the blank release notebook, so that the written answers can be graded here by hand: read them "
-            f"in the student's own file, `{where}`, with a text editor (do not run it).")
+    note = (
+        f"**The grader could not grade this submission:** {html.escape(one_line(result.failure or 'nothing ran'))}\n\n"
+        f"Below is the blank release notebook, so that the written answers can be graded here by hand: read them "
+        f"in the student's own file, `{where}`, with a text editor (do not run it)."
+    )
     notebook.cells.insert(0, nbformat.v4.new_markdown_cell(note))
     notebook.metadata[STAND_IN] = True
     return notebook

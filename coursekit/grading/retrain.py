@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, cast
 
 import torch
 
@@ -80,7 +80,8 @@ class TrainingRecord:
 def read_record(output: ProbeOutput, name: str, shapes: list[tuple[int, ...]]) -> TrainingRecord | str:
     """The training record of `name` from the provenance probe's export, or why it cannot be used."""
     meta = output.meta.get(name)
-    listed = meta.get("checkpoints") if isinstance(meta, dict) else None
+    meta = meta if isinstance(meta, dict) else {}
+    listed = meta.get("checkpoints")
     if not isinstance(listed, list) or not listed or not all(isinstance(c, dict) for c in listed):
         return "its training record has no checkpoints"
     lrs, sizes, rows = (output.tensors.get(f"{name}.{key}") for key in ("lr", "batch_sizes", "rows"))
@@ -88,7 +89,7 @@ def read_record(output: ProbeOutput, name: str, shapes: list[tuple[int, ...]]) -
         return "its training record is incomplete"
     if sizes.dtype != torch.int64 or rows.dtype != torch.int64 or int(sizes.clamp(min=0).sum()) != len(rows):
         return "its training record's batches do not add up"
-    checkpoints = []
+    checkpoints: list[Checkpoint] = []
     for index, entry in enumerate(listed):
         params = [output.tensors.get(f"{name}.checkpoint.{index}.{order}") for order in range(len(shapes))]
         step, cell = entry.get("step"), entry.get("cell")
@@ -96,7 +97,8 @@ def read_record(output: ProbeOutput, name: str, shapes: list[tuple[int, ...]]) -
             return f"checkpoint {index} of its training record is missing or has other shapes"
         if type(step) is not int or not (checkpoints[-1].step if checkpoints else 0) <= step <= len(lrs):
             return f"checkpoint {index} of its training record is out of order"
-        checkpoints.append(Checkpoint(step, cell if type(cell) is int else None, params))
+        # every parameter is there with its shape (checked above)
+        checkpoints.append(Checkpoint(step, cell if type(cell) is int else None, cast(Params, params)))
     if checkpoints[0].step != 0 or checkpoints[-1].step != len(lrs):
         return "its training record does not cover all of its updates"
     return TrainingRecord(checkpoints, lrs.double(), sizes, rows, meta.get("overflow") is True)

@@ -148,7 +148,7 @@ def graded_cell(gid: str, template, student, notes: list[str]) -> nbformat.Noteb
 
 
 def sanitize(submission: nbformat.NotebookNode, release: nbformat.NotebookNode) -> Sanitized:
-    skeleton = [(grade_id(cell), cell) for cell in release.cells if grade_id(cell)]
+    skeleton = [(gid, cell) for cell in release.cells if (gid := grade_id(cell))]
     matched = match_cells(submission, skeleton)
     result = Sanitized(nbformat.v4.new_notebook(metadata=release.metadata), notes=matched.notes)
 
@@ -169,8 +169,8 @@ def sanitize(submission: nbformat.NotebookNode, release: nbformat.NotebookNode) 
         append(cell, gid, editable=bool(nbgrader_meta(template).get("solution")))
         append_added(gid, owner)
     first_solution = next((c.owner for c in result.editable if c.owner), None)
-    for cell in result.editable:
-        cell.owner = cell.owner or first_solution
+    for editable_cell in result.editable:
+        editable_cell.owner = editable_cell.owner or first_solution
     return result
 
 

@@ -32,8 +32,14 @@ def describe(violations: list[Violation]) -> list[CheckLine]:
     for cell, found in sorted(by_cell.items()):
         where = sorted({v.line for v in found if v.line})
         more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
-        lines.append(CheckLine(False, f"policy violation in cell {cell}" + (f", line {', '.join(map(str, where))}" if where else "")
-                               + f": {found[0].message}{more}"))
+        lines.append(
+            CheckLine(
+                False,
+                f"policy violation in cell {cell}"
+                + (f", line {', '.join(map(str, where))}" if where else "")
+                + f": {found[0].message}{more}",
+            )
+        )
     return lines
 
 
@@ -48,7 +54,9 @@ def costed_parts(violations: list[Violation]) -> dict[str, list[Violation]]:
     return costed
 
 
-def score(rubric: Rubric, ctx: Context | None, violations: list[Violation], failure: str | None = None) -> list[PartResult]:
+def score(
+    rubric: Rubric, ctx: Context | None, violations: list[Violation], failure: str | None = None
+) -> list[PartResult]:
     """One PartResult per graded cell. `failure` (nothing could run) zeroes every autograded part."""
     results, costed = [], costed_parts(violations)
     for cell in rubric.cells:
@@ -56,7 +64,9 @@ def score(rubric: Rubric, ctx: Context | None, violations: list[Violation], fail
             results.append(PartResult(cell.grade_id, cell.part, 0.0, cell.points, pending=True))
             continue
         if failure or ctx is None:
-            results.append(PartResult(cell.grade_id, cell.part, 0.0, cell.points, [CheckLine(False, failure or "not run")]))
+            results.append(
+                PartResult(cell.grade_id, cell.part, 0.0, cell.points, [CheckLine(False, failure or "not run")])
+            )
             continue
         outcome = run_check(cell.grade_id, ctx)
         touched = costed.get(cell.grade_id, [])

@@ -7,14 +7,14 @@ records what the student's code does, and after each cell reports it to the runn
   parameters and, between them, each update's learning rate and the rows of the batch it came from,
   so that the grader can retrain the graded models with its own code (grading/retrain.py).
 
-The guard replaces every forbidden API (module functions, Tensor methods and properties) by a wrapper,
-so allowed operations cost nothing. A wrapped call is charged to the student only on evidence that
-the student's code made it: walking out from the wrapper's caller, torch's own frames are passed
-(and the call is torch's own business, e.g. `print(tensor)` reading `grad_fn`, unless torch was
-entered through a forbidden package such as torch.nn or torch.optim), then standard-library frames
-(`functools`, `threading`...) and the guard's thread hooks, and the frame reached must be notebook code: a cell, or code made at
-run time (`exec`, `eval`: "dynamic"). Library frames (fastai, matplotlib, IPython) and the grader's
-own are not the student's. A thread started by notebook code is charged to the line that started it.
+The guard replaces every forbidden API (module functions, Tensor methods and properties) by a wrapper, so
+allowed operations cost nothing. A wrapped call is charged to the student only on evidence that the student's
+code made it: walking out from the wrapper's caller, torch's own frames are passed (and the call is torch's
+own business, e.g. `print(tensor)` reading `grad_fn`, unless torch was entered through a forbidden package
+such as torch.nn or torch.optim), then standard-library frames (`functools`, `threading`...) and the guard's
+thread hooks, and the frame reached must be notebook code: a cell, or code made at run time (`exec`, `eval`:
+"dynamic"). Library frames (fastai, matplotlib, IPython) and the grader's own are not the student's. A thread
+started by notebook code is charged to the line that started it.
 
 Like probes.py, this module is executed as source in the kernel and imports nothing from `coursekit`;
 the grader decides what each record costs.
@@ -72,7 +72,7 @@ TORCH_DIR = os.path.realpath(os.path.dirname(torch.__file__)) + os.sep
 STDLIB_DIRS = tuple({os.path.realpath(sysconfig.get_paths()[key]) + os.sep for key in ("stdlib", "platstdlib")})
 OWN_FILES = {"coursekit_guard", "coursekit_probe"}
 MAX_RECORDS = 100
-KINDS = {}  # a code object's file name -> "torch", "stdlib", "library", "own" or "other"
+KINDS = {}  # type: dict[str, str]  # a code object's file name -> "torch", "stdlib", "library", "own" or "other"
 
 
 def file_kind(filename):
@@ -93,7 +93,8 @@ def file_kind(filename):
     return kind
 
 
-SHELL = []  # the kernel's IPython shell, kept at install: `get_ipython` is a builtin only while a cell runs
+# the kernel's IPython shell, kept at install: `get_ipython` is a builtin only while a cell runs
+SHELL = []  # type: list
 
 
 def cell_files():
@@ -279,9 +280,10 @@ def targets(table):
 # Threads: grad mode is per thread and a new thread starts with it on, and a thread's stack does not
 # show who started it. Under the guard, every thread started after install begins with grad mode
 # off (under the no-autograd policy), and remembers the notebook line that started it.
-THREAD_ORIGINS = {}  # thread ident -> ((execution, line), within) of the notebook code that started it
-PASSED_THROUGH = set()  # code objects of the guard's that a call's way out goes through (its thread hooks)
-STARTED = {}  # id(thread) -> the same, until the thread runs
+# thread ident -> ((execution, line), within) of the notebook code that started it
+THREAD_ORIGINS = {}  # type: dict[int, tuple]
+PASSED_THROUGH = set()  # type: set  # code objects of the guard's that a call's way out goes through (its thread hooks)
+STARTED = {}  # type: dict[int, tuple]  # id(thread) -> the same, until the thread runs
 
 
 def follow_threads(no_autograd):
@@ -311,7 +313,7 @@ def remember_origin(thread, frame):
 LOADERS = ("torch.load", "torch.serialization.load", "numpy.load", "numpy.fromfile", "pickle.load", "pickle.loads",
            "safetensors.torch.load_file", "safetensors.torch.load", "safetensors.numpy.load_file",
            "base64.b64decode", "base64.b85decode", "base64.a85decode", "base64.decodebytes")
-IMPORTS = []
+IMPORTS = []  # type: list[dict]
 
 
 def record_loads(api, function):
@@ -346,12 +348,14 @@ FOLLOWED = ("train", "sgd_step")
 CHECKPOINT_EVERY = 256
 MAX_STEPS = 500_000  # over all tracks; a track that would pass it stops recording ("overflow")
 REUSED, NO_BACKWARD, UNKNOWN = -1, -2, -3  # a step without a batch: the last gradients again; none; unseen
-TRACKS = {}  # id(model) -> Track
+TRACKS = {}  # type: dict[int, Track]  # id(model) -> Track
 STEPS = [0]  # steps recorded, over all tracks
 TRAINING = [0]  # depth of followed calls: sgd_step inside train is part of the train call
-INPUTS = {}  # id(layer) -> (weakref to the layer, weakref to the input of its last forward)
-BACKWARDS = {}  # id(layer) -> (count of its backward passes, weakref to that pass's input or None)
-ROW_WEIGHTS = []  # set by install: the weights of a row's fingerprint (grading/retrain.py has the same)
+INPUTS = {}  # type: dict[int, tuple]  # id(layer) -> (weakref to the layer, weakref to the input of its last forward)
+# id(layer) -> (count of its backward passes, weakref to that pass's input or None)
+BACKWARDS = {}  # type: dict[int, tuple]
+# set by install: the weights of a row's fingerprint (grading/retrain.py has the same)
+ROW_WEIGHTS = []  # type: list[torch.Tensor]
 INCOMPLETE = [False]  # a part of the recording failed: every record is incomplete, for a person to review
 
 
@@ -365,15 +369,62 @@ def safely(action, *args):
         return None
 
 
+class Batches:
+    """Batches in order, each the fingerprints of its rows or one of REUSED, NO_BACKWARD, UNKNOWN. The
+    rows go into one growing buffer: a small tensor kept for every step, between the training's freed
+    temporaries, fragments the heap (an honest kernel grew by 2 GiB over 15,000 steps)."""
+
+    def __init__(self):
+        self.sizes = []  # type: list[int]  # rows of each batch, or its code
+        self.rows = torch.empty(1024, dtype=torch.int64)
+        self.used = 0
+
+    def __len__(self):
+        return len(self.sizes)
+
+    def add(self, batch):
+        if not isinstance(batch, torch.Tensor):
+            self.sizes.append(batch)
+            return
+        end = self.used + len(batch)
+        if end > len(self.rows):
+            grown = torch.empty(max(2 * len(self.rows), end), dtype=torch.int64)
+            grown[:self.used] = self.rows[:self.used]
+            self.rows = grown
+        self.rows[self.used:end] = batch
+        self.used = end
+        self.sizes.append(len(batch))
+
+    def __iter__(self):
+        start = 0
+        for size in self.sizes:
+            yield self.rows[start:start + size] if size >= 0 else size
+            start += max(size, 0)
+
+    def last(self):
+        size = self.sizes[-1]
+        return self.rows[self.used - size:self.used] if size >= 0 else size
+
+    def clear(self):
+        self.sizes.clear()
+        self.used = 0
+
+    def prefix(self, count):
+        """(sizes, rows) of the first `count` batches."""
+        sizes = self.sizes[:count]
+        return sizes, self.rows[:sum(size for size in sizes if size > 0)]
+
+
 class Track:
     """One model's training by the student's code (see above)."""
 
     def __init__(self, model):
         self.model = model  # kept alive, so that its id stays its own
         self.checkpoints = []  # (steps before it, execution count of the running cell, parameters)
-        self.steps = []  # (learning rate, fingerprints of the batch's rows or one of REUSED, NO_BACKWARD, UNKNOWN)
+        self.lrs = []  # type: list[float]  # the learning rate of each step
+        self.batches = Batches()  # the batch of each step
         self.backwards_used = 0  # the first layer's backward count at the last step
-        self.in_call = None  # a train call on this model in progress: the batches of its backward passes
+        self.in_call = None  # a train call on this model in progress: Batches of its backward passes
         self.overflow = False
         for cls in {type(layer) for layer in getattr(model, "layers", None) or ()}:
             watch_class(cls)
@@ -381,8 +432,8 @@ class Track:
     def checkpoint(self):
         params = snapshot(self.model)
         last = self.checkpoints[-1] if self.checkpoints else None
-        if params is not None and not (last and last[0] == len(self.steps) and same(last[2], params)):
-            self.checkpoints.append((len(self.steps), running_cell(), params))
+        if params is not None and not (last and last[0] == len(self.lrs) and same(last[2], params)):
+            self.checkpoints.append((len(self.lrs), running_cell(), params))
 
     def step(self, lr, batch, now=True):
         """One update; `now`: it has just happened, so a periodic checkpoint may be taken (not for
@@ -391,8 +442,9 @@ class Track:
             self.overflow = True
             return
         STEPS[0] += 1
-        self.steps.append((float(lr) if isinstance(lr, (int, float)) else float("nan"), batch))
-        if now and len(self.steps) % CHECKPOINT_EVERY == 0:
+        self.lrs.append(float(lr) if isinstance(lr, (int, float)) else float("nan"))
+        self.batches.add(batch)
+        if now and len(self.lrs) % CHECKPOINT_EVERY == 0:
             self.checkpoint()
 
 
@@ -466,10 +518,10 @@ def remember_backward(layer):
     BACKWARDS[id(layer)] = (BACKWARDS.get(id(layer), (0, None))[0] + 1, entry)
     track = CALLING.get(id(layer))
     if track is not None and track.in_call is not None:
-        track.in_call.append(batch_of(entry))
+        track.in_call.add(batch_of(entry))
 
 
-CALLING = {}  # id(first layer) -> the Track of a model whose train call is in progress
+CALLING = {}  # type: dict[int, Track]  # id(first layer) -> the Track of a model whose train call is in progress
 AUTOGRAD_BACKWARDS = ("torch.Tensor.backward", "torch.autograd.backward")
 
 
@@ -502,8 +554,7 @@ def sgd_update(track, lr):
     layer = first_layer(track.model)
     count, entry = BACKWARDS.get(id(layer), (0, None))
     if track.in_call:
-        batch = track.in_call[-1]
-        track.in_call.clear()
+        batch = track.in_call.last()
     elif count > track.backwards_used and track.in_call is None:
         batch = batch_of(entry)
     elif getattr(type(layer), "__coursekit_watched__", None) is not type(layer):
@@ -512,13 +563,26 @@ def sgd_update(track, lr):
         batch = REUSED if count else NO_BACKWARD
     track.backwards_used = count
     track.step(lr, batch)
+    if track.in_call:
+        track.in_call.clear()
+
+
+LR_POSITIONS = {}  # type: dict[object, int | None]  # a followed function's code -> where its `lr` is (None: nowhere)
 
 
 def learning_rate(function, args, kwargs):
-    try:
-        return inspect.signature(function).bind(*args, **kwargs).arguments.get("lr")
-    except (TypeError, ValueError):
-        return None
+    """The `lr` of a call (None if not given), without binding the signature on every call."""
+    if "lr" in kwargs:
+        return kwargs["lr"]
+    key = getattr(function, "__code__", function)
+    if key not in LR_POSITIONS:
+        try:
+            names = list(inspect.signature(function).parameters)
+        except (TypeError, ValueError):
+            names = []
+        LR_POSITIONS[key] = names.index("lr") if "lr" in names else None
+    position = LR_POSITIONS[key]
+    return args[position] if position is not None and position < len(args) else None
 
 
 def follow(kind, function):
@@ -548,8 +612,8 @@ def follow(kind, function):
 def followed_train(track, function, lr, args, kwargs):
     """A train call: checkpoints around it; updates it made without sgd_step use its learning rate."""
     safely(track.checkpoint)
-    layer, steps_before = first_layer(track.model), len(track.steps)
-    track.in_call, CALLING[id(layer)] = [], track
+    layer, steps_before = first_layer(track.model), len(track.lrs)
+    track.in_call, CALLING[id(layer)] = Batches(), track
     TRAINING[0] += 1
     try:
         return function(*args, **kwargs)
@@ -557,7 +621,7 @@ def followed_train(track, function, lr, args, kwargs):
         TRAINING[0] -= 1
         inline, track.in_call = track.in_call, None
         CALLING.pop(id(layer), None)
-        safely(end_of_call, track, lr, inline, len(track.steps) == steps_before)
+        safely(end_of_call, track, lr, inline, len(track.lrs) == steps_before)
 
 
 def end_of_call(track, lr, inline, without_sgd_step):
@@ -623,17 +687,16 @@ def export_training(namespace, names, rec):
 
 def export_track(rec, name, track, position):
     checkpoints = track.checkpoints[:position + 1]
-    steps = track.steps[:checkpoints[-1][0]]
-    sizes = [len(batch) if isinstance(batch, torch.Tensor) else batch for _, batch in steps]
-    rows = [batch for _, batch in steps if isinstance(batch, torch.Tensor)]
+    count = checkpoints[-1][0]
+    sizes, rows = track.batches.prefix(count)
     rec.meta[name] = {"trained": True, "overflow": track.overflow or INCOMPLETE[0],
                       "checkpoints": [{"step": step, "cell": CELLS.get(cell)} for step, cell, _ in checkpoints]}
     for index, (_, _, params) in enumerate(checkpoints):
         for order, value in enumerate(params):
             rec.value(f"{name}.checkpoint.{index}.{order}", value)
-    rec.value(f"{name}.lr", torch.tensor([lr for lr, _ in steps], dtype=torch.float64))
+    rec.value(f"{name}.lr", torch.tensor(track.lrs[:count], dtype=torch.float64))
     rec.value(f"{name}.batch_sizes", torch.tensor(sizes, dtype=torch.int64))
-    rec.value(f"{name}.rows", torch.cat(rows) if rows else torch.zeros(0, dtype=torch.int64))
+    rec.value(f"{name}.rows", rows.clone())
 
 
 def autograd_in_use(namespace):
@@ -666,7 +729,8 @@ def autograd_in_use(namespace):
 
 
 GUARD = None
-CELLS = {}  # the kernel's execution count -> the cell's index in the notebook (told by the runner)
+# the kernel's execution count -> the cell's index in the notebook (told by the runner)
+CELLS = {}  # type: dict[int, int]
 
 
 def install(no_autograd, fingerprint_seed, fingerprint_bits, fingerprint_width):

@@ -1,9 +1,9 @@
 """Probes, run in the student's kernel after the notebook: call the contract names on the grader's
 inputs and export what they return as plain tensors (safetensors) plus a JSON description.
 
-Nothing here judges: the grader compares the exported values with its own reference outside the
-sandbox. Under the no-autograd policy each probe runs under `torch.inference_mode()`, so student code
-that relies on autograd fails here. This module is executed as source inside the kernel; it imports nothing from `coursekit` (the
+Nothing here judges: the grader compares the exported values with its own reference outside the sandbox. Under
+the no-autograd policy each probe runs under `torch.inference_mode()`, so student code that relies on autograd
+fails here. This module is executed as source inside the kernel; it imports nothing from `coursekit` (the
 runner passes it what it needs of `protocol`).
 """
 import json

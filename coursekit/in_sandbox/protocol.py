@@ -51,9 +51,22 @@ class RunRequest:
         return "/".join((self.scratch, *parts))
 
     def to_argv(self) -> list[str]:
-        return [self.notebook, "--scratch", self.scratch, "--probes", ",".join(self.probes), "--cell-seconds", str(self.cell_seconds),
-                "--notebook-seconds", str(self.notebook_seconds), "--probe-seconds", str(self.probe_seconds),
-                "--output-bytes", str(self.output_bytes), *([] if self.no_autograd else ["--allow-autograd"])]
+        return [
+            self.notebook,
+            "--scratch",
+            self.scratch,
+            "--probes",
+            ",".join(self.probes),
+            "--cell-seconds",
+            str(self.cell_seconds),
+            "--notebook-seconds",
+            str(self.notebook_seconds),
+            "--probe-seconds",
+            str(self.probe_seconds),
+            "--output-bytes",
+            str(self.output_bytes),
+            *([] if self.no_autograd else ["--allow-autograd"]),
+        ]
 
     @classmethod
     def from_argv(cls, argv: list[str]) -> RunRequest:
@@ -97,10 +110,13 @@ class RunLog:
     def parse(cls, data: object) -> RunLog:
         """A RunLog from the report's JSON, keeping only what has the right type."""
         data = data if isinstance(data, dict) else {}
-        cells = data.get("cells") if isinstance(data.get("cells"), dict) else {}
-        probes = data.get("probes") if isinstance(data.get("probes"), dict) else {}
+        cells, probes = data.get("cells"), data.get("probes")
+        cells = cells if isinstance(cells, dict) else {}
+        probes = probes if isinstance(probes, dict) else {}
         return cls(
-            cells={int(k): v[:500] for k, v in cells.items() if isinstance(k, str) and k.isdigit() and isinstance(v, str)},
+            cells={
+                int(k): v[:500] for k, v in cells.items() if isinstance(k, str) and k.isdigit() and isinstance(v, str)
+            },
             notebook_timed_out=data.get("notebook_timed_out") is True,
             probes={k: v[:500] for k, v in probes.items() if isinstance(k, str) and isinstance(v, str)},
             aborted=data["aborted"][:500] if isinstance(data.get("aborted"), str) else None,
@@ -108,7 +124,8 @@ class RunLog:
             runtime_violations=records(data.get("runtime_violations")),
             forbidden_calls=records(data.get("forbidden_calls")),
             imported_data=records(data.get("imported_data")),
-            guard_removed_at=data["guard_removed_at"] if type(data.get("guard_removed_at")) is int else None)
+            guard_removed_at=data["guard_removed_at"] if type(data.get("guard_removed_at")) is int else None,
+        )
 
     def problems(self) -> list[tuple[int | None, str]]:
         """(cell index or None, what went wrong), in notebook order."""

@@ -26,14 +26,30 @@ import signal
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import nbformat
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning import LocalProvisioner
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
-from protocol import (FINGERPRINT_BITS, FINGERPRINT_SEED, FINGERPRINT_WIDTH, GUARD_FILE, INPUTS_FILE, NOTEBOOK_DIR,
-                      PROBE_DIR, PROBES_FILE, REPORT_FD, RunLog, RunRequest)
+
+if TYPE_CHECKING:
+    from jupyter_client.connect import KernelConnectionInfo
+
+from protocol import (
+    FINGERPRINT_BITS,
+    FINGERPRINT_SEED,
+    FINGERPRINT_WIDTH,
+    GUARD_FILE,
+    INPUTS_FILE,
+    NOTEBOOK_DIR,
+    PROBE_DIR,
+    PROBES_FILE,
+    REPORT_FD,
+    RunLog,
+    RunRequest,
+)
 
 MAX_REPLAYS = 3
 MAX_EXECUTED_CHARS = 20 * 2**20
@@ -154,9 +170,10 @@ def reap_exited() -> None:
 class ForkedProvisioner(LocalProvisioner):
     spawner: KernelSpawner
 
-    async def launch_kernel(self, cmd: list[str], **kwargs) -> dict:
+    async def launch_kernel(self, cmd: list[str], **kwargs) -> KernelConnectionInfo:
+        assert self.parent is not None  # the kernel manager that owns this provisioner
         pid = self.spawner.spawn(self.parent.connection_file, str(kwargs.get("cwd") or os.getcwd()))
-        self.process = ForkedKernel(pid)
+        self.process = ForkedKernel(pid)  # type: ignore[assignment]  # stands in for the Popen it would have
         self.pid = pid
         try:
             self.pgid = os.getpgid(pid)
@@ -314,7 +331,8 @@ class Runner:
             self.log.forbidden_calls.append({**self.where(call, index), "rule": str(call.get("rule"))[:40]})
         for load in records(report, "imports"):
             self.log.imported_data.append(self.where(load, index))
-        found = report.get("autograd") if isinstance(report.get("autograd"), list) else []
+        found = report.get("autograd")
+        found = found if isinstance(found, list) else []
         new = [str(item)[:300] for item in found[:20] if str(item)[:300] not in self.autograd_seen]
         if new:  # reported once, at the cell that brought it about
             self.autograd_seen.update(new)
@@ -322,8 +340,9 @@ class Runner:
 
     def where(self, record: dict, index: int) -> dict:
         """A record's cell index (code made at run time: the cell that was running), line and API."""
-        execution = record.get("running") if record.get("dynamic") else record.get("execution")
-        within = record.get("within") if isinstance(record.get("within"), list) else []
+        execution: Any = record.get("running") if record.get("dynamic") else record.get("execution")  # JSON
+        within = record.get("within")
+        within = within if isinstance(within, list) else []
         return {"cell": self.executions.get(execution, index), "line": record.get("line"),
                 "api": str(record.get("api"))[:100], "dynamic": bool(record.get("dynamic")),
                 "within": [name[:60] for name in within[:20] if isinstance(name, str)]}

@@ -4,14 +4,14 @@ and PID namespaces in which /tmp and /dev/shm are new empty tmpfs, /dev is read-
 already is), and the runner is the namespace's init, so every process the submission started,
 in whatever session, dies with it, and nothing it wrote outlives it.
 
-The grader starts this inside the sandbox and talks to it over stdin/stdout, one JSON line each way:
-a request `{"argv": [...runner arguments...], "env": {...}, "threads": n, "log": path}` is answered
-`{"returncode": n, "report": text}` once the forked runner has finished. The report (the run log and
-the executed notebook) comes from the runner through a pipe that only the runner ever holds: its
-kernels never inherit it, so no process of the student's can write to it or change what it said. The fork never comes back to this loop, so
-what a submission does to its process cannot reach the next one, and after each run every process
-it left behind is killed and /tmp emptied. This process is made non-dumpable: a submission runs as the same user but
-cannot ptrace it or read its memory.
+The grader starts this inside the sandbox and talks to it over stdin/stdout, one JSON line each way: a request
+`{"argv": [...runner arguments...], "env": {...}, "threads": n, "log": path}` is answered `{"returncode": n,
+"report": text}` once the forked runner has finished. The report (the run log and the executed notebook) comes
+from the runner through a pipe that only the runner ever holds: its kernels never inherit it, so no process of
+the student's can write to it or change what it said. The fork never comes back to this loop, so what a
+submission does to its process cannot reach the next one, and after each run every process it left behind is
+killed and /tmp emptied. This process is made non-dumpable: a submission runs as the same user but cannot
+ptrace it or read its memory.
 
 The notebook's leading provided cells (the data loading, identical for every student) run once,
 in this process, before any fork: a request names them, and every kernel of every later submission
@@ -60,7 +60,8 @@ class Snapshot:
     and the namespace they left, which every kernel forked from here starts with."""
 
     def __init__(self, sources: tuple[str, ...]):
-        self.sources, self.outputs = sources, []
+        self.sources = sources
+        self.outputs: list[str] = []
         self.namespace: dict = {"__name__": "__main__"}
         self.grad_enabled = True  # torch's grad mode is per thread: each kernel sets it as the cells left it
 

@@ -30,8 +30,17 @@ from urllib.parse import quote
 
 from coursekit.config import Course
 from coursekit.grading.rubric import load_rubric
-from coursekit.platforms import (PACKAGE, SCORING, TEMPLATES, copy_package, feedback_page, fence, find_notebook,
-                                 grade_notebook, write_course)
+from coursekit.platforms import (
+    PACKAGE,
+    SCORING,
+    TEMPLATES,
+    copy_package,
+    feedback_page,
+    fence,
+    find_notebook,
+    grade_notebook,
+    write_course,
+)
 
 SCHEMA = "classroom50/result/v1"
 # The assignment's `runtime` block. On GitHub's runners, Classroom 50's grade job installs Python for the

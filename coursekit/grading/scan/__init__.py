@@ -30,8 +30,7 @@ student defines), :mod:`.resolver` (scopes and dotted names), :mod:`.apis`
 :mod:`.scanner` (entry points).
 """
 
-from .findings import (MAX_LITERAL_CHARS, RULES, SEVERITIES, SUSPICIOUS, UNPARSABLE, VIOLATION,
-                       Finding, ScanPolicy)
+from .findings import MAX_LITERAL_CHARS, RULES, SEVERITIES, SUSPICIOUS, UNPARSABLE, VIOLATION, Finding, ScanPolicy
 from .scanner import large_literals, scan_cells
 
 __all__ = ["Finding", "ScanPolicy", "scan_cells", "large_literals", "RULES", "SEVERITIES",

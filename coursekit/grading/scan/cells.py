@@ -133,7 +133,11 @@ def prepare(src: str, offset: int = 0) -> list:
     except PARSE_ERRORS:
         return _prepare_ipython(src, lines, offset)
     n_lines = max(len(lines), 1)
-    return [Unit(tree, src, lambda n, _o=offset, _n=n_lines: _o + min(max(n, 1), _n), frozenset())]
+
+    def line_of(n: int, _o: int = offset, _n: int = n_lines) -> int:
+        return _o + min(max(n, 1), _n)
+
+    return [Unit(tree, src, line_of, frozenset())]
 
 
 def _prepare_ipython(src: str, lines: list, offset: int) -> list:
@@ -160,7 +164,7 @@ def pinned_to_line(items: list, line: int) -> list:
     """Items of a magic's body whose lines all point at the magic's line."""
     for item in items:
         if isinstance(item, Unit):
-            item.line_of = lambda n, _l=line: _l
+            item.line_of = lambda n: line  # `line` is never rebound here
             item.generated = frozenset()
         elif isinstance(item, (Broken, CellMagic)):
             item.line = line

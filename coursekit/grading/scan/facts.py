@@ -28,7 +28,7 @@ class Signature:
         return self.min_pos <= npos <= self.max_pos
 
 
-def signature(fn: ast.FunctionDef) -> Signature:
+def signature(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> Signature:
     a = fn.args
     pos = list(a.posonlyargs) + list(a.args)
     is_static = any(isinstance(d, ast.Name) and d.id == "staticmethod"

@@ -12,9 +12,17 @@ from __future__ import annotations
 import ast
 from typing import TYPE_CHECKING
 
-from .apis import (CODE_MAGIC_OPTIONS, DYNAMIC_CELL_MAGICS, DYNAMIC_LINE_MAGICS,
-                   FILE_LINE_MAGICS, HARMLESS_CELL_MAGICS, IPY_SHELL, PROCESS_CELL_MAGICS,
-                   PROCESS_LINE_MAGICS, PYTHON_CELL_MAGICS)
+from .apis import (
+    CODE_MAGIC_OPTIONS,
+    DYNAMIC_CELL_MAGICS,
+    DYNAMIC_LINE_MAGICS,
+    FILE_LINE_MAGICS,
+    HARMLESS_CELL_MAGICS,
+    IPY_SHELL,
+    PROCESS_CELL_MAGICS,
+    PROCESS_LINE_MAGICS,
+    PYTHON_CELL_MAGICS,
+)
 from .cells import PARSE_ERRORS, CellMagic, Unit, parse, pinned_to_line, prepare
 from .resolver import str_const
 
@@ -24,6 +32,7 @@ if TYPE_CHECKING:
 
 def ipython_call(walker: "Walker", node: ast.Call, f: ast.Attribute) -> bool:
     """Handle ``get_ipython().<method>(...)``; True when fully handled."""
+    assert walker.unit is not None  # the walker is inside a unit while it visits nodes
     generated = node.lineno in walker.unit.generated  # written by IPython's transform
     meth = f.attr
     lits = [str_const(a) for a in node.args]
@@ -91,7 +100,7 @@ def magic_code(walker: "Walker", name: str, arg: str, line: int, spelled: str) -
         walker.report("dynamic-code", None, f"gives `%{name}` code that could not be parsed",
                       spelled=spelled, line=line)
         return
-    walker.run_unit(Unit(tree, code, lambda n, _l=line: _l, frozenset()))
+    walker.run_unit(Unit(tree, code, lambda n: line, frozenset()))  # `line` is never rebound here
 
 
 def cell_magic(walker: "Walker", magic: CellMagic, node=None) -> None:

@@ -15,9 +15,18 @@ import ast
 from contextlib import contextmanager
 from typing import Iterable, Optional
 
-from .apis import (FASTAI_AUTOGRAD, FASTAI_LAYERS, FASTAI_LEARNERS, FASTAI_NETWORK,
-                   FASTAI_TRAINING, IPYTHON, NAMESPACE_BUILTINS, READY_MADE,
-                   TENSOR_METHODS, TORCHVISION_MODELS)
+from .apis import (
+    FASTAI_AUTOGRAD,
+    FASTAI_LAYERS,
+    FASTAI_LEARNERS,
+    FASTAI_NETWORK,
+    FASTAI_TRAINING,
+    IPYTHON,
+    NAMESPACE_BUILTINS,
+    READY_MADE,
+    TENSOR_METHODS,
+    TORCHVISION_MODELS,
+)
 from .facts import Facts
 
 Path = Optional[str]

@@ -18,12 +18,24 @@ import ast
 import logging
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Generic, Optional, TypeVar
 
 from . import magics
-from .apis import (ATTR_BUILTINS, AUTOGRAD_ATTRS, AUTOGRAD_BACKWARD_KW, DUNDER_ATTR_METHODS,
-                   DYNAMIC_BUILTINS, EXIT_BUILTINS, FASTAI_DISTINCTIVE, FASTAI_FIT_METHODS,
-                   FILE_LIBRARIES, INTROSPECTION_ATTRS, IPYTHON, NAMESPACE_MUTATORS, READY_MADE)
+from .apis import (
+    ATTR_BUILTINS,
+    AUTOGRAD_ATTRS,
+    AUTOGRAD_BACKWARD_KW,
+    DUNDER_ATTR_METHODS,
+    DYNAMIC_BUILTINS,
+    EXIT_BUILTINS,
+    FASTAI_DISTINCTIVE,
+    FASTAI_FIT_METHODS,
+    FILE_LIBRARIES,
+    INTROSPECTION_ATTRS,
+    IPYTHON,
+    NAMESPACE_MUTATORS,
+    READY_MADE,
+)
 from .resolver import str_const
 
 if TYPE_CHECKING:
@@ -35,12 +47,15 @@ STOP = "stop"
 CLAIMS_FUNCTION = "claims-function"
 
 
+N = TypeVar("N", bound=ast.AST)
+
+
 @dataclass
-class Context:
-    """One node as the rules see it."""
+class Context(Generic[N]):
+    """One node as the rules see it (a rule of the node kind "name" gets a Context[ast.Name], and so on)."""
 
     walker: "Walker"
-    node: ast.AST  # also what a finding quotes, unless `call` is given
+    node: N  # also what a finding quotes, unless `call` is given
     call: Optional[ast.Call] = None  # the call whose function `node` is
     in_resolved_chain: bool = False  # part of a longer dotted name that is classified whole
     claimed: bool = False  # the enclosing call's rules already judged this function
@@ -68,11 +83,11 @@ class Context:
         return self.resolver.resolve(self.node)
 
     @cached_property
-    def func_path(self) -> Optional[str]:
+    def func_path(self: Context[ast.Call]) -> Optional[str]:
         return self.resolver.resolve(self.node.func)
 
     @cached_property
-    def free_func(self) -> Optional[str]:
+    def free_func(self: Context[ast.Call]) -> Optional[str]:
         """Name of the called function when it is a builtin (not bound by the student)."""
         f = self.node.func
         return f.id if isinstance(f, ast.Name) and self.resolver.unbound(f.id) else None
@@ -132,18 +147,18 @@ def literal_outside(node) -> bool:
 # ---- names -------------------------------------------------------------------
 
 
-def builtins_namespace(ctx: Context):
+def builtins_namespace(ctx: Context[ast.Name]):
     if ctx.node.id == "__builtins__":
         ctx.report("dynamic-code", detail="reaches the builtins directly")
 
 
-def grader_name(ctx: Context):
+def grader_name(ctx: Context[ast.Name]):
     """``__coursekit_guard``: the grader's own objects in the kernel."""
     if "coursekit" in ctx.node.id.lower():
         ctx.report("introspection", detail="reaches the grader's instrumentation")
 
 
-def free_builtin(ctx: Context):
+def free_builtin(ctx: Context[ast.Name]):
     """Builtins that run code, stop the process or look attributes up by name."""
     name = ctx.node.id
     if name == "__builtins__" or not ctx.resolver.unbound(name):
@@ -158,7 +173,7 @@ def free_builtin(ctx: Context):
         ctx.report("autograd", ctx.shown, " (`set_grad_enabled`)")
 
 
-def name_path(ctx: Context):
+def name_path(ctx: Context[ast.Name]):
     if ctx.node.id != "__builtins__" and not ctx.in_resolved_chain:
         found, path, _ = ctx.resolver.lookup(ctx.node.id)
         if found:
@@ -168,19 +183,19 @@ def name_path(ctx: Context):
 # ---- attributes ----------------------------------------------------------------
 
 
-def attribute_path(ctx: Context):
+def attribute_path(ctx: Context[ast.Attribute]):
     if ctx.path and not ctx.in_resolved_chain:
         ctx.report_path(ctx.path, ctx.shown)
 
 
-def attribute_name(ctx: Context):
+def attribute_name(ctx: Context[ast.Attribute]):
     """``x.backward``, ``x.softmax``, ``learn.fit``: whatever ``x`` is."""
     node = ctx.node
     run_rules("attribute-name", Context(ctx.walker, ctx.shown, call=ctx.call, receiver=node.value,
                                         attr=node.attr, store=not isinstance(node.ctx, ast.Load)))
 
 
-def module_namespace(ctx: Context):
+def module_namespace(ctx: Context[ast.Attribute]):
     if ctx.node.attr == "__dict__" and ctx.resolver.resolve(ctx.node.value):
         ctx.report("dynamic-code", detail="looks inside a module's namespace")
 
@@ -226,10 +241,11 @@ def is_autograd_use(ctx: Context) -> bool:
     if k == "tensor" or ctx.resolver.resolve(receiver):
         return True  # a tensor, torch.Tensor.backward, module attributes
     is_backward_call = call is not None and attr == "backward"
-    if is_backward_call and _autograd_keyword(call, own):
+    if call is not None and is_backward_call and _autograd_keyword(call, own):
         return True
     if k == "instance" or not (is_backward_call and own):
         return False
+    assert call is not None  # is_backward_call
     if any(isinstance(a, ast.Starred) for a in call.args):
         return False
     return not any(s.accepts(len(call.args)) for s in own)
@@ -267,7 +283,7 @@ def fastai_distinctive(ctx: Context):
 # ---- subscripts ------------------------------------------------------------------
 
 
-def namespace_subscript(ctx: Context):
+def namespace_subscript(ctx: Context[ast.Subscript]):
     """``globals()["x"] = 1``, ``globals()[name]``; ``globals()["nn"]`` is just ``nn``."""
     node = ctx.node
     if ctx.resolver.namespace_call(node.value):
@@ -275,7 +291,7 @@ def namespace_subscript(ctx: Context):
             ctx.report("dynamic-code", detail="reads or changes variables through a namespace dictionary")
 
 
-def subscript_path(ctx: Context):
+def subscript_path(ctx: Context[ast.Subscript]):
     if not ctx.in_resolved_chain and str_const(ctx.node.slice) is not None:
         ctx.report_path(ctx.path)
 
@@ -283,7 +299,7 @@ def subscript_path(ctx: Context):
 # ---- calls -------------------------------------------------------------------------
 
 
-def requires_grad_keyword(ctx: Context):
+def requires_grad_keyword(ctx: Context[ast.Call]):
     """``requires_grad=True`` is autograd, ``requires_grad=False`` is not; a value or ``**`` keywords
     the checker cannot read, passed to torch, go to a person."""
     for kw in ctx.node.keywords:
@@ -314,20 +330,20 @@ def _literal_keywords(node) -> Optional[dict]:
     return None
 
 
-def ipython_call(ctx: Context):
+def ipython_call(ctx: Context[ast.Call]):
     f = ctx.node.func
     if isinstance(f, ast.Attribute) and ctx.resolver.resolve(f.value) == IPYTHON:
         if magics.ipython_call(ctx.walker, ctx.node, f):
             return STOP
 
 
-def import_call_path(ctx: Context):
+def import_call_path(ctx: Context[ast.Call]):
     """``__import__("torch.nn")``, ``importlib.import_module(...)``."""
     if not ctx.in_resolved_chain:
         ctx.report_path(ctx.path)
 
 
-def set_grad_enabled(ctx: Context):
+def set_grad_enabled(ctx: Context[ast.Call]):
     """``set_grad_enabled(False)`` is allowed, anything else is autograd."""
     fpath = ctx.func_path
     if fpath not in ("torch.set_grad_enabled", "torch.autograd.set_grad_enabled") and (
@@ -353,7 +369,7 @@ def _attribute_by_name(ctx: Context, receiver, name: Optional[str], store: bool)
                                         store=store))
 
 
-def attribute_builtins(ctx: Context):
+def attribute_builtins(ctx: Context[ast.Call]):
     name = ctx.free_func
     if name not in ATTR_BUILTINS:
         return None
@@ -363,7 +379,7 @@ def attribute_builtins(ctx: Context):
     return CLAIMS_FUNCTION
 
 
-def dunder_attribute_methods(ctx: Context):
+def dunder_attribute_methods(ctx: Context[ast.Call]):
     """``x.__getattribute__("grad")`` and friends."""
     f, args = ctx.node.func, ctx.node.args
     if isinstance(f, ast.Attribute) and f.attr in DUNDER_ATTR_METHODS:
@@ -371,7 +387,7 @@ def dunder_attribute_methods(ctx: Context):
                            store=f.attr in ("__setattr__", "__delattr__"))
 
 
-def operator_getters(ctx: Context):
+def operator_getters(ctx: Context[ast.Call]):
     """``operator.attrgetter("grad")``, ``operator.methodcaller("backward")``."""
     if ctx.func_path not in ("operator.attrgetter", "operator.methodcaller") or not ctx.node.args:
         return
@@ -386,7 +402,7 @@ def operator_getters(ctx: Context):
             ctx.report("ready-made-function", detail=norm(part))
 
 
-def namespace_mutation(ctx: Context):
+def namespace_mutation(ctx: Context[ast.Call]):
     """``globals().update(...)`` and other changes through a namespace dictionary."""
     f = ctx.node.func
     if (isinstance(f, ast.Attribute) and f.attr in NAMESPACE_MUTATORS
@@ -394,7 +410,7 @@ def namespace_mutation(ctx: Context):
         ctx.report("dynamic-code", detail="changes variables through a namespace dictionary")
 
 
-def file_paths(ctx: Context):
+def file_paths(ctx: Context[ast.Call]):
     """Files outside the assignment folder, given as literal paths."""
     opens = ctx.free_func == "open"
     fpath = ctx.func_path
@@ -407,7 +423,7 @@ def file_paths(ctx: Context):
 # ---- other statements and expressions -------------------------------------------------
 
 
-def path_division(ctx: Context):
+def path_division(ctx: Context[ast.BinOp]):
     """``Path("data") / ".."``."""
     if isinstance(ctx.node.op, ast.Div) and literal_outside(ctx.node.right):
         ctx.report("file-access", detail="builds a file path outside the assignment folder")
@@ -417,7 +433,8 @@ def monkeypatch(ctx: Context):
     """``torch.allclose = ...``: an assignment to a library's attribute."""
     target = ctx.node
     if isinstance(target, ast.Attribute) and ctx.resolver.resolve(target.value):
-        ctx.report("monkeypatch", detail=ctx.path, spelled=f"{ctx.walker.spell(target)} = ...")
+        # ctx.path is the target's dotted name, found whenever its value's is; `or ""` would change the message if not
+        ctx.report("monkeypatch", detail=ctx.path, spelled=f"{ctx.walker.spell(target)} = ...")  # type: ignore[arg-type]
 
 
 def namespace_kept(ctx: Context):
@@ -432,7 +449,7 @@ def imported_path(ctx: Context):
 
 #: node kind -> its rules, in the order they run (the first message for a
 #: cell, line and rule is the one kept)
-REGISTRY: dict[str, tuple[Callable[[Context], Optional[str]], ...]] = {
+REGISTRY: dict[str, tuple[Callable[[Context[Any]], Optional[str]], ...]] = {
     "name": (builtins_namespace, grader_name, free_builtin, name_path),
     "attribute": (attribute_path, attribute_name, module_namespace),
     "attribute-name": (autograd_attribute, introspection_attribute, ready_made_method, fastai_fit, fastai_distinctive),

@@ -103,7 +103,7 @@ def large_literals(cells: list[tuple[int, str]]) -> list[Finding]:
         blob = next((node for node in ast.walk(tree) if isinstance(node, ast.Constant)
                      and isinstance(node.value, (str, bytes))
                      and len(node.value) > MAX_LITERAL_CHARS), None)
-        if blob is not None:
+        if blob is not None and isinstance(blob.value, (str, bytes)):  # always a str or bytes, as found
             found.append(Finding(SUSPICIOUS, "encoded-blob", idx, blob.lineno,
                                  f"a literal of {len(blob.value):,} characters: encoded data "
                                  "(weights?) in a cell is reviewed by a person"))

@@ -15,7 +15,7 @@ rules have already judged its function (``getattr(x, "a")``,
 from __future__ import annotations
 
 import ast
-from typing import Optional
+from typing import Callable, Optional
 
 from . import magics
 from .apis import classify
@@ -40,10 +40,12 @@ class Walker(ScopedVisitor):
     # ---- findings ----------------------------------------------------------
 
     def line(self, node) -> int:
+        assert self.unit is not None  # set by run_unit before any node is visited
         return self.unit.line_of(getattr(node, "lineno", 1) or 1)
 
     def spell(self, node) -> str:
         """The student's spelling of a node (their line, for IPython syntax)."""
+        assert self.unit is not None  # set by run_unit before any node is visited
         n = getattr(node, "lineno", None)
         if n is not None and n in self.unit.generated:
             ln = self.unit.line_of(n)
@@ -106,8 +108,9 @@ class Walker(ScopedVisitor):
     def visit_role(self, node, call: Optional[ast.Call] = None, in_resolved_chain: bool = False,
                    claimed: bool = False) -> None:
         """Visit a child whose parent decided something about it."""
-        visit = {ast.Name: self.visit_Name, ast.Attribute: self.visit_Attribute,
-                 ast.Call: self.visit_Call, ast.Subscript: self.visit_Subscript}.get(type(node))
+        visitors: dict[type, Callable[..., None]] = {ast.Name: self.visit_Name, ast.Attribute: self.visit_Attribute,
+                                                     ast.Call: self.visit_Call, ast.Subscript: self.visit_Subscript}
+        visit = visitors.get(type(node))
         if visit is None:
             self.visit(node)
         else:
