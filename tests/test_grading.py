@@ -21,6 +21,7 @@ from coursekit.data import load_subset, mnist_path
 from coursekit.examples import AUTOGRAD_TRAIN, EXAMPLES, add_after, build, cell, replace, rewrite, stub
 from coursekit.grading.batch import grade_class
 from coursekit.grading.pipeline import tree_digest
+from coursekit.grading.rubric import nbgrader_meta
 
 pytestmark = pytest.mark.slow
 
@@ -182,9 +183,10 @@ SWAPS_FOR_THE_EXPORT = (
 
 
 def in_extension(code: str):
-    """Code added to the optional extension, the notebook's last cell."""
+    """Code added to the optional extension: the code cell after its heading."""
     def edit(nb, release):
-        nb.cells[-1].source += "\n\n" + code
+        heading = next(i for i, c in enumerate(nb.cells) if nbgrader_meta(c).get("grade_id") == "extension_md")
+        nb.cells[heading + 1].source += "\n\n" + code
     return edit
 
 

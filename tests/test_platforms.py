@@ -622,11 +622,14 @@ def test_classroom50_autograder_grades_a_checkout(tmp_path):
     assert "feedback for alice-s" in (checkout / "feedback.html").read_text()
 
 
-def with_cell(student: str, source: str, dest: Path) -> Path:
-    """A copy of an example submission with one more code cell at the end."""
+def with_cell(student: str, source: str, dest: Path, early: bool = False) -> Path:
+    """A copy of an example submission with one more code cell: at the end, or (`early`) right after the
+    first code cell, where a notebook that runs out of time on a loaded machine still reaches it."""
     shutil.copytree(ROOT / "submitted" / student / COURSE.assignment, dest)
     notebook = nbformat.read(dest / COURSE.notebook_name, as_version=4)
-    notebook.cells.append(nbformat.v4.new_code_cell(source))
+    first_code = next(index for index, cell in enumerate(notebook.cells) if cell.cell_type == "code")
+    position = first_code + 1 if early else len(notebook.cells)
+    notebook.cells.insert(position, nbformat.v4.new_code_cell(source))
     nbformat.write(notebook, dest / COURSE.notebook_name)
     return dest
 
@@ -754,7 +757,9 @@ print("ATTEMPTS", json.dumps(attempts))
 def attempts_in(root: Path) -> dict:
     executed = nbformat.read(root / "source" / "course" / "autograded" / gradescope.STUDENT / COURSE.assignment /
                              COURSE.notebook_name, as_version=4)
-    printed = "".join(o.get("text", "") for o in executed.cells[-1].outputs)
+    cell = next(cell for cell in executed.cells if 'print("ATTEMPTS"' in cell.source)
+    printed = "".join(o.get("text", "") for o in cell.outputs)
+    assert "ATTEMPTS " in printed, cell.outputs
     return json.loads(printed.split("ATTEMPTS ", 1)[1])
 
 
@@ -767,7 +772,7 @@ def test_gradescope_grades_in_the_fallback_when_bubblewrap_cannot_start(open_tmp
     listener = socket.create_server(("127.0.0.1", 0))
     root = open_tmp / "autograder"
     attacks = ATTACKS.format(root=root, port=listener.getsockname()[1])
-    root = gradescope_layout(open_tmp, with_cell("alice_complete", attacks, open_tmp / "alice"))
+    root = gradescope_layout(open_tmp, with_cell("alice_complete", attacks, open_tmp / "alice", early=True))
     (root / "submission_metadata.json").write_text('{"users": [{"email": "alice@example.org"}]}')
     report = run_autograder(root, PATH=fake_bwrap(open_tmp / "bin"), COURSEKIT_PYTHON=str(python_for_any_uid),
                             FASTAI_HOME=str(mnist_for_any_uid))
