@@ -413,3 +413,27 @@ def test_recording_keeps_no_tensor_per_step(student, inline):
     assert tensors_alive() - before < 20
     sizes, _ = steps(export(student, "model"), "model")
     assert sizes == [1] * 24 * 41
+
+
+def test_staged_batches_give_each_batch_its_own_fingerprints(student):
+    """Rows are staged and fingerprinted together: any mix of sizes, widths and codes, taken one by one
+    or in bulk, gives what fingerprinting each batch alone gives."""
+    batches = [torch.rand(16, 6), student.REUSED, torch.rand(3, 2, 3), torch.rand(200, 6), torch.rand(1, 4),
+               torch.rand(7, 4).double(), student.NO_BACKWARD, torch.rand(5, 6)[:, ::2], torch.rand(128, 6)]
+    expected, sizes = [], []
+    for batch in batches:
+        is_rows = isinstance(batch, torch.Tensor)
+        expected += [student.fingerprints(batch)] if is_rows else []
+        sizes.append(len(batch) if is_rows else batch)
+    one_by_one, in_call, bulk = student.Batches(), student.Batches(), student.Batches()
+    for batch in batches:
+        in_call.add(torch.rand(2, 6))  # a batch no update used
+        in_call.add(batch)
+        one_by_one.take_last(in_call)
+        bulk.add(batch)
+    everything = student.Batches()
+    everything.extend(bulk, len(bulk))
+    for recorded in (one_by_one, bulk, everything):
+        recorded_sizes, rows = recorded.prefix(len(batches))
+        assert recorded_sizes == sizes and torch.equal(rows, torch.cat(expected))
+    assert torch.equal(bulk.prefix(4)[1], torch.cat(expected[:3]))

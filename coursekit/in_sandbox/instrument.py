@@ -370,47 +370,95 @@ def safely(action, *args):
 
 
 class Batches:
-    """Batches in order, each the fingerprints of its rows or one of REUSED, NO_BACKWARD, UNKNOWN. The
-    rows go into one growing buffer: a small tensor kept for every step, between the training's freed
-    temporaries, fragments the heap (an honest kernel grew by 2 GiB over 15,000 steps)."""
+    """Batches in order, each the fingerprints of its rows or one of REUSED, NO_BACKWARD, UNKNOWN.
+
+    A batch's rows are copied into a staging area as they come, and fingerprinted a few thousand rows at
+    a time (a fingerprint per step costs several torch calls). The fingerprints go into one growing
+    buffer: a small tensor kept for every step, between the training's freed temporaries, fragments
+    the heap (an honest kernel grew by 2 GiB over 15,000 steps)."""
+
+    STAGE_ROWS = 128  # fingerprinting more rows at once is slower: its temporaries leave the cache
 
     def __init__(self):
         self.sizes = []  # type: list[int]  # rows of each batch, or its code
-        self.rows = torch.empty(1024, dtype=torch.int64)
+        self.rows = torch.empty(1024, dtype=torch.int64)  # fingerprints, self.used of them so far
         self.used = 0
+        self.stage = None  # type: torch.Tensor | None  # rows not fingerprinted yet, self.staged of them
+        self.staged = 0
 
     def __len__(self):
         return len(self.sizes)
 
     def add(self, batch):
-        if not isinstance(batch, torch.Tensor):
-            self.sizes.append(batch)
+        """A batch: the input of a backward pass (a tensor), or a code."""
+        if not isinstance(batch, torch.Tensor) or batch.dim() == 0:
+            self.sizes.append(batch if isinstance(batch, int) else UNKNOWN)
             return
-        end = self.used + len(batch)
-        if end > len(self.rows):
-            grown = torch.empty(max(2 * len(self.rows), end), dtype=torch.int64)
+        rows = batch.detach().reshape(batch.shape[0], -1)
+        count, width = rows.shape
+        if width > len(ROW_WEIGHTS[0]):
+            self.sizes.append(UNKNOWN)
+            return
+        stage = self.stage
+        if stage is None or stage.shape[1] != width or self.staged + count > stage.shape[0]:
+            self.flush()
+            if count > self.STAGE_ROWS:
+                self.add_fingerprints(fingerprints(rows))
+                return
+            if stage is None or stage.shape[1] != width:
+                stage = self.stage = torch.empty(self.STAGE_ROWS, width)
+        stage[self.staged:self.staged + count] = rows
+        self.staged += count
+        self.sizes.append(count)
+
+    def add_fingerprints(self, values):
+        self.flush()
+        self.append(values)
+        self.sizes.append(values.shape[0])
+
+    def append(self, values):
+        end = self.used + values.shape[0]
+        if end > self.rows.shape[0]:
+            grown = torch.empty(max(2 * self.rows.shape[0], end), dtype=torch.int64)
             grown[:self.used] = self.rows[:self.used]
             self.rows = grown
-        self.rows[self.used:end] = batch
+        self.rows[self.used:end] = values
         self.used = end
-        self.sizes.append(len(batch))
 
-    def __iter__(self):
-        start = 0
-        for size in self.sizes:
-            yield self.rows[start:start + size] if size >= 0 else size
-            start += max(size, 0)
+    def flush(self, release=False):
+        """Fingerprint the staged rows; `release`: also free the staging area."""
+        if self.staged:
+            staged, self.staged = self.stage[:self.staged], 0
+            values = safely(fingerprints, staged)  # on failure the record is incomplete: keep its shape
+            self.append(values if isinstance(values, torch.Tensor) else torch.zeros(staged.shape[0], dtype=torch.int64))
+        if release:
+            self.stage = None
 
-    def last(self):
-        size = self.sizes[-1]
-        return self.rows[self.used - size:self.used] if size >= 0 else size
+    def take_last(self, other):
+        """Add the last batch of `other` (which must have one), then empty `other`."""
+        size = other.sizes[-1]
+        if size < 0:
+            self.add(size)
+        elif other.staged >= size:  # a tensor added after the last flush is the end of the stage
+            self.add(other.stage[other.staged - size:other.staged])
+        else:
+            self.add_fingerprints(other.rows[other.used - size:other.used])
+        other.clear()
+
+    def extend(self, other, count):
+        """Add the first `count` batches of `other`."""
+        sizes, rows = other.prefix(count)
+        self.flush()
+        self.append(rows)
+        self.sizes.extend(sizes)
 
     def clear(self):
         self.sizes.clear()
-        self.used = 0
+        self.used = self.staged = 0
 
     def prefix(self, count):
-        """(sizes, rows) of the first `count` batches."""
+        """(sizes, fingerprints) of the first `count` batches."""
+        self.flush()
         sizes = self.sizes[:count]
         return sizes, self.rows[:sum(size for size in sizes if size > 0)]
 
@@ -435,17 +483,35 @@ class Track:
         if params is not None and not (last and last[0] == len(self.lrs) and same(last[2], params)):
             self.checkpoints.append((len(self.lrs), running_cell(), params))
 
-    def step(self, lr, batch, now=True):
-        """One update; `now`: it has just happened, so a periodic checkpoint may be taken (not for
-        updates recorded after their train call ended)."""
-        if self.overflow or STEPS[0] >= MAX_STEPS:
-            self.overflow = True
+    def step(self, lr, batch=None, in_call=None):
+        """One update that has just happened, on `batch` (an input tensor or a code) or on the last
+        batch of `in_call`."""
+        if not self.room(1):
             return
-        STEPS[0] += 1
-        self.lrs.append(float(lr) if isinstance(lr, (int, float)) else float("nan"))
-        self.batches.add(batch)
-        if now and len(self.lrs) % CHECKPOINT_EVERY == 0:
+        self.lrs.append(rate(lr))
+        if in_call is not None:
+            self.batches.take_last(in_call)
+        else:
+            self.batches.add(batch)
+        if len(self.lrs) % CHECKPOINT_EVERY == 0:
             self.checkpoint()
+
+    def extend(self, lr, batches):
+        """Updates recorded after their train call ended, one per batch (no periodic checkpoint)."""
+        count = self.room(len(batches))
+        self.lrs.extend([rate(lr)] * count)
+        self.batches.extend(batches, count)
+
+    def room(self, wanted):
+        """How many of `wanted` more steps may be recorded (MAX_STEPS is over all tracks); fewer is an overflow."""
+        count = 0 if self.overflow else max(0, min(wanted, MAX_STEPS - STEPS[0]))
+        self.overflow = self.overflow or count < wanted
+        STEPS[0] += count
+        return count
+
+
+def rate(lr):
+    return float(lr) if isinstance(lr, (int, float)) else float("nan")
 
 
 def snapshot(model):
@@ -463,16 +529,16 @@ def same(first, second):
 
 def fingerprints(x):
     """One int64 per row of x, from its float32 bits (exact, and the same on the grader's side)."""
-    rows = x.detach().reshape(len(x), -1).float().contiguous()
+    rows = x.detach().reshape(x.shape[0], -1).float().contiguous()
     if rows.shape[1] > len(ROW_WEIGHTS[0]):
         return UNKNOWN
     return (rows.view(torch.int32).long() * ROW_WEIGHTS[0][:rows.shape[1]]).sum(1)
 
 
-def batch_of(entry):
-    """Fingerprints of a recorded input (a weakref), or UNKNOWN."""
+def input_of(entry):
+    """A recorded input (a weakref), or UNKNOWN."""
     x = entry() if entry is not None else None
-    return fingerprints(x) if isinstance(x, torch.Tensor) and x.dim() >= 1 else UNKNOWN
+    return x if isinstance(x, torch.Tensor) else UNKNOWN
 
 
 def watch_class(cls):
@@ -518,7 +584,7 @@ def remember_backward(layer):
     BACKWARDS[id(layer)] = (BACKWARDS.get(id(layer), (0, None))[0] + 1, entry)
     track = CALLING.get(id(layer))
     if track is not None and track.in_call is not None:
-        track.in_call.add(batch_of(entry))
+        track.in_call.add(input_of(entry))
 
 
 CALLING = {}  # type: dict[int, Track]  # id(first layer) -> the Track of a model whose train call is in progress
@@ -553,18 +619,16 @@ def sgd_update(track, lr):
     layer that no earlier update used; without one, the last gradients again, or none at all."""
     layer = first_layer(track.model)
     count, entry = BACKWARDS.get(id(layer), (0, None))
+    fresh, track.backwards_used = count > track.backwards_used, count
     if track.in_call:
-        batch = track.in_call.last()
-    elif count > track.backwards_used and track.in_call is None:
-        batch = batch_of(entry)
+        track.step(lr, in_call=track.in_call)
+        track.in_call.clear()  # if the step was not recorded
+    elif fresh and track.in_call is None:
+        track.step(lr, input_of(entry))
     elif getattr(type(layer), "__coursekit_watched__", None) is not type(layer):
-        batch = UNKNOWN
+        track.step(lr, UNKNOWN)
     else:
-        batch = REUSED if count else NO_BACKWARD
-    track.backwards_used = count
-    track.step(lr, batch)
-    if track.in_call:
-        track.in_call.clear()
+        track.step(lr, REUSED if count else NO_BACKWARD)
 
 
 LR_POSITIONS = {}  # type: dict[object, int | None]  # a followed function's code -> where its `lr` is (None: nowhere)
@@ -626,8 +690,8 @@ def followed_train(track, function, lr, args, kwargs):
 
 def end_of_call(track, lr, inline, without_sgd_step):
     if without_sgd_step:
-        for batch in inline:
-            track.step(lr, batch, now=False)
+        track.extend(lr, inline)
+    track.batches.flush(release=True)
     track.backwards_used = BACKWARDS.get(id(first_layer(track.model)), (0, None))[0]
     track.checkpoint()
 
@@ -756,6 +820,8 @@ def after_cell(index=None, execution=None):
         CELLS[execution] = index
     namespace = SHELL[0].user_ns
     follow_definitions(namespace)
+    for track in TRACKS.values():
+        safely(track.batches.flush, True)
     records, GUARD.records = GUARD.records, []
     imports, IMPORTS[:] = list(IMPORTS), []
     return {"calls": records, "imports": imports, "guard_active": GUARD.active(),
