@@ -17,7 +17,8 @@ from tqdm import tqdm
 
 from coursekit.config import Course
 from coursekit.course.gradebook import record_graded
-from coursekit.grading.pipeline import Grader, Submission
+from coursekit.grading.pipeline import Grader
+from coursekit.grading.record import Submission
 from coursekit.grading.report import export_class
 
 logger = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
-"""The grading pipeline. One `Submission` record per submission goes through the steps listed in
-GRADING_STEPS; each step reads what the steps before it left on the record and adds its own part:
+"""The grading pipeline. One `Submission` record (record.py) per submission goes through the steps listed
+in GRADING_STEPS; each step reads what the steps before it left on the record and adds its own part:
 
     fingerprint -> sanitize -> scan -> execute (sandboxed, probes included) -> apply_policy
     -> score -> list_review -> verify_untouched -> write_report
@@ -18,7 +18,6 @@ import queue
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
@@ -30,70 +29,16 @@ from coursekit.grading.bubblewrap import Sandbox, Worker, WorkerFailed, python_r
 from coursekit.grading.checks import CHECKS, Context
 from coursekit.grading.execute import Execution, execute, new_worker, walk_files
 from coursekit.grading.policy import Violation, find_violations, redefinitions
+from coursekit.grading.record import ReviewItem, Submission
 from coursekit.grading.report import write_submission_report
 from coursekit.grading.retrain import RowIndex
 from coursekit.grading.rubric import load_rubric, nbgrader_meta
-from coursekit.grading.sanitize import RefusedLink, Sanitized, UnreadableSubmission, read_submission, sanitize
+from coursekit.grading.sanitize import RefusedLink, UnreadableSubmission, read_submission, sanitize
 from coursekit.grading.scan import Finding, ScanPolicy, scan_cells
-from coursekit.grading.score import PartResult, score
+from coursekit.grading.score import score
 from coursekit.in_sandbox.protocol import PROBE_NAMES
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class ReviewItem:
-    """Something a person should look at: a policy violation, or what the scan flags for review."""
-    severity: str       # "violation" | "review"
-    rule: str
-    cell: int | None
-    line: int | None
-    code: str           # the line of the student's code, when known
-    message: str
-    grade_id: str | None = None  # the part whose points wait for the person, when there is one
-
-
-@dataclass
-class Submission:
-    """One submission on its way through the pipeline."""
-    student: str
-    notebook: Path                                          # in the student's folder: read, never changed
-    digest: str = ""                                        # of the folder, before grading
-    clean: Sanitized | None = None                          # sanitize: rebuilt on the release's skeleton
-    findings: list[Finding] = field(default_factory=list)   # scan
-    execution: Execution | None = None                      # execute
-    violations: list[Violation] = field(default_factory=list)  # apply_policy: what costs points
-    uncosted: list[Violation] = field(default_factory=list)    # apply_policy: for review only
-    parts: list[PartResult] = field(default_factory=list)   # score
-    review: list[ReviewItem] = field(default_factory=list)  # list_review
-    notes: list[str] = field(default_factory=list)          # remarks of every step, for the student
-    failure: str | None = None                              # why nothing could be graded
-    failure_rule: str | None = None                         # and the rule, when a person should look
-    seconds: float = 0.0
-
-    @property
-    def folder(self) -> Path:
-        return self.notebook.parent
-
-    @property
-    def executed(self) -> nbformat.NotebookNode | None:
-        return self.execution.executed if self.execution else None
-
-    @property
-    def sandbox_seconds(self) -> float:
-        return self.execution.completed.seconds if self.execution else 0.0
-
-    @property
-    def peak_memory_bytes(self) -> int | None:
-        return self.execution.completed.peak_memory_bytes if self.execution else None
-
-    @property
-    def score(self) -> float:
-        return round(sum(p.score for p in self.parts if not p.pending), 2)
-
-    @property
-    def max_autograded(self) -> float:
-        return sum(p.max_score for p in self.parts if not p.pending)
 
 
 RunnerT = TypeVar("RunnerT", bound="NotebookRunner")
