@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from coursekit.config import Course  # noqa: E402
-from coursekit.grading import pipeline  # noqa: E402
+from coursekit.grading import environment  # noqa: E402
 from coursekit.grading.batch import grade_class  # noqa: E402
 
 # Examples that a plain nbgrader run can grade in comparable time (carol's endless loop would cost
@@ -61,12 +61,12 @@ def run_coursekit(course: Course, jobs: int) -> tuple[float, list]:
 
 def run_without_snapshot(course: Course, jobs: int) -> tuple[float, list]:
     """The same grading, every kernel running the leading provided cells itself."""
-    leading = pipeline.leading_provided_cells
-    pipeline.leading_provided_cells = lambda release: ()
+    leading = environment.leading_provided_cells
+    environment.leading_provided_cells = lambda release: ()
     try:
         return run_coursekit(course, jobs)
     finally:
-        pipeline.leading_provided_cells = leading
+        environment.leading_provided_cells = leading
 
 
 def cell_seconds(executed) -> list[float]:
@@ -130,7 +130,7 @@ def main() -> None:
         if not args.skip_snapshot:
             plain_seconds, plain = run_without_snapshot(make_course(Path(temp, "plain"), args.copies), args.jobs)
             rows.append((f"coursekit -j {args.jobs}, no preamble snapshot", plain_seconds))
-            preamble_cells = len(pipeline.leading_provided_cells(nbformat.read(ROOT / RELEASE, as_version=4)))
+            preamble_cells = len(environment.leading_provided_cells(nbformat.read(ROOT / RELEASE, as_version=4)))
             limit = limit_seconds(plain, preamble_cells, args.jobs)
         if not args.skip_nbgrader:
             rows.append(

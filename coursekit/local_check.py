@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coursekit.config import Course
-from coursekit.grading.pipeline import NotebookRunner, Submission
+from coursekit.grading.pipeline import NotebookRunner
 from coursekit.grading.policy import Violation
+from coursekit.grading.record import Submission
 from coursekit.grading.rubric import cell_parts, nbgrader_meta
 from coursekit.grading.score import costed_parts
 

@@ -17,7 +17,7 @@ from coursekit.course.gradebook import open_gradebook
 from coursekit.grading import score
 from coursekit.grading.bubblewrap import Completed
 from coursekit.grading.execute import Execution
-from coursekit.grading.pipeline import Submission
+from coursekit.grading.record import Submission
 from coursekit.grading.rubric import load_rubric
 from coursekit.in_sandbox.protocol import RunLog
 

@@ -12,8 +12,8 @@ from coursekit.config import Course
 from coursekit.examples import build, rewrite
 from coursekit.grading.bubblewrap import Completed
 from coursekit.grading.execute import Execution
-from coursekit.grading.pipeline import Submission
 from coursekit.grading.policy import Violation
+from coursekit.grading.record import Submission
 from coursekit.grading.rubric import nbgrader_meta
 from coursekit.grading.sanitize import sanitize
 from coursekit.in_sandbox.protocol import RunLog

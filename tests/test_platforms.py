@@ -22,7 +22,8 @@ import pytest
 
 from coursekit.cli import build_parser
 from coursekit.config import Course
-from coursekit.grading.pipeline import Submission, run_steps
+from coursekit.grading.pipeline import run_steps
+from coursekit.grading.record import Submission
 from coursekit.grading.report import results_json
 from coursekit.grading.rubric import GradedCell, Rubric, load_rubric
 from coursekit.platforms import TEMPLATES, classroom50, find_notebook, gradescope

@@ -11,8 +11,8 @@ from coursekit.config import Course
 from coursekit.grading.bubblewrap import Completed
 from coursekit.grading.checks import CheckLine
 from coursekit.grading.execute import Execution
-from coursekit.grading.pipeline import ReviewItem, Submission
 from coursekit.grading.policy import Violation
+from coursekit.grading.record import ReviewItem, Submission
 from coursekit.grading.report import export_class, messages, results_json, table
 from coursekit.grading.scan import Finding
 from coursekit.grading.score import PartResult

@@ -187,7 +187,7 @@ def retire_examples(course: Course) -> list[str]:
     """The kit's example submissions (named as `coursekit examples` names them, and never collected: no
     timestamp.txt), removed from submitted/, autograded/, feedback/ and the gradebook, so that they
     never reach a real course's grades. `python -m coursekit examples` writes them again."""
-    from coursekit.course.gradebook import remove_students  # imported here: it loads the grader
+    from coursekit.course.gradebook import remove_students  # imported here: it loads nbgrader and torch
     from coursekit.examples import EXAMPLES, MALFORMED
 
     retired = [name for name in (*EXAMPLES, MALFORMED[0])

@@ -21,7 +21,7 @@ from coursekit.config import Course
 from coursekit.course.gradebook_lock import exclusive
 from coursekit.course.late import LatePolicy, read_timestamp
 from coursekit.grading.feedback import write_feedback
-from coursekit.grading.pipeline import Submission
+from coursekit.grading.record import Submission
 from coursekit.grading.rubric import load_rubric
 
 logger = logging.getLogger(__name__)

@@ -1,5 +1,6 @@
 """Grade a class: submissions through the pipeline in parallel (each in its own sandbox), each one's
-report written by its last step, the gradebook and the class's files as they finish."""
+report written by its last step, then the class-level steps: the gradebook as each finishes, the class's
+files at the end."""
 from __future__ import annotations
 
 import logging
@@ -8,7 +9,7 @@ import os
 import subprocess
 import sys
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +18,17 @@ from tqdm import tqdm
 
 from coursekit.config import Course
 from coursekit.course.gradebook import record_graded
-from coursekit.grading.pipeline import Grader, Submission
+from coursekit.grading.pipeline import Grader
+from coursekit.grading.record import Submission
 from coursekit.grading.report import export_class
 
 logger = logging.getLogger(__name__)
+
+# The class-level steps, after each submission's GRADING_STEPS (pipeline.py): every graded submission goes
+# through WHEN_GRADED as soon as it is done (so the gradebook keeps it if the batch is stopped), then the
+# class through AFTER_ALL once every submission is graded.
+WHEN_GRADED: tuple[Callable[[Course, Submission], None], ...] = (record_graded,)
+AFTER_ALL: tuple[Callable[[Course], object], ...] = (export_class,)
 
 
 def matplotlib_cache(course: Course) -> Path:
@@ -173,12 +181,14 @@ def grade_class(course: Course, students: list[str] | None = None, jobs: int | N
         try:
             for future in as_completed(futures):
                 result = future.result()
-                record_graded(course, result)
+                for step in WHEN_GRADED:
+                    step(course, result)
                 results.append(result)
                 bar.set_postfix_str(f"{result.student}: {result.score:g}")
                 bar.update()
         finally:
             pool.shutdown(cancel_futures=True)
     results.sort(key=lambda r: r.student)
-    export_class(course)
+    for class_step in AFTER_ALL:
+        class_step(course)
     return results

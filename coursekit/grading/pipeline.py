@@ -1,100 +1,38 @@
-"""The grading pipeline. One `Submission` record per submission goes through the steps listed in
-GRADING_STEPS; each step reads what the steps before it left on the record and adds its own part:
+"""The grading pipeline. One `Submission` record (record.py) per submission goes through the steps listed
+in GRADING_STEPS; each step reads what the steps before it left on the record and adds its own part:
 
     fingerprint -> sanitize -> scan -> execute (sandboxed, probes included) -> apply_policy
     -> score -> list_review -> verify_untouched -> write_report
 
 A step never raises for a bad submission: it records a note, or a `failure` that zeroes what could
 not be graded, and the later steps go on with what there is. `Grader.grade` runs the steps;
-`NotebookRunner` is what any run of a notebook needs (the student's local check uses it with
-CHECK_STEPS).
+`NotebookRunner` is what any run of a notebook needs: the course's `Environment` and a `WorkerPool`
+(environment.py); the student's local check uses it with CHECK_STEPS.
 """
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
-import queue
 import secrets
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
-import nbformat
-
 from coursekit.config import Course
-from coursekit.data import load_subset, provision
-from coursekit.grading.bubblewrap import Sandbox, Worker, WorkerFailed, python_read_only_paths
+from coursekit.data import load_subset
+from coursekit.grading.bubblewrap import Sandbox, python_read_only_paths
 from coursekit.grading.checks import CHECKS, Context
+from coursekit.grading.environment import Environment, WorkerPool
 from coursekit.grading.execute import Execution, execute, new_worker, walk_files
 from coursekit.grading.policy import Violation, find_violations, redefinitions
+from coursekit.grading.record import ReviewItem, Submission
 from coursekit.grading.report import write_submission_report
 from coursekit.grading.retrain import RowIndex
-from coursekit.grading.rubric import load_rubric, nbgrader_meta
-from coursekit.grading.sanitize import RefusedLink, Sanitized, UnreadableSubmission, read_submission, sanitize
-from coursekit.grading.scan import Finding, ScanPolicy, scan_cells
-from coursekit.grading.score import PartResult, score
+from coursekit.grading.rubric import load_rubric
+from coursekit.grading.sanitize import RefusedLink, UnreadableSubmission, read_submission, sanitize
+from coursekit.grading.scan import Finding, scan_cells
+from coursekit.grading.score import score
 from coursekit.in_sandbox.protocol import PROBE_NAMES
-
-logger = logging.getLogger(__name__)
-
-
-@dataclass
-class ReviewItem:
-    """Something a person should look at: a policy violation, or what the scan flags for review."""
-    severity: str       # "violation" | "review"
-    rule: str
-    cell: int | None
-    line: int | None
-    code: str           # the line of the student's code, when known
-    message: str
-    grade_id: str | None = None  # the part whose points wait for the person, when there is one
-
-
-@dataclass
-class Submission:
-    """One submission on its way through the pipeline."""
-    student: str
-    notebook: Path                                          # in the student's folder: read, never changed
-    digest: str = ""                                        # of the folder, before grading
-    clean: Sanitized | None = None                          # sanitize: rebuilt on the release's skeleton
-    findings: list[Finding] = field(default_factory=list)   # scan
-    execution: Execution | None = None                      # execute
-    violations: list[Violation] = field(default_factory=list)  # apply_policy: what costs points
-    uncosted: list[Violation] = field(default_factory=list)    # apply_policy: for review only
-    parts: list[PartResult] = field(default_factory=list)   # score
-    review: list[ReviewItem] = field(default_factory=list)  # list_review
-    notes: list[str] = field(default_factory=list)          # remarks of every step, for the student
-    failure: str | None = None                              # why nothing could be graded
-    failure_rule: str | None = None                         # and the rule, when a person should look
-    seconds: float = 0.0
-
-    @property
-    def folder(self) -> Path:
-        return self.notebook.parent
-
-    @property
-    def executed(self) -> nbformat.NotebookNode | None:
-        return self.execution.executed if self.execution else None
-
-    @property
-    def sandbox_seconds(self) -> float:
-        return self.execution.completed.seconds if self.execution else 0.0
-
-    @property
-    def peak_memory_bytes(self) -> int | None:
-        return self.execution.completed.peak_memory_bytes if self.execution else None
-
-    @property
-    def score(self) -> float:
-        return round(sum(p.score for p in self.parts if not p.pending), 2)
-
-    @property
-    def max_autograded(self) -> float:
-        return sum(p.max_score for p in self.parts if not p.pending)
-
 
 RunnerT = TypeVar("RunnerT", bound="NotebookRunner")
 # A step takes the runner it needs and the record: most take any NotebookRunner (the local check runs them
@@ -121,7 +59,8 @@ def fingerprint(runner: NotebookRunner, submission: Submission) -> None:
 def sanitize_step(runner: NotebookRunner, submission: Submission) -> None:
     """Read the notebook (never through a link, when grading) and rebuild it on the release."""
     try:
-        submission.clean = sanitize(read_submission(submission.notebook, runner.link_guard(submission)), runner.release)
+        notebook = read_submission(submission.notebook, runner.link_guard(submission))
+        submission.clean = sanitize(notebook, runner.environment.release)
     except UnreadableSubmission as error:
         submission.failure = f"Your notebook could not be read: {error}"
         submission.failure_rule = "link" if isinstance(error, RefusedLink) else None
@@ -133,20 +72,18 @@ def sanitize_step(runner: NotebookRunner, submission: Submission) -> None:
 def scan(runner: NotebookRunner, submission: Submission) -> None:
     if submission.clean:
         cells = [(c.index, c.source) for c in submission.clean.editable]
-        submission.findings = scan_cells(cells, runner.policy, runner.preamble)
+        submission.findings = scan_cells(cells, runner.environment.policy, runner.environment.preamble)
 
 
 def execute_step(runner: NotebookRunner, submission: Submission) -> None:
     """Run the notebook and its probes in the next idle sandboxed worker."""
     if not submission.clean:
         return
-    worker = runner.idle_workers.get()
-    try:
-        submission.execution = execute(submission.clean.notebook, submission.folder, runner.course.notebook_name,
+    environment = runner.environment
+    with runner.workers.take() as worker:
+        submission.execution = execute(submission.clean.notebook, submission.folder, environment.course.notebook_name,
                                        worker, seed=secrets.randbits(31), probes=runner.probes,
-                                       no_autograd=runner.policy.no_autograd, preamble=runner.snapshot_cells)
-    finally:
-        runner.idle_workers.put(worker)
+                                       no_autograd=environment.policy.no_autograd, preamble=environment.snapshot_cells)
     submission.notes += submission.execution.notes + run_problems(submission.execution)
 
 
@@ -171,15 +108,15 @@ def apply_policy(runner: NotebookRunner, submission: Submission) -> None:
     if not submission.clean:
         return
     editable, log = submission.clean.editable, submission.execution.log if submission.execution else None
-    found = find_violations(submission.findings, log, editable, runner.policy.no_autograd)
+    found = find_violations(submission.findings, log, editable, runner.environment.policy.no_autograd)
     submission.violations = [v for v in found if v.touches]
     submission.uncosted = [v for v in found if not v.touches] + redefinitions(editable)
 
 
 def score_step(grader: Grader, submission: Submission) -> None:
-    execution = submission.execution
+    execution, course = submission.execution, grader.environment.course
     ctx = Context(execution.outputs, execution.inputs, grader.x_test, grader.y_test, grader.x_train, grader.y_train,
-                  grader.course.settings.floors, grader.rows) if execution and not submission.failure else None
+                  course.settings.floors, grader.rows) if execution and not submission.failure else None
     submission.parts = score(grader.rubric, ctx, submission.violations, failure=submission.failure)
 
 
@@ -238,7 +175,7 @@ def verify_untouched(runner: NotebookRunner, submission: Submission) -> None:
 
 
 def write_report(grader: Grader, submission: Submission) -> None:
-    write_submission_report(submission, grader.course)
+    write_submission_report(submission, grader.environment.course)
 
 
 GRADING_STEPS: tuple[Step[Grader], ...] = (fingerprint, sanitize_step, scan, execute_step, apply_policy, score_step,
@@ -255,61 +192,19 @@ def run_steps(runner: RunnerT, submission: Submission, steps: tuple[Step[RunnerT
     return submission
 
 
-def leading_provided_cells(release: nbformat.NotebookNode) -> tuple[str, ...]:
-    """The release's leading code cells that every submission runs unchanged (locked, before the first
-    answer or test cell, and before the first that draws: plots need a kernel). A warm worker runs them
-    once and starts every submission's kernel after them."""
-    found = []
-    for cell in (c for c in release.cells if c.cell_type == "code"):
-        meta = nbgrader_meta(cell)
-        if not meta.get("locked") or meta.get("solution") or meta.get("grade") or "plt." in cell.source:
-            break
-        found.append(cell.source)
-    return tuple(found)
-
-
 class NotebookRunner:
-    """What running any notebook needs: the release skeleton, the policy, limits, and `workers` warm
-    sandboxed workers (started at once, in the background). Use it as a context manager: its workers
-    and their folders are gone when the block ends, however it ends."""
+    """What running any notebook needs: the course's environment and `workers` warm sandboxed workers
+    (started at once, in the background). Use it as a context manager: its workers and their folders are
+    gone when the block ends, however it ends."""
 
     probes: tuple[str, ...] = ()  # the local check runs only the notebook's own (visible) tests
 
     def __init__(self, course: Course, require_sandbox: bool = False, threads: int = 1, mpl_cache: Path | None = None,
                  workers: int = 1):
-        self.course = course
-        self.release = nbformat.read(course.release_notebook, as_version=4)
-        self.preamble = "\n".join(cell.source for cell in self.release.cells if cell.cell_type == "code"
-                                  and nbgrader_meta(cell).get("locked") and not nbgrader_meta(cell).get("grade"))
-        self.snapshot_cells = leading_provided_cells(self.release)
-        self.policy = ScanPolicy(no_autograd=course.settings.no_autograd)
-        self.limits = course.settings.limits
-        self.mnist = provision(online=False, progress=False)
-        self.sandbox = Sandbox([*python_read_only_paths(), self.mnist], require=require_sandbox)
-        self.closing = False
-        self.workers = [new_worker(self.sandbox, self.limits, self.mnist, threads, mpl_cache) for _ in range(workers)]
-        self.idle_workers: queue.SimpleQueue[Worker] = queue.SimpleQueue()
-        self.starting: list[threading.Thread] = []
-        try:
-            for worker in self.workers:
-                worker.launch()
-        except BaseException:
-            self.close()
-            raise
-        self.starting = [
-            threading.Thread(target=self.when_ready, args=(worker,), daemon=True) for worker in self.workers
-        ]
-        for thread in self.starting:  # the workers import their libraries while the grader loads its own data
-            thread.start()
-
-    def when_ready(self, worker: Worker) -> None:
-        try:
-            worker.wait_until_ready()
-        except WorkerFailed as error:  # retried by the first run that gets this worker, and reported there
-            if not self.closing:
-                logger.warning("%s", error)
-        finally:
-            self.idle_workers.put(worker)
+        self.environment = Environment.of(course)
+        self.sandbox = Sandbox([*python_read_only_paths(), self.environment.mnist], require=require_sandbox)
+        self.workers = WorkerPool([new_worker(self.sandbox, self.environment.limits, self.environment.mnist, threads,
+                                              mpl_cache) for _ in range(workers)])
 
     def link_guard(self, submission: Submission) -> Path | None:
         """The folder below which no link is followed (none for a notebook a student checks locally)."""
@@ -320,12 +215,7 @@ class NotebookRunner:
         return run_steps(self, Submission(notebook.parent.name, notebook), CHECK_STEPS)
 
     def close(self) -> None:
-        """Stop the workers (those still starting too) and remove their folders."""
-        self.closing = True
-        for worker in self.workers:
-            worker.close()
-        for thread in self.starting:
-            thread.join()
+        self.workers.close()
 
     def __enter__(self):
         return self
@@ -346,7 +236,7 @@ class Grader(NotebookRunner):
             missing = [c.grade_id for c in self.rubric.autograded if c.grade_id not in CHECKS]
             if missing:
                 raise RuntimeError(f"autograded cells without a trusted check in the grader: {missing}")
-            self.x_train, self.y_train, self.x_test, self.y_test = load_subset(self.mnist)
+            self.x_train, self.y_train, self.x_test, self.y_test = load_subset(self.environment.mnist)
             self.rows = RowIndex(self.x_train, self.x_test)
         except BaseException:  # the workers have started: stop them before giving up
             self.close()
@@ -359,7 +249,8 @@ class Grader(NotebookRunner):
         return run_steps(self, Submission(student, self.notebook_of(student)), steps)
 
     def notebook_of(self, student: str) -> Path:
-        return self.course.submission(student) / self.course.notebook_name
+        course = self.environment.course
+        return course.submission(student) / course.notebook_name
 
     def failed(self, student: str, why: str, rule: str | None = None) -> Submission:
         """A submission the grader itself could not grade: nothing scores, a person looks when `rule`."""

@@ -10,19 +10,16 @@ import html
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import nbformat
 
 from coursekit.config import Course
+from coursekit.course.gradebook import StudentTotal, recorded_totals
 from coursekit.course.inert import one_line, write_csv
 from coursekit.course.late import LatePolicy, late_status
 from coursekit.grading.feedback import STAND_IN, keep_safe_outputs, render_page
+from coursekit.grading.record import Submission
 from coursekit.grading.score import PartResult
-
-if TYPE_CHECKING:
-    from coursekit.course.gradebook import StudentTotal
-    from coursekit.grading.pipeline import Submission
 
 MAX_KEPT_NOTEBOOK_BYTES = 10 * 2**20
 PERSON_WILL_LOOK = "(a person from the course staff will look at this)"
@@ -185,9 +182,6 @@ def grades_row(student: str, data: dict, columns: list[str], recorded: StudentTo
 def export_class(course: Course) -> Path:
     """grades.csv (one row per student, one column per graded cell, the totals), review.csv and a
     class summary picture, from results.json and, where there is one, nbgrader's gradebook."""
-    # imported here: the gradebook module imports the pipeline, which imports this one
-    from coursekit.course.gradebook import recorded_totals
-
     results, recorded = load_results(course), recorded_totals(course)
     columns = grade_columns(results)
     path = course.root / "grades.csv"
