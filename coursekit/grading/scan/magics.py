@@ -50,11 +50,17 @@ def expand(items: list) -> list[Step]:
             steps += cell_magic_steps(item)
         else:
             if isinstance(item, Unit):
-                item.magics = {node: call_steps(item, node) for node in ast.walk(item.tree)
-                               if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                               and node.func.attr in IPYTHON_RUNS}
+                item.magics = magic_calls(item)
             steps.append(item)
     return steps
+
+
+def magic_calls(unit: Unit) -> dict[ast.Call, list[Step]]:
+    """Every call that may be ``get_ipython().<method>(...)``, and its steps."""
+    if unit.text.isascii() and not any(method in unit.text for method in IPYTHON_RUNS):
+        return {}  # most units, without walking the tree (a non-ASCII name may be NFKC-normalised to one)
+    return {node: call_steps(unit, node) for node in ast.walk(unit.tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in IPYTHON_RUNS}
 
 
 def call_steps(unit: Unit, node: ast.Call) -> list[Step]:
