@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import textwrap
 import types
 
 import torch
@@ -20,6 +21,7 @@ from coursekit.config import Floors
 from coursekit.grading.checks import Context
 from coursekit.grading.probe_data import PROBE_NAMES, ProbeOutput, make_inputs
 from coursekit.grading.retrain import row_weights
+from coursekit.grading.scan import RULES, SUSPICIOUS, UNPARSABLE, VIOLATION, Finding, ScanPolicy, scan_cells
 
 
 def load_module(name: str, path):
@@ -251,3 +253,27 @@ def grade_catalogue(tmp_path_factory, cases: dict, files: dict | None = None, bu
     results = grade_class(course, list(cases), jobs=2, require_sandbox=True, progress=False)
     assert tree_digest(root / "submitted") == before, "grading must never modify a submission"
     return course, {r.student: r for r in results}
+
+
+# The static scanner: one call per notebook, cells numbered from 0, the course's preamble in scope.
+SCAN_PREAMBLE = "from fastai.vision.all import *\nimport torch\n"
+V, S, U = VIOLATION, SUSPICIOUS, UNPARSABLE
+RULES_AND_SEVERITIES = set(RULES.items())
+
+
+def scan(*sources: str, policy: ScanPolicy = ScanPolicy(), preamble: str = SCAN_PREAMBLE) -> list[Finding]:
+    return scan_cells(list(enumerate(sources)), policy, preamble)
+
+
+def triples(findings: list[Finding]) -> list[tuple[str, str, int]]:
+    return [(f.severity, f.rule, f.line) for f in findings]
+
+
+def cell(text: str) -> str:
+    """A cell's source written indented in a test."""
+    return textwrap.dedent(text).lstrip("\n")
+
+
+def by_line(found: list[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
+    """(severity, rule, line) triples in line order, whatever order the rules were found in."""
+    return sorted(found, key=lambda t: (t[2], t[1]))

@@ -68,7 +68,7 @@ def test_results_json_follows_gradescope_schema_and_adds_up():
     assert extra["pending_manual"] == {"regression_answer": 6.0}
     assert extra["peak_memory_bytes"] == 123_456_789 and extra["late"] is None
     assert extra["findings"][0] == {"severity": "violation", "rule": "torch-nn", "cell": 9, "line": 2,
-                                    "message": "torch.nn is not allowed"}
+                                    "message": "torch.nn is not allowed", "check": ""}
     assert extra["review"] == [
         {
             "severity": "violation",

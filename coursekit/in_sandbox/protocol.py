@@ -31,6 +31,11 @@ MAX_RECORDS = 1000              # of each kind of record in a run log
 # Training evidence: a batch row's fingerprint is the sum of its float32 bits times weights drawn from
 # a generator with this seed (instrument.py in the kernel and grading/retrain.py on the host agree).
 FINGERPRINT_SEED, FINGERPRINT_BITS, FINGERPRINT_WIDTH = 20261129, 20, 4096
+# The forbidden-API policy's rules: the run-time guard's id (instrument.py's FORBIDDEN tables, and the
+# grader's messages for them in grading/policy.py) -> the static scanner's id for the same rule
+# (grading/scan/findings.py). tests/test_policy_agreement.py checks that both sides use exactly these.
+FORBIDDEN_API_RULES = {"autograd": "autograd", "torch-nn": "torch.nn", "torch-optim": "torch.optim",
+                       "ready-made": "ready-made-function"}
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,11 @@ student's ``backward`` methods accept).
 
 Layout: :mod:`.cells` (IPython cells -> parsed units), :mod:`.facts` (what the
 student defines), :mod:`.resolver` (scopes and dotted names), :mod:`.apis`
-(the policy as data), :mod:`.rules` (small checks, registered by node kind),
-:mod:`.magics` (magics and ``get_ipython()``), :mod:`.visitor` (the one walk),
-:mod:`.scanner` (entry points).
+(the policy as data), :mod:`.magics` (magics and ``get_ipython()`` calls,
+expanded before the walk), :mod:`.rules` (small checks, registered by node
+kind, that return what they find), :mod:`.visitor` (the one walk, which turns
+the checks' hits into findings), :mod:`.scanner` (entry points).  Every
+:class:`Finding` names the check that produced it (``Finding.check``).
 """
 
 from .findings import MAX_LITERAL_CHARS, RULES, SEVERITIES, SUSPICIOUS, UNPARSABLE, VIOLATION, Finding, ScanPolicy

@@ -4,7 +4,9 @@ A cell becomes a list of items: a :class:`Unit` (parsed Python plus a map from
 its lines back to the student's lines), a :class:`CellMagic` (``%%name`` with,
 for Python cell magics, its prepared body) or a :class:`Broken` part that
 could not be parsed.  IPython's ``TransformerManager`` rewrites ``%magic``
-and ``!shell`` lines into ``get_ipython()`` calls, which the rules then read.
+and ``!shell`` lines into ``get_ipython()`` calls, which :mod:`.magics` then
+expands before the walk.  A :class:`Place` tells where a node of a unit is in
+the student's cell, and how the student spelled it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import ast
 import textwrap
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from .apis import PYTHON_CELL_MAGICS
@@ -28,6 +30,7 @@ class Unit:
     text: str
     line_of: Callable[[int], int]
     generated: frozenset  # unit lines that IPython rewrote (magics, `!`)
+    magics: dict[ast.Call, list] = field(default_factory=dict)  # get_ipython() call -> its steps (magics.expand)
 
 
 @dataclass
@@ -169,6 +172,36 @@ def pinned_to_line(items: list, line: int) -> list:
         elif isinstance(item, (Broken, CellMagic)):
             item.line = line
     return items
+
+
+@dataclass(frozen=True)
+class Place:
+    """A unit being walked, in cell ``cell`` whose student lines are ``cell_lines``."""
+
+    unit: Unit
+    cell: int
+    cell_lines: list
+
+    def line(self, node) -> int:
+        return self.unit.line_of(getattr(node, "lineno", 1) or 1)
+
+    def spell(self, node) -> str:
+        """The student's spelling of a node (their line, for IPython syntax)."""
+        n = getattr(node, "lineno", None)
+        if n is not None and n in self.unit.generated:
+            ln = self.unit.line_of(n)
+            if 1 <= ln <= len(self.cell_lines):
+                return self.cell_lines[ln - 1].strip()
+        try:
+            seg = ast.get_source_segment(self.unit.text, node)
+        except Exception:
+            seg = None
+        if not seg:
+            try:
+                seg = ast.unparse(node)
+            except Exception:
+                seg = type(node).__name__
+        return seg
 
 
 def units(items: list) -> Iterable[Unit]:

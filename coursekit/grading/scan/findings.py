@@ -1,13 +1,20 @@
-"""What the scanner reports: severities, rule ids, the :class:`Finding` record,
-the :class:`ScanPolicy` knob and the one-sentence messages shown to students.
+"""What the scanner reports: severities, rule ids, the :class:`Hit` a check
+returns, the :class:`Finding` record, the :class:`ScanPolicy` knob and the
+one-sentence messages shown to students.
 
-A finding is keyed by (cell, line, rule); the first message reported for a key
-is the one kept, so the order in which rules run is part of the behaviour.
+A finding is keyed by (cell, line, rule): the walker keeps the first one in
+walk order, and among the hits of one node it prefers a dotted name found in
+the policy table (``named``) and then the check's name, so that the order of
+the checks in the registry never decides which message is kept.
 """
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass
+from typing import Optional
+
+from coursekit.in_sandbox.protocol import FORBIDDEN_API_RULES
 
 VIOLATION = "violation"
 SUSPICIOUS = "suspicious"
@@ -15,13 +22,12 @@ UNPARSABLE = "unparsable"
 SEVERITIES = (VIOLATION, SUSPICIOUS, UNPARSABLE)
 
 #: rule id -> severity of its findings
+#: violations of the forbidden-API policy that only the static scan looks for: the run-time guard wraps
+#: torch, and fastai's training machinery and other libraries reach it through torch.nn and torch.optim
+SCAN_ONLY_RULES = ("fastai-training", "ml-library")
 RULES: dict[str, str] = {
-    "autograd": VIOLATION,
-    "torch.nn": VIOLATION,
-    "torch.optim": VIOLATION,
-    "ready-made-function": VIOLATION,
-    "fastai-training": VIOLATION,
-    "ml-library": VIOLATION,
+    **{rule: VIOLATION for rule in FORBIDDEN_API_RULES.values()},
+    **{rule: VIOLATION for rule in SCAN_ONLY_RULES},
     "dynamic-code": SUSPICIOUS,
     "file-access": SUSPICIOUS,
     "network": SUSPICIOUS,
@@ -41,6 +47,20 @@ class Finding:
     cell: int  # the cell index given by the caller
     line: int  # 1-based line within the cell's source, as the student wrote it
     message: str  # one sentence for the student
+    check: str = ""  # the scanner check that produced it (a function of rules.py, "magics", "parse", ...)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """What a check found at one node; the walker turns it into a :class:`Finding` (cell, line, message)."""
+
+    rule: str  # one of RULES
+    node: Optional[ast.AST]  # where it is and what the message quotes, unless `line` and `spelled` say
+    detail: str = ""
+    spelled: Optional[str] = None
+    line: Optional[int] = None  # the student's line; None: the node's
+    named: bool = False  # a dotted name classified by the policy table (apis.API_RULES)
+    check: str = ""  # set by rules.run_checks from the check's name, unless the check set it
 
 
 @dataclass(frozen=True)

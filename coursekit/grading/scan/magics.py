@@ -1,5 +1,15 @@
-"""IPython magics and ``get_ipython()`` calls: what they run, and the Python
-code inside them, which is scanned like the rest of the cell.
+"""IPython magics and ``get_ipython()`` calls, expanded before the walk: what
+they run becomes findings, and the Python code inside them becomes more units
+to walk.
+
+:func:`expand` turns a cell's prepared items into the steps the walker takes
+in order: a unit to walk, a part that could not be parsed, a finding
+(:class:`~.findings.Hit`), or an expression to visit where it stands.  A
+``%%name`` cell magic is replaced by its steps; a unit keeps, for every call
+that may be ``get_ipython().<method>(...)`` (what IPython's transform writes
+for ``%magic`` and ``!shell`` lines), the steps it expands to, which the
+walker takes instead of visiting the call when its receiver resolves to
+``get_ipython()``.
 
 ``%time``/``%timeit``/``%prun``/``%debug`` take a Python statement, cell
 magics such as ``%%time`` a Python body; shell, package and file magics are
@@ -10,7 +20,7 @@ Line numbers of code inside a magic are the line of the magic.
 from __future__ import annotations
 
 import ast
-from typing import TYPE_CHECKING
+from typing import Optional, Union
 
 from .apis import (
     CODE_MAGIC_OPTIONS,
@@ -23,54 +33,69 @@ from .apis import (
     PROCESS_LINE_MAGICS,
     PYTHON_CELL_MAGICS,
 )
-from .cells import PARSE_ERRORS, CellMagic, Unit, parse, pinned_to_line, prepare
+from .cells import PARSE_ERRORS, Broken, CellMagic, Unit, parse, pinned_to_line, prepare
+from .findings import Hit
 from .resolver import str_const
 
-if TYPE_CHECKING:
-    from .visitor import Walker
+Step = Union[Unit, Broken, Hit, ast.expr]
+CHECK = "magics"  # the check id of the findings made here
+IPYTHON_RUNS = IPY_SHELL | {"run_line_magic", "run_cell_magic"}
 
 
-def ipython_call(walker: "Walker", node: ast.Call, f: ast.Attribute) -> bool:
-    """Handle ``get_ipython().<method>(...)``; True when fully handled."""
-    assert walker.unit is not None  # the walker is inside a unit while it visits nodes
-    generated = node.lineno in walker.unit.generated  # written by IPython's transform
-    meth = f.attr
-    lits = [str_const(a) for a in node.args]
+def expand(items: list) -> list[Step]:
+    """The walker's steps for a cell's prepared items (see the module's docstring)."""
+    steps: list[Step] = []
+    for item in items:
+        if isinstance(item, CellMagic):
+            steps += cell_magic_steps(item)
+        else:
+            if isinstance(item, Unit):
+                item.magics = magic_calls(item)
+            steps.append(item)
+    return steps
+
+
+def magic_calls(unit: Unit) -> dict[ast.Call, list[Step]]:
+    """Every call that may be ``get_ipython().<method>(...)``, and its steps."""
+    if unit.text.isascii() and not any(method in unit.text for method in IPYTHON_RUNS):
+        return {}  # most units, without walking the tree (a non-ASCII name may be NFKC-normalised to one)
+    return {node: call_steps(unit, node) for node in ast.walk(unit.tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in IPYTHON_RUNS}
+
+
+def call_steps(unit: Unit, node: ast.Call) -> list[Step]:
+    """What ``get_ipython().<method>(...)`` expands to, if its receiver is get_ipython()."""
+    assert isinstance(node.func, ast.Attribute)  # as expand() chose it
+    meth = node.func.attr
     if meth in IPY_SHELL:
-        walker.report("process", node, "runs a shell command")
-        return True
-    if meth not in ("run_line_magic", "run_cell_magic"):
-        return False  # ordinary classification (run_cell, ex, ev, ...)
-    if not generated:
-        walker.report("dynamic-code", node, "runs code through the IPython shell")
-    if len(lits) < 2 or lits[0] is None or lits[1] is None:
-        if generated:
-            walker.report("dynamic-code", node, "runs code through the IPython shell")
-        for a in node.args:
-            walker.visit(a)
-        return True
-    line = walker.line(node)
+        return [Hit("process", node, "runs a shell command", check=CHECK)]
+    lits = [str_const(a) for a in node.args]
+    name, arg = (lits[0], lits[1]) if len(lits) >= 2 else (None, None)
+    generated = node.lineno in unit.generated  # written by IPython's transform
+    steps: list[Step] = []
+    if not generated or name is None or arg is None:
+        steps.append(Hit("dynamic-code", node, "runs code through the IPython shell", check=CHECK))
+    if name is None or arg is None:
+        return steps + list(node.args)
+    line = unit.line_of(node.lineno)
     if meth == "run_line_magic":
-        line_magic(walker, lits[0], lits[1], node, line)
-    else:
-        body = lits[2] if len(lits) > 2 and lits[2] is not None else ""
-        magic = CellMagic(lits[0], lits[1], line, [])
-        if lits[0] in PYTHON_CELL_MAGICS:
-            # the body has its own lines; all of them point at this call
-            magic.body = pinned_to_line(prepare(body, 0), line)
-        cell_magic(walker, magic, node)
-    return True
+        return steps + line_magic_steps(name, arg, node, line)
+    body = lits[2] if len(lits) > 2 and lits[2] is not None else ""
+    # the body has its own lines; all of them point at this call
+    magic = CellMagic(name, arg, line, pinned_to_line(prepare(body, 0), line) if name in PYTHON_CELL_MAGICS else [])
+    return steps + cell_magic_steps(magic, node)
 
 
-def line_magic(walker: "Walker", name: str, arg: str, node, line: int) -> None:
+def line_magic_steps(name: str, arg: str, node: ast.Call, line: int) -> list[Step]:
     if name in CODE_MAGIC_OPTIONS:
-        magic_code(walker, name, arg, line, walker.spell(node))
-    elif name in PROCESS_LINE_MAGICS:
-        walker.report("process", node, "runs a shell command or installs packages")
-    elif name in DYNAMIC_LINE_MAGICS:
-        walker.report("dynamic-code", node, "runs or loads code from elsewhere")
-    elif name in FILE_LINE_MAGICS:
-        walker.report("file-access", node, "changes the working directory")
+        return magic_code_steps(name, arg, line, node, None)
+    if name in PROCESS_LINE_MAGICS:
+        return [Hit("process", node, "runs a shell command or installs packages", check=CHECK)]
+    if name in DYNAMIC_LINE_MAGICS:
+        return [Hit("dynamic-code", node, "runs or loads code from elsewhere", check=CHECK)]
+    if name in FILE_LINE_MAGICS:
+        return [Hit("file-access", node, "changes the working directory", check=CHECK)]
+    return []
 
 
 def strip_options(code: str, options) -> str:
@@ -89,33 +114,34 @@ def strip_options(code: str, options) -> str:
     return code
 
 
-def magic_code(walker: "Walker", name: str, arg: str, line: int, spelled: str) -> None:
-    """Scan the Python statement given to %time/%timeit/%prun/%debug."""
+def magic_code_steps(name: str, arg: str, line: int, node: Optional[ast.Call],
+                     spelled: Optional[str]) -> list[Step]:
+    """The Python statement given to %time/%timeit/%prun/%debug, as a unit on the magic's line."""
     code = strip_options(arg, CODE_MAGIC_OPTIONS[name])
     if not code:
-        return
+        return []
     try:
         tree = parse(code)
     except PARSE_ERRORS:
-        walker.report("dynamic-code", None, f"gives `%{name}` code that could not be parsed",
-                      spelled=spelled, line=line)
-        return
-    walker.run_unit(Unit(tree, code, lambda n: line, frozenset()))  # `line` is never rebound here
+        return [Hit("dynamic-code", node, f"gives `%{name}` code that could not be parsed", spelled, line,
+                    check=CHECK)]
+    return expand([Unit(tree, code, lambda n: line, frozenset())])  # `line` is never rebound here
 
 
-def cell_magic(walker: "Walker", magic: CellMagic, node=None) -> None:
+def cell_magic_steps(magic: CellMagic, node: Optional[ast.Call] = None) -> list[Step]:
     spelled = f"%%{magic.name} {magic.args}".strip()
     if magic.name in PYTHON_CELL_MAGICS:
+        setup: list[Step] = []
         if magic.name in ("timeit", "prun", "debug") and magic.args:
             # e.g. `%%timeit -n 3 setup_code`: the setup code runs too
-            magic_code(walker, magic.name, magic.args, magic.line, spelled)
-        walker.run_items(magic.body)
-    elif magic.name in PROCESS_CELL_MAGICS:
-        walker.report("process", node, "runs another program on the cell's contents",
-                      spelled=spelled, line=magic.line)
+            setup = magic_code_steps(magic.name, magic.args, magic.line, None, spelled)
+        return setup + expand(magic.body)
+    if magic.name in PROCESS_CELL_MAGICS:
+        detail, rule = "runs another program on the cell's contents", "process"
     elif magic.name in DYNAMIC_CELL_MAGICS:
-        walker.report("dynamic-code", node, "writes or runs code outside Python",
-                      spelled=spelled, line=magic.line)
+        detail, rule = "writes or runs code outside Python", "dynamic-code"
     elif magic.name not in HARMLESS_CELL_MAGICS:
-        walker.report("dynamic-code", node, "uses a cell magic whose body is not checked",
-                      spelled=spelled, line=magic.line)
+        detail, rule = "uses a cell magic whose body is not checked", "dynamic-code"
+    else:
+        return []
+    return [Hit(rule, node, detail, spelled, magic.line, check=CHECK)]

@@ -1,8 +1,9 @@
 """Entry points: scan a notebook's editable cells, find large literals.
 
 :func:`scan_cells` prepares every cell (:mod:`.cells`), collects what the
-student defines (:mod:`.facts`), walks the preamble silently to learn its
-names, then walks the student's cells in order (:mod:`.visitor`).  It never
+student defines (:mod:`.facts`), expands the magics (:mod:`.magics`), walks
+the preamble silently to learn its names, then walks the student's cells in
+order (:mod:`.visitor`).  It never
 raises: a cell the scanner cannot handle is reported for a person to review.
 """
 
@@ -14,6 +15,7 @@ from typing import Iterable
 from .cells import PARSE_ERRORS, Broken, prepare, source_text, split_lines, units
 from .facts import Facts
 from .findings import MAX_LITERAL_CHARS, SUSPICIOUS, UNPARSABLE, Finding, ScanPolicy
+from .magics import expand
 from .visitor import Walker
 
 
@@ -50,7 +52,7 @@ def _walk_preamble(walker: Walker, preamble: str, items: list) -> None:
     walker.reporting = False
     walker.cell_lines = split_lines(source_text(preamble))
     try:
-        walker.run_items(items)
+        walker.run_steps(expand(items))
     except Exception:  # pragma: no cover - defensive
         walker.resolver.reset()
     walker.reporting = True
@@ -60,13 +62,13 @@ def _walk_cell(walker: Walker, idx: int, src: str, items: list) -> None:
     walker.cell = idx
     walker.cell_lines = split_lines(src)
     try:
-        walker.run_items(items)
+        walker.run_steps(expand(items))
     except Exception as e:  # never raise: hand the cell to a person
         walker.resolver.reset()
         walker.findings.setdefault((idx, 1, "syntax"), Finding(
             UNPARSABLE, "syntax", idx, 1,
             f"This cell could not be checked automatically (internal scanner error: "
-            f"{type(e).__name__}); a person will review it."))
+            f"{type(e).__name__}); a person will review it.", "scanner"))
 
 
 def scan_cells(cells: Iterable[tuple[int, str]], policy: ScanPolicy = ScanPolicy(),
@@ -106,5 +108,5 @@ def large_literals(cells: list[tuple[int, str]]) -> list[Finding]:
         if blob is not None and isinstance(blob.value, (str, bytes)):  # always a str or bytes, as found
             found.append(Finding(SUSPICIOUS, "encoded-blob", idx, blob.lineno,
                                  f"a literal of {len(blob.value):,} characters: encoded data "
-                                 "(weights?) in a cell is reviewed by a person"))
+                                 "(weights?) in a cell is reviewed by a person", "large_literals"))
     return found

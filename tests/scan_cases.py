@@ -1,35 +1,11 @@
-"""Tests for coursekit.grading.scan (static no-autograd / no-ready-made-parts scan)."""
-
+"""The static scanner's cases, shared by its tests (test_scan_*.py) and the corpus its registry is shuffled
+over: each case is (id, a cell's source, the (severity, rule, line) triples the scan finds in it)."""
 from __future__ import annotations
 
-import textwrap
+from support import S, U, V, cell
 
-import pytest
-
-from coursekit.grading.scan import RULES, Finding, ScanPolicy, scan_cells
-
-PREAMBLE = "from fastai.vision.all import *\nimport torch\n"
-
-V, S, U = "violation", "suspicious", "unparsable"
-
-
-def scan(*sources: str, policy: ScanPolicy = ScanPolicy(), preamble: str = PREAMBLE):
-    return scan_cells(list(enumerate(sources)), policy, preamble)
-
-
-def triples(findings):
-    return [(f.severity, f.rule, f.line) for f in findings]
-
-
-def src(text: str) -> str:
-    return textwrap.dedent(text).lstrip("\n")
-
-
-# ---------------------------------------------------------------------------
-# One cell -> exactly these (severity, rule, line) triples
-# ---------------------------------------------------------------------------
-
-SINGLE_CELL = [
+# Forbidden APIs (violations), and what can step around the run-time guard (for review).
+FORBIDDEN = [
     # --- what can step around the run-time guard: at least for review (issue 25) ----------
     (
         "torch-C-engine",
@@ -211,29 +187,10 @@ SINGLE_CELL = [
     ("scipy-optimize", "from scipy.optimize import minimize", [(V, "ml-library", 1)]),
     ("scipy-optimize-attr", "import scipy\nscipy.optimize.minimize(f, x0)", [(V, "ml-library", 2)]),
     ("lightning", "import pytorch_lightning as pl", [(V, "ml-library", 1)]),
-    # --- dynamic code (suspicious) -----------------------------------------
-    ("eval", 'eval("1")', [(S, "dynamic-code", 1)]),
-    ("exec", 'exec(code)', [(S, "dynamic-code", 1)]),
-    ("compile", 'c = compile(s, "f", "exec")', [(S, "dynamic-code", 1)]),
-    ("dunder-import", 'm = __import__(name)', [(S, "dynamic-code", 1)]),
-    ("importlib", "import importlib", [(S, "dynamic-code", 1)]),
-    (
-        "importlib-use",
-        'import importlib\nm = importlib.import_module("torch.nn")',
-        [(S, "dynamic-code", 1), (V, "torch.nn", 2), (S, "dynamic-code", 2)],
-    ),
-    ("getattr-computed", "f = getattr(t, name)", [(S, "dynamic-code", 1)]),
-    ("setattr-computed", "setattr(t, name, 1)", [(S, "dynamic-code", 1)]),
-    ("hasattr-computed", "hasattr(t, name)", [(S, "dynamic-code", 1)]),
-    ("globals-assign", 'globals()["x"] = 1', [(S, "dynamic-code", 1)]),
-    ("globals-computed-read", "v = globals()[name]", [(S, "dynamic-code", 1)]),
-    ("globals-update", "globals().update(d)", [(S, "dynamic-code", 1)]),
-    ("sys-modules", "m = sys.modules", [(S, "dynamic-code", 1)]),
-    ("builtins-module", "import builtins", [(S, "dynamic-code", 1)]),
-    ("dunder-builtins", "b = __builtins__", [(S, "dynamic-code", 1)]),
-    ("run-cell", 'get_ipython().run_cell("x = 1")', [(S, "dynamic-code", 1)]),
-    ("run-line-magic-typed", 'get_ipython().run_line_magic("time", "x = 1")', [(S, "dynamic-code", 1)]),
-    ("ipython-alias", 'ip = get_ipython()\nip.ex("x = 1")', [(S, "dynamic-code", 2)]),
+]
+
+# Libraries and calls a person reviews: files, the network, other processes.
+SUSPICIOUS_USES = [
     # --- file access (suspicious) ------------------------------------------
     ("open-abs", 'f = open("/etc/passwd")', [(S, "file-access", 1)]),
     ("open-parent", 'f = open("../solutions.py")', [(S, "file-access", 1)]),
@@ -277,6 +234,33 @@ SINGLE_CELL = [
     ("bash-cell", "%%bash\nls /\n", [(S, "process", 1)]),
     ("sh-cell", "%%sh\nrm -rf x\n", [(S, "process", 1)]),
     ("script-cell", "%%script python3\nimport torch\n", [(S, "process", 1)]),
+]
+
+# Code the checker cannot see: dynamic code, IPython magics, syntax errors.
+DYNAMIC = [
+    # --- dynamic code (suspicious) -----------------------------------------
+    ("eval", 'eval("1")', [(S, "dynamic-code", 1)]),
+    ("exec", 'exec(code)', [(S, "dynamic-code", 1)]),
+    ("compile", 'c = compile(s, "f", "exec")', [(S, "dynamic-code", 1)]),
+    ("dunder-import", 'm = __import__(name)', [(S, "dynamic-code", 1)]),
+    ("importlib", "import importlib", [(S, "dynamic-code", 1)]),
+    (
+        "importlib-use",
+        'import importlib\nm = importlib.import_module("torch.nn")',
+        [(S, "dynamic-code", 1), (V, "torch.nn", 2), (S, "dynamic-code", 2)],
+    ),
+    ("getattr-computed", "f = getattr(t, name)", [(S, "dynamic-code", 1)]),
+    ("setattr-computed", "setattr(t, name, 1)", [(S, "dynamic-code", 1)]),
+    ("hasattr-computed", "hasattr(t, name)", [(S, "dynamic-code", 1)]),
+    ("globals-assign", 'globals()["x"] = 1', [(S, "dynamic-code", 1)]),
+    ("globals-computed-read", "v = globals()[name]", [(S, "dynamic-code", 1)]),
+    ("globals-update", "globals().update(d)", [(S, "dynamic-code", 1)]),
+    ("sys-modules", "m = sys.modules", [(S, "dynamic-code", 1)]),
+    ("builtins-module", "import builtins", [(S, "dynamic-code", 1)]),
+    ("dunder-builtins", "b = __builtins__", [(S, "dynamic-code", 1)]),
+    ("run-cell", 'get_ipython().run_cell("x = 1")', [(S, "dynamic-code", 1)]),
+    ("run-line-magic-typed", 'get_ipython().run_line_magic("time", "x = 1")', [(S, "dynamic-code", 1)]),
+    ("ipython-alias", 'ip = get_ipython()\nip.ex("x = 1")', [(S, "dynamic-code", 2)]),
     # --- IPython magics (line numbers are the student's) --------------------
     ("timeit-backward", "x = 1\n%timeit loss.backward()", [(V, "autograd", 2)]),
     ("timeit-options", "%timeit -n 10 -r 3 F.relu(x)", [(V, "torch.nn", 1)]),
@@ -308,18 +292,7 @@ SINGLE_CELL = [
     ("syntax-error-line3", "x = 1\ny = 2\ndef f(:\n    pass", [(U, "syntax", 3)]),
 ]
 
-
-@pytest.mark.parametrize("source, expected", [c[1:] for c in SINGLE_CELL],
-                         ids=[c[0] for c in SINGLE_CELL])
-def test_single_cell(source, expected):
-    assert sorted(triples(scan(source)), key=lambda t: (t[2], t[1])) == sorted(
-        expected, key=lambda t: (t[2], t[1]))
-
-
-# ---------------------------------------------------------------------------
-# Things that must NOT be reported
-# ---------------------------------------------------------------------------
-
+# Cells in which nothing may be reported: (id, source).
 CLEAN = [
     ("comment-backward", "# loss.backward()\nx = 1  # torch.nn.Linear, F.softmax"),
     ("string-torch-nn", 'msg = "torch.nn"\ns = "loss.backward() requires_grad=True"'),
@@ -331,14 +304,14 @@ CLEAN = [
     ("set-grad-false-kw", "with torch.set_grad_enabled(mode=False):\n    pass"),
     ("autograd-no-grad-alias", "with torch.autograd.no_grad():\n    pass"),
     ("grads-plural", "g = layer.grads['W']\nx.grads['W'] = g * 2"),
-    ("own-log-softmax", src("""
+    ("own-log-softmax", cell("""
         def log_softmax(logits):
             m = logits.max(dim=1, keepdim=True).values
             z = logits - m
             return z - torch.exp(z).sum(dim=1, keepdim=True).log()
         out = log_softmax(torch.randn(4, 10))
         """)),
-    ("own-loss-classes", src("""
+    ("own-loss-classes", cell("""
         class CrossEntropyLoss:
             def forward(self, logits, y):
                 self.p = torch.exp(self.log_softmax(logits))
@@ -349,7 +322,7 @@ CLEAN = [
             def forward(self, p, y):
                 return ((p - y) ** 2).mean()
         """)),
-    ("tensor-ops", src("""
+    ("tensor-ops", cell("""
         torch.manual_seed(0)
         g = torch.Generator().manual_seed(0)
         x = torch.randn(8, 4, generator=g)
@@ -368,12 +341,12 @@ CLEAN = [
     ("open-relative", 'with open("results.txt", "w") as f:\n    f.write("ok")'),
     ("path-relative", 'p = Path("data") / "mnist"'),
     ("literal-getattr-harmless", 'n = getattr(layer, "weight")'),
-    ("fastai-data", src("""
+    ("fastai-data", cell("""
         dls = ImageDataLoaders.from_folder(path)
         xb, yb = dls.one_batch()
         """)),
     ("string-magic-like", 'x = """\n%timeit loss.backward()\n!rm -rf /\n"""'),
-    ("self-backward", src("""
+    ("self-backward", cell("""
         class Seq:
             def backward(self, g):
                 for l in reversed(self.layers):
@@ -384,18 +357,9 @@ CLEAN = [
         """)),
 ]
 
-
-@pytest.mark.parametrize("source", [c[1] for c in CLEAN], ids=[c[0] for c in CLEAN])
-def test_clean(source):
-    assert scan(source) == []
-
-
-# ---------------------------------------------------------------------------
-# A realistic clean student solution: no findings at all
-# ---------------------------------------------------------------------------
-
+# A realistic clean student solution, one source per cell: no findings at all.
 STUDENT_SOLUTION = [
-    src("""
+    cell("""
         import math
         import torch
 
@@ -425,7 +389,7 @@ STUDENT_SOLUTION = [
             def backward(self, grad_out):
                 return grad_out * self.mask
         """),
-    src("""
+    cell("""
         def log_softmax(logits):
             # stable: shift by the row maximum before exponentiating
             m = logits.max(dim=1, keepdim=True).values
@@ -451,7 +415,7 @@ STUDENT_SOLUTION = [
             def backward(self):
                 return 2 * self.diff / self.diff.numel()
         """),
-    src("""
+    cell("""
         %%time
         g = torch.Generator().manual_seed(42)
         torch.manual_seed(42)
@@ -475,7 +439,7 @@ STUDENT_SOLUTION = [
                         p -= lr * layer.grads[name]
                 losses.append(loss.item())
         """),
-    src("""
+    cell("""
         with torch.no_grad():
             out = x_valid
             for layer in layers:
@@ -487,25 +451,8 @@ STUDENT_SOLUTION = [
         """),
 ]
 
-
-def test_realistic_clean_solution_has_no_findings():
-    assert scan(*STUDENT_SOLUTION) == []
-
-
-def test_realistic_solution_with_autograd_is_caught():
-    cells = list(STUDENT_SOLUTION)
-    cells[2] = cells[2].replace("grad = loss_fn.backward()",
-                                "loss.backward()\n        grad = loss_fn.backward()")
-    found = triples(scan(*cells))
-    assert found == [(V, "autograd", 16)]
-    assert scan(*cells)[0].cell == 2
-
-
-# ---------------------------------------------------------------------------
-# The student's own backward(): which `.backward` calls are autograd
-# ---------------------------------------------------------------------------
-
-OWN_LAYER = src("""
+# The student's own layers with a backward(), and which `.backward` calls are then autograd.
+OWN_LAYER = cell("""
     class Linear:
         def backward(self, grad_out):
             return grad_out
@@ -525,179 +472,3 @@ OWN_BACKWARD = [
     ("forward-result", "m = Linear()\nout = m.forward(x)\nout.backward(g)", [(V, "autograd", 3)]),
     ("self-grad-not-owned", "w.grad", [(V, "autograd", 1)]),
 ]
-
-
-@pytest.mark.parametrize("source, expected", [c[1:] for c in OWN_BACKWARD],
-                         ids=[c[0] for c in OWN_BACKWARD])
-def test_backward_with_student_layers(source, expected):
-    found = scan(OWN_LAYER, source)
-    assert [(f.severity, f.rule, f.line) for f in found if f.cell == 1] == expected
-    assert all(f.cell == 1 for f in found)
-
-
-def test_grad_attribute_owned_by_student_parameters():
-    own_param = src("""
-        class Param:
-            def __init__(self, data):
-                self.data = data
-                self.grad = None
-        """)
-    assert scan(own_param, "for p in params:\n    p.data -= lr * p.grad") == []
-    # a torch tensor's .grad is still autograd
-    found = scan(own_param, "w = torch.randn(3)\nw -= lr * w.grad")
-    assert triples(found) == [(V, "autograd", 2)]
-
-
-# ---------------------------------------------------------------------------
-# Notebook behaviour: several cells, preamble, policy, ordering
-# ---------------------------------------------------------------------------
-
-
-def test_imports_in_earlier_cell_apply_later():
-    found = scan("import torch.nn.functional as Fn\nimport torch as t", "x = 1\ny = Fn.relu(x)",
-                 "t.nn.Linear(1, 1)")
-    assert [(f.cell, f.line, f.rule) for f in found] == [
-        (0, 1, "torch.nn"), (1, 2, "torch.nn"), (2, 1, "torch.nn")]
-
-
-def test_alias_assignment_in_earlier_cell_applies_later():
-    found = scan("ag = torch.autograd", "w = 1\nag.grad(l, w)")
-    assert [(f.cell, f.line, f.rule) for f in found] == [(0, 1, "autograd"), (1, 2, "autograd")]
-
-
-def test_student_def_in_later_cell_silences_fastai_name():
-    assert scan("opt = SGD(ps, 0.1)", "def SGD(params, lr):\n    return params") == []
-
-
-def test_syntax_error_cell_then_scanning_continues():
-    found = scan("x = 1\nwhile True print(x)", "loss.backward()", "import torch.nn as nn")
-    assert triples(found) == [(U, "syntax", 2), (V, "autograd", 1), (V, "torch.nn", 1)]
-    assert [f.cell for f in found] == [0, 1, 2]
-    assert "syntax error" in found[0].message
-
-
-def test_cell_indices_are_the_callers():
-    found = scan_cells([(7, "x = 1"), (12, "y = 2\nloss.backward()")], preamble=PREAMBLE)
-    assert [(f.cell, f.line) for f in found] == [(12, 2)]
-
-
-def test_policy_no_autograd_false_silences_only_autograd():
-    source = src("""
-        import torch.autograd as ag
-        w = torch.randn(3, requires_grad=True)
-        loss.backward()
-        y = F.relu(w)
-        opt = torch.optim.SGD([w], 0.1)
-        eval("1")
-        """)
-    relaxed = scan(source, policy=ScanPolicy(no_autograd=False))
-    assert triples(relaxed) == [(V, "torch.nn", 4), (V, "torch.optim", 5), (S, "dynamic-code", 6)]
-    strict = scan(source)
-    assert [t for t in triples(strict) if t[1] == "autograd"] == [
-        (V, "autograd", 1), (V, "autograd", 2), (V, "autograd", 3)]
-
-
-def test_preamble_is_not_reported_but_defines_names():
-    preamble = PREAMBLE + "import torch.nn as tnn\nloss.backward()\n"
-    found = scan("layer = tnn.Linear(2, 2)", preamble=preamble)
-    assert triples(found) == [(V, "torch.nn", 1)]
-    assert all(f.cell == 0 for f in found)
-
-
-def test_preamble_with_classes_defines_backward_contract():
-    preamble = PREAMBLE + "class Layer:\n    def backward(self, grad_out):\n        raise NotImplementedError\n"
-    assert scan("for l in layers:\n    g = l.backward(g)", preamble=preamble) == []
-
-
-def test_star_import_in_student_cell_binds_names():
-    found = scan("from fastai.vision.all import *\nF.relu(x)", preamble="")
-    assert triples(found) == [(V, "torch.nn", 2)]
-
-
-def test_findings_sorted_and_deduplicated():
-    found = scan("loss.backward(); w.grad.zero_(); w.requires_grad_()\nF.relu(F.relu(x))",
-                 "import torch.nn")
-    assert triples(found) == [(V, "autograd", 1), (V, "torch.nn", 2), (V, "torch.nn", 1)]
-    keys = [(f.cell, f.line, f.rule) for f in found]
-    assert keys == sorted(keys) and len(set(keys)) == len(keys)
-
-
-def test_two_rules_on_one_line_are_both_reported():
-    found = scan("from torch import nn, autograd, optim")
-    assert sorted(f.rule for f in found) == ["autograd", "torch.nn", "torch.optim"]
-
-
-def test_messages_quote_the_spelling_and_explain():
-    (f,) = scan("x = 1\nloss.backward()")
-    assert "`loss.backward()`" in f.message and "autograd" in f.message
-    (f,) = scan("p = x.softmax(1)")
-    assert "`x.softmax(1)`" in f.message
-    (f,) = scan("!pip install foo")
-    assert "`!pip install foo`" in f.message
-    (f,) = scan("%%bash\nls\n")
-    assert "`%%bash`" in f.message
-
-
-def test_findings_are_frozen_dataclasses_with_known_rules():
-    found = scan("import torch.nn", "eval('1')", "x = (")
-    assert {f.severity for f in found} == {V, S, U}
-    for f in found:
-        assert isinstance(f, Finding)
-        assert RULES[f.rule] == f.severity
-        assert f.message.endswith(".")
-
-
-@pytest.mark.parametrize("weird", [
-    "", "\n\n", "   ", "%%", "\x00", "x = '''", "(" * 300 + ")" * 300, "%%time",
-    "def f():\n\treturn 1\n        return 2", "@", "\\", "%time", "!", "?",
-])
-def test_never_raises(weird):
-    found = scan(weird, "loss.backward()")
-    assert all(isinstance(f, Finding) for f in found)
-    assert (V, "autograd", 1) in [(f.severity, f.rule, f.line) for f in found if f.cell == 1]
-
-
-def test_without_preamble_fastai_names_are_still_known():
-    assert triples(scan("learn = Learner(dls, m)\ny = F.relu(x)", preamble="")) == [
-        (V, "fastai-training", 1), (V, "torch.nn", 2)]
-
-
-def test_source_as_list_of_lines():
-    found = scan_cells([(0, ["x = 1\n", "loss.backward()\n"])])
-    assert triples(found) == [(V, "autograd", 2)]
-
-
-@pytest.mark.parametrize("src, flagged", [
-    ("torch.allclose = lambda *a, **k: True", True),
-    ("import numpy as np\nnp.isfinite = None", True),
-    ("torch.Tensor.__eq__ = lambda a, b: True", True),
-    ("self.params = {}", False),
-    ("layer.params['W'] = W", False),
-])
-def test_patching_a_library_is_flagged_for_review(src, flagged):
-    found = [f for f in scan_cells([(0, src)], preamble="import torch") if f.rule == "monkeypatch"]
-    assert bool(found) == flagged
-    assert all(f.severity == "suspicious" for f in found)
-
-
-def test_a_large_literal_is_an_encoded_blob_for_review():
-    from coursekit.grading.scan import scan_cells
-
-    blob = "QUJD" * 1000
-    findings = scan_cells([(3, f"x = 1\nweights = '{blob}'"), (4, "note = 'short'")])
-    assert [(f.severity, f.rule, f.cell, f.line) for f in findings] == [("suspicious", "encoded-blob", 3, 2)]
-
-
-def test_a_crashing_rule_is_logged_and_the_other_rules_go_on(monkeypatch, caplog):
-    from coursekit.grading.scan import rules
-
-    def broken_rule(ctx):
-        raise KeyError("bug in a rule")
-
-    monkeypatch.setitem(rules.REGISTRY, "call", (broken_rule,) + rules.REGISTRY["call"])
-    with caplog.at_level("ERROR", logger=rules.__name__):
-        found = scan("y = F.relu(x)\neval('1')\nopen('/etc/passwd')", "loss.backward()")
-    # the later rules of the same node kind ran too (file-access is a call rule)
-    assert triples(found) == [(V, "torch.nn", 1), (S, "dynamic-code", 2), (S, "file-access", 3),
-                              (V, "autograd", 1)]
-    assert "broken_rule" in caplog.text and "KeyError" in caplog.text
