@@ -17,8 +17,6 @@ from support import load_module, scan
 GUARD = load_module("coursekit_guard_policy_under_test", ROOT / "coursekit" / "in_sandbox" / "instrument.py")
 # The scanner reports everything in torch._C for review ("introspection"), where the guard watches one switch.
 SCAN_REVIEWS = {"torch._C._set_grad_enabled": "introspection"}
-# Top-level torch spellings of ready-made functions that the scanner forbids and the guard does not wrap.
-GUARD_GAPS = {"torch.binary_cross_entropy_with_logits", "torch.kl_div"}
 
 
 def test_the_guard_and_the_grader_use_exactly_the_tables_ids():
@@ -95,5 +93,5 @@ def test_every_ready_made_function_in_torch_is_guarded_as_ready_made_but_the_kno
     spellings = {f"{owner}.{prefix}{name}" for owner in ("torch", "torch.Tensor", "torch.special")
                  for name in READY_MADE for prefix in ("", "_")}
     existing = {name for name in spellings if _torch_object(name) is not None}
-    assert {name for name in existing if GUARD.FORBIDDEN.get(name) != "ready-made"} == GUARD_GAPS
+    assert {name for name in existing if GUARD.FORBIDDEN.get(name) != "ready-made"} == set()
     assert all(classify(name) == ("ready-made-function", name.rpartition(".")[2].strip("_")) for name in existing)

@@ -48,6 +48,8 @@ FORBIDDEN = {
     "torch.Tensor.softmax": "ready-made",
     "torch.Tensor.log_softmax": "ready-made",
     "torch.Tensor.logsumexp": "ready-made",
+    "torch.kl_div": "ready-made",
+    "torch.binary_cross_entropy_with_logits": "ready-made",
     "torch.Tensor.backward": "autograd",
     "torch.Tensor.requires_grad_": "autograd",
     "torch.Tensor.retain_grad": "autograd",
