@@ -1,0 +1,101 @@
+"""Cost of the training record per step: the reference solution's `train` on the two-layer model, in this
+process, plain and with `coursekit/in_sandbox/instrument.py` installed as the kernel installs it
+(alternating, median of --runs). Without a kernel, so it isolates the per-step cost from everything else
+`bench/instrument_cost.py` measures; `--profile` prints where the instrumented run spends its time.
+
+    .venv/bin/python bench/record_cost.py [--runs 5] [--epochs 3] [--profile]
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import builtins
+import cProfile
+import math
+import pstats
+import statistics
+import sys
+import time
+import types
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from coursekit.grading.rubric import nbgrader_meta  # noqa: E402
+from coursekit.in_sandbox.protocol import FINGERPRINT_BITS, FINGERPRINT_SEED, FINGERPRINT_WIDTH  # noqa: E402
+
+SOURCE = ROOT / "source" / "classifier_from_scratch" / "classifier_from_scratch.ipynb"
+CELLS = ("linear", "relu", "sequential", "log_softmax", "cross_entropy_loss", "sgd_step", "train")
+CELL_FILE = "/tmp/ipykernel_0/1.py"  # what the instrumentation takes for a notebook cell's code
+
+
+class Shell:
+    """What the instrumentation asks of IPython."""
+
+    def __init__(self):
+        self.compile = types.SimpleNamespace(_filename_map={CELL_FILE: 1})
+        self.execution_count = 1
+        self.user_ns = {"__name__": "__main__", "torch": torch, "math": math, "np": np}
+        self.ast_transformers: list = []
+
+    def run(self, code: str) -> None:
+        tree = ast.parse(code)
+        for transformer in self.ast_transformers:
+            tree = transformer.visit(tree)
+        exec(compile(tree, CELL_FILE, "exec"), self.user_ns)
+
+
+def solution_code() -> str:
+    notebook = nbformat.read(SOURCE, as_version=4)
+    cells = {nbgrader_meta(cell).get("grade_id"): cell.source for cell in notebook.cells}
+    return "\n".join(cells[grade_id] for grade_id in CELLS)
+
+
+def instrumented_shell() -> Shell:
+    shell = Shell()
+    builtins.get_ipython = lambda: shell  # type: ignore[attr-defined]
+    module = types.ModuleType("coursekit_guard")
+    exec(compile((ROOT / "coursekit/in_sandbox/instrument.py").read_text(), "coursekit_guard", "exec"),
+         module.__dict__)
+    module.install(True, FINGERPRINT_SEED, FINGERPRINT_BITS, FINGERPRINT_WIDTH)
+    shell.user_ns["__coursekit_guard"] = module
+    return shell
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    data = {"x": torch.rand(5000, 784), "y": torch.randint(0, 10, (5000,))}
+    training = ("torch.manual_seed(0)\nmodel = Sequential(Linear(784, 30), ReLU(), Linear(30, 10))\n"
+                f"train(model, CrossEntropyLoss(), x, y, lr=0.2, epochs={args.epochs}, batch_size=16)")
+    shells = {"plain": Shell(), "instrumented": instrumented_shell()}
+    for shell in shells.values():
+        shell.run(solution_code())
+        shell.user_ns.update(data)
+    torch.set_grad_enabled(False)
+    seconds: dict[str, list[float]] = {name: [] for name in shells}
+    for _ in range(args.runs):
+        for name, shell in shells.items():
+            start = time.perf_counter()
+            shell.run(training)
+            seconds[name].append(time.perf_counter() - start)
+    steps = args.epochs * math.ceil(5000 / 16)
+    plain, instrumented = (statistics.median(seconds[name]) for name in shells)
+    print(f"plain {plain:.3f} s, instrumented {instrumented:.3f} s (ratio {instrumented / plain:.2f}); "
+          f"{1e6 * plain / steps:.0f} us per step, {1e6 * (instrumented - plain) / steps:.0f} us more recorded")
+    if args.profile:
+        profile = cProfile.Profile()
+        profile.runcall(shells["instrumented"].run, training)
+        pstats.Stats(profile).sort_stats("tottime").print_stats(15)
+
+
+if __name__ == "__main__":
+    main()
