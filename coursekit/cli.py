@@ -298,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     add_setup_commands(commands)
     add_grading_commands(commands)
+    add_class_commands(commands)
     add_shard_commands(commands)
     add_platform_commands(commands)
     return parser
@@ -345,6 +346,10 @@ def add_grading_commands(commands) -> None:
     extension.add_argument("--days", type=float, default=0.0)
     extension.add_argument("--hours", type=float, default=0.0)
     extension.set_defaults(run=cmd_extension)
+
+
+def add_class_commands(commands) -> None:
+    """What comes after grading: feedback pages, similarity, the class's grade files."""
     feedback = commands.add_parser("feedback", help="rewrite feedback pages with the manual grades from the gradebook")
     feedback.add_argument("students", nargs="*", help="only these students (default: all in the gradebook)")
     feedback.set_defaults(run=cmd_feedback)
