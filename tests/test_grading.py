@@ -133,8 +133,15 @@ def test_grades_csv_has_a_row_per_student_and_a_column_per_graded_part(graded):
 
 
 def test_forged_graded_cell_earns_nothing(graded):
-    _, results = graded
-    assert "test_bonus" not in {t.grade_id for t in results["forges_a_graded_cell"].parts}
+    """The cell the student marked as graded (100 points) adds no points possible, and the autograded notebook
+    that nbgrader and formgrader read keeps it without the forged metadata (test_sanitize checks why, fast)."""
+    course, results = graded
+    report = json.loads(course.results_file("forges_a_graded_cell").read_text())
+    assert sum(test["max_score"] for test in report["tests"]) == results["forges_a_graded_cell"].max_autograded == FULL
+    kept = nbformat.read(course.executed_notebook("forges_a_graded_cell"), as_version=4)
+    bonus = [cell for cell in kept.cells if cell.source == "bonus = 1"]
+    assert len(bonus) == 1 and "nbgrader" not in bonus[0].metadata
+    assert "test_bonus" not in json.dumps(report) + nbformat.writes(kept)
 
 
 def measured(result, grade_id: str) -> float:
