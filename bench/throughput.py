@@ -106,7 +106,7 @@ def scores(results) -> dict:
     return {r.student: [(t.grade_id, t.score) for t in r.parts] for r in results}
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument(
         "--copies", type=int, default=5, help="copies of each of the 4 examples (default 5: 20 submissions)"
@@ -115,7 +115,11 @@ def main() -> None:
     parser.add_argument("--skip-serial", action="store_true", help="skip the -j 1 run")
     parser.add_argument("--skip-nbgrader", action="store_true")
     parser.add_argument("--skip-snapshot", action="store_true", help="skip the run without the preamble snapshot")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     count = args.copies * len(EXAMPLES)
     rows = []
     with tempfile.TemporaryDirectory() as temp:

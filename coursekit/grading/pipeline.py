@@ -250,7 +250,7 @@ class Grader(NotebookRunner):
 
     def notebook_of(self, student: str) -> Path:
         course = self.environment.course
-        return course.submission(student) / course.notebook_name
+        return course.submitted_notebook(student)
 
     def failed(self, student: str, why: str, rule: str | None = None) -> Submission:
         """A submission the grader itself could not grade: nothing scores, a person looks when `rule`."""
