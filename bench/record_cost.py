@@ -1,7 +1,8 @@
 """Cost of the training record per step: the reference solution's `train` on the two-layer model, in this
 process, plain and with `coursekit/in_sandbox/instrument.py` installed as the kernel installs it
-(alternating, median of --runs). Without a kernel, so it isolates the per-step cost from everything else
-`bench/instrument_cost.py` measures; `--profile` prints where the instrumented run spends its time.
+(alternating, the fastest of --runs: on a shared machine the others measure its load). Without a kernel,
+so it isolates the per-step cost from everything else `bench/instrument_cost.py` measures; `--profile`
+prints where the instrumented run spends its time.
 
     .venv/bin/python bench/record_cost.py [--runs 5] [--epochs 3] [--profile]
 """
@@ -13,7 +14,6 @@ import builtins
 import cProfile
 import math
 import pstats
-import statistics
 import sys
 import time
 import types
@@ -88,7 +88,7 @@ def main() -> None:
             shell.run(training)
             seconds[name].append(time.perf_counter() - start)
     steps = args.epochs * math.ceil(5000 / 16)
-    plain, instrumented = (statistics.median(seconds[name]) for name in shells)
+    plain, instrumented = (min(seconds[name]) for name in shells)
     print(f"plain {plain:.3f} s, instrumented {instrumented:.3f} s (ratio {instrumented / plain:.2f}); "
           f"{1e6 * plain / steps:.0f} us per step, {1e6 * (instrumented - plain) / steps:.0f} us more recorded")
     if args.profile:

@@ -374,10 +374,11 @@ def safely(action, *args):
 class Batches:
     """Batches in order, each the fingerprints of its rows or one of REUSED, NO_BACKWARD, UNKNOWN.
 
-    A batch's rows are copied into a staging area as they come, and fingerprinted a few thousand rows at
-    a time (a fingerprint per step costs several torch calls). The fingerprints go into one growing
-    buffer: a small tensor kept for every step, between the training's freed temporaries, fragments
-    the heap (an honest kernel grew by 2 GiB over 15,000 steps)."""
+    A batch's rows are copied into a staging area as they come (as the float64 values of their float32
+    bits, which the fingerprint needs), and fingerprinted STAGE_ROWS rows at a time: a fingerprint per
+    step costs several torch calls. The fingerprints go into one growing buffer: a small tensor kept for
+    every step, between the training's freed temporaries, fragments the heap (an honest kernel grew by
+    2 GiB over 15,000 steps)."""
 
     STAGE_ROWS = 128  # fingerprinting more rows at once is slower: its temporaries leave the cache
 
@@ -393,23 +394,20 @@ class Batches:
 
     def add(self, batch):
         """A batch: the input of a backward pass (a tensor), or a code."""
-        if not isinstance(batch, torch.Tensor) or batch.dim() == 0:
+        bits = row_bits(batch)
+        if bits is None:
             self.sizes.append(batch if isinstance(batch, int) else UNKNOWN)
             return
-        rows = batch.detach().reshape(batch.shape[0], -1)
-        count, width = rows.shape
-        if width > len(ROW_WEIGHTS[0]):
-            self.sizes.append(UNKNOWN)
-            return
+        count, width = bits.shape
         stage = self.stage
-        if stage is None or stage.shape[1] != width or self.staged + count > stage.shape[0]:
+        if stage is None or stage.shape[1] != width or self.staged + count > self.STAGE_ROWS:
             self.flush()
             if count > self.STAGE_ROWS:
-                self.add_fingerprints(fingerprints(rows))
+                self.add_fingerprints(weighed(bits.double()))
                 return
             if stage is None or stage.shape[1] != width:
-                stage = self.stage = torch.empty(self.STAGE_ROWS, width)
-        stage[self.staged:self.staged + count] = rows
+                stage = self.stage = torch.empty(self.STAGE_ROWS, width, dtype=torch.float64)
+        stage[self.staged:self.staged + count] = bits
         self.staged += count
         self.sizes.append(count)
 
@@ -431,20 +429,14 @@ class Batches:
         """Fingerprint the staged rows; `release`: also free the staging area."""
         if self.staged:
             staged, self.staged = self.stage[:self.staged], 0
-            values = safely(fingerprints, staged)  # on failure the record is incomplete: keep its shape
+            values = safely(weighed, staged)  # on failure the record is incomplete: keep its shape
             self.append(values if isinstance(values, torch.Tensor) else torch.zeros(staged.shape[0], dtype=torch.int64))
         if release:
             self.stage = None
 
     def take_last(self, other):
-        """Add the last batch of `other` (which must have one), then empty `other`."""
-        size = other.sizes[-1]
-        if size < 0:
-            self.add(size)
-        elif other.staged >= size:  # a tensor added after the last flush is the end of the stage
-            self.add(other.stage[other.staged - size:other.staged])
-        else:
-            self.add_fingerprints(other.rows[other.used - size:other.used])
+        """Add the last batch of `other` (a CallBatches with at least one), then empty `other`."""
+        self.add(other.take_pending() if other.pending is not None else other.sizes[-1])
         other.clear()
 
     def extend(self, other, count):
@@ -463,6 +455,51 @@ class Batches:
         self.flush()
         sizes = self.sizes[:count]
         return sizes, self.rows[:sum(size for size in sizes if size > 0)]
+
+
+class CallBatches(Batches):
+    """The backward passes of a train call. The last one is kept as it is until an update takes it (the
+    usual case: its rows are copied once) or another one comes (it is then staged like any other)."""
+
+    def __init__(self):
+        super().__init__()
+        self.pending = None  # type: tuple | None  # (the last batch, its version when it came)
+
+    def __len__(self):
+        return len(self.sizes) + (self.pending is not None)
+
+    def add(self, batch):
+        self.stage_pending()
+        if isinstance(batch, torch.Tensor) and batch.dim():
+            self.pending = (batch, version(batch))
+        else:
+            super().add(batch)
+
+    def take_pending(self):
+        """The pending batch, or UNKNOWN if it was changed in place since (its rows are gone)."""
+        batch, seen = self.pending
+        self.pending = None
+        return batch if version(batch) == seen else UNKNOWN
+
+    def stage_pending(self):
+        if self.pending is not None:
+            super().add(self.take_pending())
+
+    def flush(self, release=False):
+        self.stage_pending()
+        super().flush(release)
+
+    def clear(self):
+        self.pending = None
+        super().clear()
+
+
+def version(tensor):
+    """How many times the tensor was changed in place (None: not counted, as in inference mode)."""
+    try:
+        return tensor._version
+    except RuntimeError:
+        return None
 
 
 class Track:
@@ -529,12 +566,27 @@ def same(first, second):
             and all(a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b) for a, b in zip(first, second)))
 
 
+def row_bits(batch):
+    """A batch's rows as the int32 bits of their float32 values, or None (not a batch, or too wide)."""
+    if not isinstance(batch, torch.Tensor) or batch.dim() == 0:
+        return None
+    rows = batch.detach() if batch.dim() == 2 else batch.detach().reshape(batch.shape[0], -1)
+    if rows.shape[1] > ROW_WEIGHTS[0].shape[0]:
+        return None
+    return (rows if rows.dtype == torch.float32 else rows.float()).view(torch.int32)
+
+
+def weighed(bits):
+    """Rows of float64 int32 bits -> one int64 per row: the bits times whole-number weights, summed in
+    float64, which is exact (|bits| < 2**31, weights < 2**FINGERPRINT_BITS, at most FINGERPRINT_WIDTH of
+    them: the sum stays below 2**53), so it is the grader's whatever the order of the sum."""
+    return torch.mv(bits, ROW_WEIGHTS[0][:bits.shape[1]]).long()
+
+
 def fingerprints(x):
-    """One int64 per row of x, from its float32 bits (exact, and the same on the grader's side)."""
-    rows = x.detach().reshape(x.shape[0], -1).float().contiguous()
-    if rows.shape[1] > len(ROW_WEIGHTS[0]):
-        return UNKNOWN
-    return (rows.view(torch.int32).long() * ROW_WEIGHTS[0][:rows.shape[1]]).sum(1)
+    """One int64 per row of x (grading/retrain.py computes the same), or UNKNOWN."""
+    bits = row_bits(x.reshape(x.shape[0], -1))
+    return UNKNOWN if bits is None else weighed(bits.double())
 
 
 def input_of(entry):
@@ -559,7 +611,10 @@ def watched_forward(function):
     @functools.wraps(function)
     def forward(self, *args, **kwargs):
         if args and isinstance(args[0], torch.Tensor):
-            safely(remember_input, self, args[0])
+            try:  # inline, not safely(): this runs for every layer on every step
+                INPUTS[id(self)] = (weakref.ref(self), weakref.ref(args[0]))
+            except Exception:
+                INCOMPLETE[0] = True
         return function(self, *args, **kwargs)
     forward.__coursekit_watched__ = True
     return forward
@@ -568,14 +623,13 @@ def watched_forward(function):
 def watched_backward(function):
     @functools.wraps(function)
     def backward(self, *args, **kwargs):
-        safely(remember_backward, self)
+        try:
+            remember_backward(self)
+        except Exception:
+            INCOMPLETE[0] = True
         return function(self, *args, **kwargs)
     backward.__coursekit_watched__ = True
     return backward
-
-
-def remember_input(layer, x):
-    INPUTS[id(layer)] = (weakref.ref(layer), weakref.ref(x))
 
 
 def remember_backward(layer):
@@ -679,7 +733,7 @@ def followed_train(track, function, lr, args, kwargs):
     """A train call: checkpoints around it; updates it made without sgd_step use its learning rate."""
     safely(track.checkpoint)
     layer, steps_before = first_layer(track.model), len(track.lrs)
-    track.in_call, CALLING[id(layer)] = Batches(), track
+    track.in_call, CALLING[id(layer)] = CallBatches(), track
     TRAINING[0] += 1
     try:
         return function(*args, **kwargs)
@@ -805,7 +859,7 @@ def install(no_autograd, fingerprint_seed, fingerprint_bits, fingerprint_width):
     global GUARD
     SHELL[:] = [get_ipython()]  # noqa: F821  (IPython's builtin while this runs)
     generator = torch.Generator().manual_seed(fingerprint_seed)
-    ROW_WEIGHTS[:] = [torch.randint(0, 2 ** fingerprint_bits, (fingerprint_width,), generator=generator)]
+    ROW_WEIGHTS[:] = [torch.randint(0, 2 ** fingerprint_bits, (fingerprint_width,), generator=generator).double()]
     GUARD = Guard(no_autograd)
     GUARD.install()
     watch_loaders()
