@@ -1,7 +1,7 @@
 """Cost of the training record per step: the reference solution's `train` on the two-layer model, in this
-process, plain and with `coursekit/in_sandbox/instrument.py` installed as the kernel installs it
-(alternating, the fastest of --runs: on a shared machine the others measure its load). Without a kernel,
-so it isolates the per-step cost from everything else `bench/instrument_cost.py` measures; `--profile`
+process, plain and with `coursekit/in_sandbox/training_record.py` and `instrument.py` installed as the kernel
+installs them (alternating, the fastest of --runs: on a shared machine the others measure its load). Without
+a kernel, so it isolates the per-step cost from everything else `bench/instrument_cost.py` measures; `--profile`
 prints where the instrumented run spends its time.
 
     .venv/bin/python bench/record_cost.py [--runs 5] [--epochs 3] [--profile]
@@ -55,14 +55,20 @@ def solution_code() -> str:
     return "\n".join(cells[grade_id] for grade_id in CELLS)
 
 
+def kernel_module(name: str, filename: str) -> types.ModuleType:
+    module = types.ModuleType(name)
+    exec(compile((ROOT / "coursekit/in_sandbox" / filename).read_text(), name, "exec"), module.__dict__)
+    return module
+
+
 def instrumented_shell() -> Shell:
     shell = Shell()
     builtins.get_ipython = lambda: shell  # type: ignore[attr-defined]
-    module = types.ModuleType("coursekit_guard")
-    exec(compile((ROOT / "coursekit/in_sandbox/instrument.py").read_text(), "coursekit_guard", "exec"),
-         module.__dict__)
-    module.install(True, FINGERPRINT_SEED, FINGERPRINT_BITS, FINGERPRINT_WIDTH)
-    shell.user_ns["__coursekit_guard"] = module
+    record, guard = kernel_module("coursekit_record", "training_record.py"), kernel_module("coursekit_guard",
+                                                                                          "instrument.py")
+    record.install(shell, FINGERPRINT_SEED, FINGERPRINT_BITS, FINGERPRINT_WIDTH)
+    guard.install(True, record)
+    shell.user_ns.update(__coursekit_record=record, __coursekit_guard=guard)
     return shell
 
 

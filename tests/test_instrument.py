@@ -27,21 +27,30 @@ class FakeShell:
         self.ast_transformers = []
 
 
+def kernel_module(name: str, filename: str) -> types.ModuleType:
+    """A file of in_sandbox/ executed as the runner executes it in the kernel: a module named `name`."""
+    module = types.ModuleType(name)
+    exec(compile((ROOT / "coursekit/in_sandbox" / filename).read_text(), name, "exec"), module.__dict__)
+    return module
+
+
 @pytest.fixture
 def guard(monkeypatch):
     shell = FakeShell()
     monkeypatch.setattr(builtins, "get_ipython", lambda: shell, raising=False)
-    module = types.ModuleType("coursekit_guard")
-    exec(compile((ROOT / "coursekit/in_sandbox/instrument.py").read_text(), "coursekit_guard", "exec"), module.__dict__)
+    module, record = kernel_module("coursekit_guard", "instrument.py"), kernel_module("coursekit_record",
+                                                                                      "training_record.py")
     for name in module.LOADERS:  # install() wraps them: put the originals back afterwards
         owner, _, attribute = name.rpartition(".")
         target = __import__(owner, fromlist=[attribute])
         monkeypatch.setattr(target, attribute, getattr(target, attribute))
     monkeypatch.setattr(threading.Thread, "start", threading.Thread.start)
     monkeypatch.setattr(threading.Thread, "_bootstrap_inner", threading.Thread._bootstrap_inner)
-    module.install_with = lambda no_autograd=True: module.install(no_autograd, FINGERPRINT_SEED, FINGERPRINT_BITS,
-                                                                    FINGERPRINT_WIDTH)
-    module.shell = shell
+    def install_with(no_autograd=True):
+        record.install(shell, FINGERPRINT_SEED, FINGERPRINT_BITS, FINGERPRINT_WIDTH)
+        module.install(no_autograd, record)
+
+    module.install_with, module.shell, module.record, record.shell = install_with, shell, record, shell
     grad_mode = torch.is_grad_enabled()
     yield module
     if module.GUARD is not None:
@@ -257,7 +266,7 @@ def student(guard):
     guard.install_with()
     run_as(guard, CELL, LAYERS, x=X, y=Y)
     guard.after_cell(12, 7)  # the runner: the cell run as execution 7 is the notebook's cell 12
-    return guard
+    return guard.record
 
 
 class Recorder:
@@ -326,7 +335,7 @@ def test_where_autograd_is_allowed_its_backward_stands_for_the_layers(guard):
     run_as(guard, CELL, LAYERS + AUTOGRAD_TRAIN.replace("autograd_train", "train"), x=X, y=Y)
     guard.after_cell(12, 7)
     run_as(guard, CELL, "model = Model()\ntrain(model, x, y, 0.1, 1)")
-    assert steps(export(guard, "model"), "model") == ([8, 8, 8], [0.1] * 3)
+    assert steps(export(guard.record, "model"), "model") == ([8, 8, 8], [0.1] * 3)
 
 
 def test_an_update_with_gradients_no_backward_made_is_recorded_as_such(student):
@@ -363,7 +372,7 @@ def test_a_cell_that_defines_train_or_a_class_follows_it_at_once(student):
     import ast
     tree = transformer.visit(ast.parse("def train(model):\n    pass\nclass Layer:\n    pass\nx = 1"))
     assert [ast.unparse(node) for node in tree.body[1::2]] == [
-        "train = __coursekit_guard.follow('train', train)", "__coursekit_guard.watch_class(Layer)"]
+        "train = __coursekit_record.follow('train', train)", "__coursekit_record.watch_class(Layer)"]
 
 
 def test_a_recording_failure_never_breaks_the_students_call(student):
