@@ -1,7 +1,7 @@
 """Shared test helpers: a reference solution, trained and probed without a sandbox.
 
 The reference solution (plain torch, written here) is exec'd as `__main__`, like a notebook's cells,
-with the real training recorder of coursekit/in_sandbox/instrument.py following its `train` and
+with the real training recorder of coursekit/in_sandbox/training_record.py following its `train` and
 `sgd_step` (the guard itself is not installed: it would patch torch for the whole test process). It
 trains the three graded models on a made-up subset, then the real probes (in_sandbox/probes.py) export
 what the grader reads, through safetensors and JSON as in a grading run."""
@@ -167,12 +167,12 @@ class Shell:
 def student_namespace() -> dict:
     """The reference solution, its three models trained under the training recorder."""
     ns: dict = {"__name__": "__main__"}
-    recorder = load_module("coursekit_guard_under_test", ROOT / "coursekit" / "in_sandbox" / "instrument.py")
+    recorder = load_module("coursekit_record_under_test", ROOT / "coursekit" / "in_sandbox" / "training_record.py")
     recorder.SHELL[:] = [Shell(ns)]
     recorder.ROW_WEIGHTS[:] = [row_weights()]
     exec(compile(REFERENCE, "<reference solution>", "exec"), ns)
     recorder.follow_definitions(ns)
-    ns["__coursekit_guard"] = recorder
+    ns["__coursekit_record"] = recorder
     with torch.inference_mode():
         exec(compile(TRAINING, "<reference training>", "exec"), {**ns, "x": X, "y": Y}, ns)
     return ns

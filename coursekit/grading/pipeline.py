@@ -186,8 +186,10 @@ CHECK_STEPS: tuple[Step[NotebookRunner], ...] = (sanitize_step, scan, execute_st
 def run_steps(runner: RunnerT, submission: Submission, steps: tuple[Step[RunnerT], ...]) -> Submission:
     start = time.monotonic()
     for step in steps:
-        submission.seconds = time.monotonic() - start  # current for the report step, which writes it
+        began = time.monotonic()
+        submission.seconds = began - start  # current for the report step, which writes it
         step(runner, submission)
+        submission.step_seconds[step.__name__] = time.monotonic() - began
     submission.seconds = time.monotonic() - start
     return submission
 
