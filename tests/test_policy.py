@@ -96,7 +96,8 @@ def test_autograd_in_use_is_no_violation_where_the_course_allows_autograd():
 
 
 def test_malformed_guard_records_are_ignored():
-    assert find_violations([], RunLog.from_json({"forbidden_calls": "junk", "guard_removed_at": "9"}), EDITABLE, True) == []
+    log = RunLog.from_json({"forbidden_calls": "junk", "guard_removed_at": "9"})
+    assert find_violations([], log, EDITABLE, True) == []
     assert find_violations([], RunLog.from_json({"forbidden_calls": [{"cell": "12"}, 3]}), EDITABLE, True) == []
 
 
