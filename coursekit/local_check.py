@@ -15,10 +15,10 @@ from coursekit.grading.policy import Violation
 from coursekit.grading.record import Submission
 from coursekit.grading.rubric import cell_parts, is_test_cell, nbgrader_meta
 from coursekit.grading.score import costed_parts
-from coursekit.in_sandbox.protocol import CellStatus
+from coursekit.in_sandbox.protocol import Status
 
 SOMETHING_TO_FIX = 1
-NOT_RUN = CellStatus("not-run")
+NOT_RUN = Status("not-run")
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class VisibleTest:
     part: str
     grade_id: str
     points: float
-    status: CellStatus  # from the run log
+    status: Status  # from the run log
     cell: int
 
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import ROOT
 from coursekit.config import ConfigError, Course, Floors, Limits
 from coursekit.grading.batch import shard
-from coursekit.in_sandbox.protocol import OK, CellStatus, ForbiddenCall, RunLog
+from coursekit.in_sandbox.protocol import OK, ForbiddenCall, RunLog, Status
 
 
 def test_course_config_switches_the_policy_and_sets_limits_and_floors(tmp_path):
@@ -119,8 +119,8 @@ def test_a_forged_run_log_cannot_crash_the_grader():
 
 
 def test_the_run_log_reads_back_what_the_runner_wrote():
-    log = RunLog(cells={3: OK, 10: CellStatus("timeout", "stopped after 5 s")}, notebook_timed_out=True,
-                 probes={"linear": "ok"}, aborted="the kernel stopped answering", replays=1,
+    log = RunLog(cells={3: OK, 10: Status("timeout", "stopped after 5 s")}, notebook_timed_out=True,
+                 probes={"linear": OK}, aborted="the kernel stopped answering", replays=1,
                  forbidden_calls=[ForbiddenCall(3, 2, "torch.Tensor.backward", False, "autograd", ("train",))],
                  guard_removed_at=10)
     assert RunLog.from_json(json.loads(json.dumps(log.to_json()))) == log

@@ -23,7 +23,6 @@ from coursekit.in_sandbox.protocol import (
     MAX_WITHIN_CHARS,
     OK,
     PROBE_NAMES,
-    CellStatus,
     ForbiddenCall,
     GuardRecord,
     GuardReport,
@@ -32,6 +31,7 @@ from coursekit.in_sandbox.protocol import (
     RunReport,
     RunRequest,
     RuntimeViolation,
+    Status,
     WorkerAnswer,
     WorkerRequest,
 )
@@ -98,11 +98,11 @@ def test_a_request_for_an_unknown_probe_is_refused():
 CALL = ForbiddenCall(3, 2, "torch.Tensor.backward", False, "autograd", ("train", "Linear"))
 LOAD = ImportedData(4, None, "torch.load", True)
 RECORD = GuardRecord(7, 8, False, 2, "torch.softmax", "ready-made", ("helper",))
-LOG = RunLog(cells={3: OK, 5: CellStatus("error", "NameError: x"), 9: CellStatus("timeout", "stopped after 5 s")},
-             notebook_timed_out=True, probes={"linear": "ok", "train": "error: boom"}, aborted="the kernel stopped",
-             replays=2, runtime_violations=[RuntimeViolation(5, ("grad mode is on",))], forbidden_calls=[CALL],
-             imported_data=[LOAD], guard_removed_at=9)
-JSON_MESSAGES = [CellStatus("died"), CALL, LOAD, RuntimeViolation(5, ("a", "b")), RECORD,
+LOG = RunLog(cells={3: OK, 5: Status("error", "NameError: x"), 9: Status("timeout", "stopped after 5 s")},
+             notebook_timed_out=True, probes={"linear": OK, "train": Status("error", "RuntimeError: boom")},
+             aborted="the kernel stopped", replays=2, runtime_violations=[RuntimeViolation(5, ("grad mode is on",))],
+             forbidden_calls=[CALL], imported_data=[LOAD], guard_removed_at=9)
+JSON_MESSAGES = [Status("died"), CALL, LOAD, RuntimeViolation(5, ("a", "b")), RECORD,
                  GuardReport([RECORD], [GuardRecord(None, 8, True, 1, "pickle.load")], True, ("grad mode is on",)), LOG]
 
 
@@ -125,11 +125,11 @@ def test_the_worker_lines_and_the_report_survive_the_pipes():
 
 
 def test_cell_statuses_say_what_they_said_as_sentences():
-    assert [status.sentence() for status in (OK, CellStatus("error", "NameError: x"), CellStatus("died"),
-                                             CellStatus("skipped", "notebook time limit reached"))] == [
+    assert [status.sentence() for status in (OK, Status("error", "NameError: x"), Status("died"),
+                                             Status("skipped", "notebook time limit reached"))] == [
         "ok", "error: NameError: x", "kernel died while running this cell", "skipped: notebook time limit reached"]
     assert LOG.problems()[:2] == [(5, "error: NameError: x"), (9, "timeout: stopped after 5 s")]
-    assert len(CellStatus("error", "E" * 2 * MAX_STATUS_CHARS).sentence()) == MAX_STATUS_CHARS
+    assert len(Status("error", "E" * 2 * MAX_STATUS_CHARS).sentence()) == MAX_STATUS_CHARS
 
 
 def test_records_with_a_missing_or_ill_typed_identity_are_dropped():
@@ -140,9 +140,9 @@ def test_records_with_a_missing_or_ill_typed_identity_are_dropped():
     assert ImportedData.from_json({**LOAD.to_json(), "cell": 1.5}) is None
     assert RuntimeViolation.from_json({"found": ["a"]}) is None
     assert GuardRecord.from_json({**RECORD.to_json(), "api": None}) is None
-    assert CellStatus.from_json({"kind": "made-up"}) is None
-    assert CellStatus.from_json({"kind": "ok", "detail": 3}) is None
-    assert CellStatus.from_json("error: E") is None
+    assert Status.from_json({"kind": "made-up"}) is None
+    assert Status.from_json({"kind": "ok", "detail": 3}) is None
+    assert Status.from_json("error: E") is None
 
 
 def test_ill_typed_fields_fall_back_to_their_defaults():
@@ -176,8 +176,9 @@ def test_sizes_are_capped():
                              ("runtime_violations", RuntimeViolation(1, ())))})
     assert len(log.forbidden_calls) == len(log.imported_data) == len(log.runtime_violations) == MAX_RUN_RECORDS
     log = RunLog.from_json({"cells": {"1": {"kind": "error", "detail": "E" * 1000}}, "aborted": "A" * 1000,
-                            "probes": {"linear": "P" * 1000}})
-    assert len(log.cells[1].detail) == len(log.aborted or "") == len(log.probes["linear"]) == MAX_STATUS_CHARS
+                            "probes": {"linear": {"kind": "error", "detail": "P" * 1000}, "train": "ok"}})
+    assert len(log.cells[1].detail) == len(log.aborted or "") == len(log.probes["linear"].detail) == MAX_STATUS_CHARS
+    assert set(log.probes) == {"linear"}  # "ok" as a bare string is no status
 
 
 def test_an_oversized_report_is_no_report(monkeypatch):

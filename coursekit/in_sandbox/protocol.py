@@ -6,7 +6,7 @@ One run: the host copies the submission into the scratch folder (SCRATCH_MOUNT i
 writes the probes' inputs, and sends a warm worker a `WorkerRequest` (carrying a `RunRequest` for the
 runner). The runner executes the notebook; after each cell the guard in the student's kernel reports
 a `GuardReport`; the probes leave their exports in the probe folder. The runner sends its `RunReport`
-(a `RunLog`, with its `CellStatus`es and records, and the executed notebook) through the report pipe
+(a `RunLog`, with its `Status`es and records, and the executed notebook) through the report pipe
 (REPORT_FD), which no student process ever holds, and the worker passes it on in its `WorkerAnswer`.
 
 Every message is a dataclass with `to_json` (or `to_line`) and `from_json`, which keeps only the fields
@@ -146,9 +146,9 @@ SENTENCES: dict[StatusKind, str] = {"ok": "ok", "error": "error: {}", "timeout":
 
 
 @dataclass(frozen=True)
-class CellStatus:
-    """How a code cell's run ended: `kind` is what a program compares, `detail` the particulars (an
-    error's name and message, the time limit); `sentence()` says it in words."""
+class Status:
+    """How a code cell's or a probe's run ended: `kind` is what a program compares, `detail` the
+    particulars (an error's name and message, the time limit); `sentence()` says it in words."""
 
     kind: StatusKind
     detail: str = ""
@@ -164,14 +164,14 @@ class CellStatus:
         return {"kind": self.kind, "detail": self.detail}
 
     @classmethod
-    def from_json(cls, data: object) -> CellStatus | None:
+    def from_json(cls, data: object) -> Status | None:
         data = fields(data)
         kind = next((kind for kind in STATUS_KINDS if kind == data.get("kind")), None)
         detail = capped(data.get("detail", ""), MAX_STATUS_CHARS)
         return None if kind is None or detail is None else cls(kind, detail)
 
 
-OK = CellStatus("ok")
+OK = Status("ok")
 
 
 @dataclass(frozen=True)
@@ -292,9 +292,9 @@ class GuardReport:
 class RunLog:
     """What happened in one run, as the runner saw it."""
 
-    cells: dict[int, CellStatus] = field(default_factory=dict)  # code cell index -> how its run ended
+    cells: dict[int, Status] = field(default_factory=dict)  # code cell index -> how its run ended
     notebook_timed_out: bool = False
-    probes: dict[str, str] = field(default_factory=dict)    # probe name (or "setup") -> "ok" or why not
+    probes: dict[str, Status] = field(default_factory=dict)  # probe name (or "setup") -> how it ended
     aborted: str | None = None                              # why the probes stopped early
     replays: int = 0                                        # restarts after a cell left the kernel unusable
     runtime_violations: list[RuntimeViolation] = field(default_factory=list)
@@ -304,7 +304,8 @@ class RunLog:
 
     def to_json(self) -> dict:
         return {"cells": {str(index): status.to_json() for index, status in self.cells.items()},
-                "notebook_timed_out": self.notebook_timed_out, "probes": dict(self.probes), "aborted": self.aborted,
+                "notebook_timed_out": self.notebook_timed_out,
+                "probes": {name: status.to_json() for name, status in self.probes.items()}, "aborted": self.aborted,
                 "replays": self.replays, "runtime_violations": [r.to_json() for r in self.runtime_violations],
                 "forbidden_calls": [r.to_json() for r in self.forbidden_calls],
                 "imported_data": [r.to_json() for r in self.imported_data], "guard_removed_at": self.guard_removed_at}
@@ -316,8 +317,8 @@ class RunLog:
         return cls(
             cells=cell_statuses(data.get("cells")),
             notebook_timed_out=data.get("notebook_timed_out") is True,
-            probes={k: v[:MAX_STATUS_CHARS] for k, v in fields(data.get("probes")).items()
-                    if isinstance(k, str) and isinstance(v, str)},
+            probes={name: status for name, value in fields(data.get("probes")).items()
+                    for status in [Status.from_json(value)] if isinstance(name, str) and status is not None},
             aborted=capped(data.get("aborted"), MAX_STATUS_CHARS),
             replays=integer(data.get("replays")) or 0,
             runtime_violations=parsed(data.get("runtime_violations"), RuntimeViolation.from_json, MAX_RUN_RECORDS),
@@ -337,11 +338,11 @@ class RunLog:
         return found
 
 
-def cell_statuses(value: object) -> dict[int, CellStatus]:
+def cell_statuses(value: object) -> dict[int, Status]:
     """Cell index (a decimal string in JSON) -> status, for the entries that parse."""
     found = {}
     for key, data in fields(value).items():
-        status = CellStatus.from_json(data)
+        status = Status.from_json(data)
         if isinstance(key, str) and key.isascii() and key.isdigit() and status is not None:
             found[int(key)] = status
     return found

@@ -51,7 +51,6 @@ from protocol import (
     PROBE_DIR,
     PROBES_FILE,
     REPORT_FD,
-    CellStatus,
     ForbiddenCall,
     GuardRecord,
     GuardReport,
@@ -60,6 +59,7 @@ from protocol import (
     RunReport,
     RunRequest,
     RuntimeViolation,
+    Status,
 )
 
 MAX_REPLAYS = 3
@@ -304,23 +304,23 @@ class Runner:
                 self.log.cells[index] = OK
                 continue
             if time.monotonic() > self.deadline:
-                self.log.cells[index] = CellStatus("skipped", "notebook time limit reached")
+                self.log.cells[index] = Status("skipped", "notebook time limit reached")
                 self.log.notebook_timed_out = True
                 continue
             client.timeout = max(1, min(self.request.cell_seconds, int(self.deadline - time.monotonic())))
             try:
                 await client.async_execute_cell(cell, index)
             except CellTimeoutError:
-                self.log.cells[index] = CellStatus("timeout", f"stopped after {client.timeout} s")
+                self.log.cells[index] = Status("timeout", f"stopped after {client.timeout} s")
                 if not await self.recover(client):
                     return index
                 continue
             except DeadKernelError:
-                self.log.cells[index] = CellStatus("died")
+                self.log.cells[index] = Status("died")
                 return index
             errors = [out for out in cell.outputs if out.get("output_type") == "error"]
             error = f"{errors[0]['ename']}: {errors[0]['evalue']}"[:MAX_STATUS_CHARS] if errors else None
-            self.log.cells[index] = OK if error is None else CellStatus("error", error)
+            self.log.cells[index] = OK if error is None else Status("error", error)
             execution = cell.get("execution_count") if isinstance(cell.get("execution_count"), int) else None
             if execution is not None:
                 self.executions[execution] = index
@@ -360,12 +360,12 @@ class Runner:
                 stale.unlink()
         status, detail = await self.silent(client, module_setup("coursekit_probe", HERE / PROBES_FILE), timeout=60)
         if status != "ok":
-            self.log.probes["setup"] = f"{status}: {detail}"
+            self.log.probes["setup"] = Status(status, f"{detail}"[:MAX_STATUS_CHARS])
             return
         for name in self.request.probes:
             code = f"__coursekit_probe.run({name!r}, {probe_dir!r}, {INPUTS_FILE!r}, {self.request.no_autograd})"
             status, detail = await self.silent(client, code, timeout=self.request.probe_seconds)
-            self.log.probes[name] = status if status == "ok" else f"{status}: {detail}"
+            self.log.probes[name] = OK if status == "ok" else Status(status, f"{detail}"[:MAX_STATUS_CHARS])
             if status == "timeout" and not await self.recover(client):
                 self.log.aborted = f"the kernel stopped answering during probe {name}"
                 return
