@@ -1,7 +1,7 @@
 """Cost of the in-kernel instrumentation and of trusted retraining: the complete solution's cells in a
-plain Jupyter kernel, without and with `instrument.py` installed first (as the sandbox's runner installs
-it: guard, loaders, threads, training record), alternating, in one run; then, from the instrumented
-kernel's training record of the three graded models, the grader's trusted retraining on the host
+plain Jupyter kernel, without and with `training_record.py` and `instrument.py` installed first (as the
+sandbox's runner installs them: guard, loaders, threads, training record), alternating, in one run; then,
+from the instrumented kernel's training record of the three graded models, the grader's trusted retraining on the host
 (`grading/retrain.py`) with its time and its largest difference from the record. Prints a Markdown
 table for the README.
 
@@ -38,16 +38,20 @@ def module_cell(name: str, path: Path, then: str) -> nbformat.NotebookNode:
         f"exec(compile({path.read_text()!r}, {name!r}, 'exec'), __{name}.__dict__)\n{then}")
 
 
-def install_guard_cell() -> nbformat.NotebookNode:
-    return module_cell("coursekit_guard", IN_SANDBOX / "instrument.py",
-                       f"__coursekit_guard.install(True, {FINGERPRINT_SEED}, {FINGERPRINT_BITS}, {FINGERPRINT_WIDTH})")
+def install_guard_cells() -> list[nbformat.NotebookNode]:
+    """The training record and the guard, installed as the runner installs them."""
+    return [module_cell("coursekit_record", IN_SANDBOX / "training_record.py",
+                        f"__coursekit_record.install(get_ipython(), {FINGERPRINT_SEED}, {FINGERPRINT_BITS}, "
+                        f"{FINGERPRINT_WIDTH})"),
+            module_cell("coursekit_guard", IN_SANDBOX / "instrument.py",
+                        "__coursekit_guard.install(True, __coursekit_record)")]
 
 
 def export_cell(folder: str) -> nbformat.NotebookNode:
     """The provenance probe, as the runner calls it after the notebook (its inputs are not needed)."""
     return module_cell("coursekit_probe", IN_SANDBOX / "probes.py",
                        "rec = __coursekit_probe.Recorder()\n"
-                       f"__coursekit_guard.export_training(get_ipython().user_ns, {tuple(MODELS)!r}, rec)\n"
+                       f"__coursekit_record.export_training(get_ipython().user_ns, {tuple(MODELS)!r}, rec)\n"
                        f"rec.save({folder!r}, 'provenance')")
 
 
@@ -57,7 +61,7 @@ def seconds_to_run(guarded: bool, folder: str) -> float:
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     warm_up = [nbformat.v4.new_code_cell("import torch, fastai.vision.all, matplotlib.pyplot\n"
                                          "torch.set_grad_enabled(False)")]
-    notebook.cells = warm_up + ([install_guard_cell()] if guarded else []) + notebook.cells
+    notebook.cells = warm_up + (install_guard_cells() if guarded else []) + notebook.cells
     client = NotebookClient(notebook, kernel_name="python3", timeout=600, allow_errors=False,
                             resources={"metadata": {"path": str(NOTEBOOK.parent)}})
     prepared = 1 + guarded

@@ -1,7 +1,8 @@
 """Cost of the training record per step: the reference solution's `train` on the two-layer model, in this
-process, plain and with `coursekit/in_sandbox/instrument.py` installed as the kernel installs it
-(alternating, median of --runs). Without a kernel, so it isolates the per-step cost from everything else
-`bench/instrument_cost.py` measures; `--profile` prints where the instrumented run spends its time.
+process, plain and with `coursekit/in_sandbox/training_record.py` and `instrument.py` installed as the kernel
+installs them (alternating, the fastest of --runs: on a shared machine the others measure its load). Without
+a kernel, so it isolates the per-step cost from everything else `bench/instrument_cost.py` measures; `--profile`
+prints where the instrumented run spends its time.
 
     .venv/bin/python bench/record_cost.py [--runs 5] [--epochs 3] [--profile]
 """
@@ -13,7 +14,6 @@ import builtins
 import cProfile
 import math
 import pstats
-import statistics
 import sys
 import time
 import types
@@ -55,14 +55,20 @@ def solution_code() -> str:
     return "\n".join(cells[grade_id] for grade_id in CELLS)
 
 
+def kernel_module(name: str, filename: str) -> types.ModuleType:
+    module = types.ModuleType(name)
+    exec(compile((ROOT / "coursekit/in_sandbox" / filename).read_text(), name, "exec"), module.__dict__)
+    return module
+
+
 def instrumented_shell() -> Shell:
     shell = Shell()
     builtins.get_ipython = lambda: shell  # type: ignore[attr-defined]
-    module = types.ModuleType("coursekit_guard")
-    exec(compile((ROOT / "coursekit/in_sandbox/instrument.py").read_text(), "coursekit_guard", "exec"),
-         module.__dict__)
-    module.install(True, FINGERPRINT_SEED, FINGERPRINT_BITS, FINGERPRINT_WIDTH)
-    shell.user_ns["__coursekit_guard"] = module
+    record, guard = kernel_module("coursekit_record", "training_record.py"), kernel_module("coursekit_guard",
+                                                                                          "instrument.py")
+    record.install(shell, FINGERPRINT_SEED, FINGERPRINT_BITS, FINGERPRINT_WIDTH)
+    guard.install(True, record)
+    shell.user_ns.update(__coursekit_record=record, __coursekit_guard=guard)
     return shell
 
 
@@ -88,7 +94,7 @@ def main() -> None:
             shell.run(training)
             seconds[name].append(time.perf_counter() - start)
     steps = args.epochs * math.ceil(5000 / 16)
-    plain, instrumented = (statistics.median(seconds[name]) for name in shells)
+    plain, instrumented = (min(seconds[name]) for name in shells)
     print(f"plain {plain:.3f} s, instrumented {instrumented:.3f} s (ratio {instrumented / plain:.2f}); "
           f"{1e6 * plain / steps:.0f} us per step, {1e6 * (instrumented - plain) / steps:.0f} us more recorded")
     if args.profile:

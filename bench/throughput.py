@@ -106,6 +106,59 @@ def scores(results) -> dict:
     return {r.student: [(t.grade_id, t.score) for t in r.parts] for r in results}
 
 
+def time_by_step(results) -> str:
+    """Mean seconds per submission of each pipeline step, and of the notebook's own cells in execute_step."""
+    steps: dict[str, list[float]] = {}
+    for result in results:
+        for name, seconds in result.step_seconds.items():
+            steps.setdefault(name, []).append(seconds)
+    cells = statistics.mean(sum(cell_seconds(r.executed)) for r in results if r.executed is not None)
+    parts = ", ".join(f"{name} {statistics.mean(values):.2f}" for name, values in steps.items())
+    return f"Mean seconds per submission by step: {parts}; the notebook's own cells in execute_step: {cells:.2f}"
+
+
+def measure(args, temp: Path) -> tuple[list[tuple[str, float]], dict]:
+    """(grader, wall seconds) rows, and what the report derives from the runs."""
+    parallel_seconds, parallel = run_coursekit(make_course(Path(temp, "parallel"), args.copies), args.jobs)
+    rows = [(f"coursekit -j {args.jobs}", parallel_seconds)]
+    found = {"parallel": parallel_seconds, "by_step": time_by_step(parallel),
+             "overhead": statistics.mean(r.seconds - r.sandbox_seconds for r in parallel),
+             "peak": max((r.peak_memory_bytes or 0) for r in parallel) / 2**20}
+    if not args.skip_serial:
+        serial_seconds, serial = run_coursekit(make_course(Path(temp, "serial"), args.copies), 1)
+        rows.append(("coursekit -j 1", serial_seconds))
+        found.update(serial=serial_seconds, identical=scores(serial) == scores(parallel))
+    if not args.skip_snapshot:
+        plain_seconds, plain = run_without_snapshot(make_course(Path(temp, "plain"), args.copies), args.jobs)
+        rows.append((f"coursekit -j {args.jobs}, no preamble snapshot", plain_seconds))
+        preamble_cells = len(environment.leading_provided_cells(nbformat.read(ROOT / RELEASE, as_version=4)))
+        found.update(plain=plain_seconds, limit=limit_seconds(plain, preamble_cells, args.jobs))
+    if not args.skip_nbgrader:
+        rows.append(("nbgrader autograde (sequential)", run_nbgrader(make_course(Path(temp, "nbgrader"), args.copies))))
+    return rows, found
+
+
+def report(args, rows: list[tuple[str, float]], found: dict) -> None:
+    count, parallel = args.copies * len(EXAMPLES), found["parallel"]
+    print(f"\n{count} submissions ({args.copies} copies of {', '.join(EXAMPLES)}), {os.cpu_count()} cores\n")
+    print("| grader | wall seconds | seconds per submission | submissions per minute |")
+    print("|---|---|---|---|")
+    for name, seconds in rows:
+        print(f"| {name} | {seconds:.0f} | {seconds / count:.1f} | {60 * count / seconds:.1f} |")
+    print(f"\nGrading overhead per submission (everything but the sandboxed run): {found['overhead']:.2f} s")
+    print(found["by_step"])
+    print(f"Peak memory of one sandbox: {found['peak']:.0f} MiB")
+    if "serial" in found:
+        print(f"-j {args.jobs} / -j 1 wall time: {parallel / found['serial']:.2f}; "
+              f"scores identical: {found['identical']}")
+    if "plain" in found:
+        print(f"Preamble snapshot: -j {args.jobs} without it / with it: {found['plain'] / parallel:.2f}")
+        print(f"-j {args.jobs} against its limit ({found['limit']:.0f} s: the cells' own times, the preamble once, "
+              f"over {args.jobs} cores): {parallel / found['limit']:.2f}x")
+    if not args.skip_nbgrader:
+        print(f"Throughput vs nbgrader autograde: {rows[-1][1] / parallel:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
@@ -116,43 +169,9 @@ def main() -> None:
     parser.add_argument("--skip-nbgrader", action="store_true")
     parser.add_argument("--skip-snapshot", action="store_true", help="skip the run without the preamble snapshot")
     args = parser.parse_args()
-    count = args.copies * len(EXAMPLES)
-    rows = []
     with tempfile.TemporaryDirectory() as temp:
-        parallel_seconds, parallel = run_coursekit(make_course(Path(temp, "parallel"), args.copies), args.jobs)
-        overhead = statistics.mean(r.seconds - r.sandbox_seconds for r in parallel)
-        peak = max((r.peak_memory_bytes or 0) for r in parallel) / 2**20
-        rows.append((f"coursekit -j {args.jobs}", parallel_seconds))
-        if not args.skip_serial:
-            serial_seconds, serial = run_coursekit(make_course(Path(temp, "serial"), args.copies), 1)
-            rows.append(("coursekit -j 1", serial_seconds))
-            identical = scores(serial) == scores(parallel)
-        if not args.skip_snapshot:
-            plain_seconds, plain = run_without_snapshot(make_course(Path(temp, "plain"), args.copies), args.jobs)
-            rows.append((f"coursekit -j {args.jobs}, no preamble snapshot", plain_seconds))
-            preamble_cells = len(environment.leading_provided_cells(nbformat.read(ROOT / RELEASE, as_version=4)))
-            limit = limit_seconds(plain, preamble_cells, args.jobs)
-        if not args.skip_nbgrader:
-            rows.append(
-                ("nbgrader autograde (sequential)", run_nbgrader(make_course(Path(temp, "nbgrader"), args.copies)))
-            )
-    print(f"\n{count} submissions ({args.copies} copies of {', '.join(EXAMPLES)}), {os.cpu_count()} cores\n")
-    print("| grader | wall seconds | seconds per submission | submissions per minute |")
-    print("|---|---|---|---|")
-    for name, seconds in rows:
-        print(f"| {name} | {seconds:.0f} | {seconds / count:.1f} | {60 * count / seconds:.1f} |")
-    print(f"\nGrading overhead per submission (everything but the sandboxed run): {overhead:.2f} s")
-    print(f"Peak memory of one sandbox: {peak:.0f} MiB")
-    if not args.skip_serial:
-        print(
-            f"-j {args.jobs} / -j 1 wall time: {parallel_seconds / serial_seconds:.2f}; scores identical: {identical}"
-        )
-    if not args.skip_snapshot:
-        print(f"Preamble snapshot: -j {args.jobs} without it / with it: {plain_seconds / parallel_seconds:.2f}")
-        print(f"-j {args.jobs} against its limit ({limit:.0f} s: the cells' own times, the preamble once, "
-              f"over {args.jobs} cores): {parallel_seconds / limit:.2f}x")
-    if not args.skip_nbgrader:
-        print(f"Throughput vs nbgrader autograde: {rows[-1][1] / parallel_seconds:.2f}x")
+        rows, found = measure(args, Path(temp))
+    report(args, rows, found)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from coursekit import ASSIGNMENT
+from coursekit.config import ConfigError, Course
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def cmd_data(args) -> int:
+def cmd_data(args, course: Course) -> int:
     from coursekit.data import ProvisionError, provision
 
     try:
@@ -25,20 +25,18 @@ def cmd_data(args) -> int:
     return 0
 
 
-def cmd_release(args) -> int:
+def cmd_release(args, course: Course) -> int:
     """Generate release/ from source/ with nbgrader (solutions and hidden tests removed), record the
     assignment and its due date in the gradebook, and say what was released."""
-    from coursekit.config import Course
     from coursekit.course.gradebook import record_due_date
 
     scripts = Path(sys.executable).parent  # nbgrader runs `alembic` from the same environment
-    command = [str(scripts / "nbgrader"), "generate_assignment", ASSIGNMENT, "--force",
-               f"--CourseDirectory.root={args.root}", "--log-level=ERROR"]
+    command = [str(scripts / "nbgrader"), "generate_assignment", course.assignment, "--force",
+               f"--CourseDirectory.root={course.root}", "--log-level=ERROR"]
     env = {**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"}
-    completed = subprocess.run(command, cwd=args.root, env=env)
+    completed = subprocess.run(command, cwd=course.root, env=env)
     if completed.returncode != 0:
         return completed.returncode
-    course = Course(args.root.resolve())
     record_due_date(course)
     print(release_summary(course))
     return 0
@@ -47,10 +45,9 @@ def cmd_release(args) -> int:
 def release_summary(course) -> str:
     import nbformat
 
-    from coursekit.course.late import LatePolicy
     from coursekit.grading.rubric import load_rubric
 
-    rubric, policy = load_rubric(course.source_notebook), LatePolicy.from_config(course.settings.sections)
+    rubric, policy = load_rubric(course.source_notebook), course.settings.late
     cells = len(nbformat.read(course.release_notebook, as_version=4).cells)
     due = f"due {policy.due:%Y-%m-%d %H:%M} UTC, late work: {policy.describe()}" if policy.due else "no due date"
     grace = f" after {policy.grace_seconds / 60:g} minutes' grace" if policy.due and policy.grace_seconds else ""
@@ -63,14 +60,12 @@ def release_summary(course) -> str:
     )
 
 
-def cmd_autograde(args) -> int:
-    from coursekit.config import Course
+def cmd_autograde(args, course: Course) -> int:
     from coursekit.course.gradebook import recorded_totals
     from coursekit.grading.batch import grade_class, shard
     from coursekit.grading.bubblewrap import SandboxUnavailable
     from coursekit.grading.report import table
 
-    course = Course(args.root.resolve())
     missing = [student for student in args.students if not course.submission(student).is_dir()]
     if missing:
         print(f"error: {no_submission(course, missing)}", file=sys.stderr)
@@ -82,10 +77,9 @@ def cmd_autograde(args) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(table(results, recorded_totals(course)))
-    print(
-        f"\nGrades: {course.root / 'grades.csv'}; per student: autograded/<student>/{course.assignment}/results.json, "
-        f"feedback/<student>/{course.assignment}/"
-    )
+    results_file, page = (path.relative_to(course.root) for path in
+                          (course.results_file("<student>"), course.feedback_page("<student>")))
+    print(f"\nGrades: {course.grades_file}; per student: {results_file}, {page}")
     return 0
 
 
@@ -101,29 +95,26 @@ def no_submission(course, missing: list[str]) -> str:
             + f"submitted/ has {len(existing)}: {', '.join(existing[:30])}{' ...' if len(existing) > 30 else ''}")
 
 
-def cmd_export(args) -> int:
+def cmd_export(args, course: Course) -> int:
     """grades.csv and the class summary from every autograded/*/results.json (e.g. merged CI shards)."""
-    from coursekit.config import Course
     from coursekit.grading.report import export_class
 
     if args.lms:
-        return cmd_export_lms(args)
-    print(f"Wrote {export_class(Course(args.root.resolve()))}")
+        return cmd_export_lms(args, course)
+    print(f"Wrote {export_class(course)}")
     return 0
 
 
-def cmd_export_lms(args) -> int:
+def cmd_export_lms(args, course: Course) -> int:
     """A grade file for Canvas's or Moodle's import, with totals from nbgrader's gradebook; the roster's
     names go into the gradebook too."""
-    from coursekit.config import Course
     from coursekit.course.gradebook import student_totals
     from coursekit.course.lms import export_lms
 
     if not args.roster:
         print("error: export --lms needs --roster (the LMS's roster as CSV)", file=sys.stderr)
         return 2
-    course = Course(args.root.resolve())
-    out = args.out or course.root / f"grades-{args.lms}.csv"
+    out = args.out or course.lms_grades_file(args.lms)
     totals = student_totals(course)
     try:
         notes = export_lms(course, args.lms, args.roster, out, totals)
@@ -136,14 +127,12 @@ def cmd_export_lms(args) -> int:
     return record_roster_names(course, args.roster, list(totals))
 
 
-def cmd_collect(args) -> int:
+def cmd_collect(args, course: Course) -> int:
     """Bring submissions into submitted/ from cloned student repositories or an LMS zip."""
     import zipfile
 
-    from coursekit.config import Course
     from coursekit.course.collect import from_lms_zip, from_repositories, retire_examples
 
-    course = Course(args.root.resolve())
     if not args.source.exists():
         print(f"error: {args.source} does not exist", file=sys.stderr)
         return 1
@@ -165,9 +154,7 @@ def cmd_collect(args) -> int:
 
 
 def print_outcomes(course, outcomes) -> None:
-    from coursekit.course.late import LatePolicy
-
-    policy = LatePolicy.from_config(course.settings.sections)
+    policy = course.settings.late
     for outcome in outcomes:
         late = outcome.late_by(policy)
         print(f"{outcome}; {late}" if late else outcome)
@@ -194,38 +181,34 @@ def record_roster_names(course, roster: Path, students: list) -> int:
     return 0
 
 
-def cmd_feedback(args) -> int:
+def cmd_feedback(args, course: Course) -> int:
     """Rewrite every feedback page with the manual grades, comments and late penalties in the gradebook."""
-    from coursekit.config import Course
     from coursekit.course.gradebook import student_totals
     from coursekit.grading.feedback import write_feedback
     from coursekit.grading.report import export_class
 
-    course = Course(args.root.resolve())
     totals = student_totals(course)
     for student in args.students or totals:
-        path = write_feedback(course.root, course.assignment, student, totals.get(student))
+        path = write_feedback(course, student, totals.get(student))
         print(f"wrote {path}" if path else f"{student}: not autograded yet, no feedback written")
     print(f"Wrote {export_class(course)} (manual grades, late penalties and totals from the gradebook)")
     return 0
 
 
-def cmd_extension(args) -> int:
+def cmd_extension(args, course: Course) -> int:
     """nbgrader's extension for one recorded submission; its late penalty, page and grades.csv follow."""
     from nbgrader.api import MissingEntry
 
-    from coursekit.config import Course
     from coursekit.course.gradebook import grant_extension
     from coursekit.grading.feedback import write_feedback
     from coursekit.grading.report import export_class
 
-    course = Course(args.root.resolve())
     try:
         total = grant_extension(course, args.student, args.days, args.hours)
     except MissingEntry:
         print(f"error: {args.student} has no graded submission in the gradebook; autograde it first", file=sys.stderr)
         return 1
-    write_feedback(course.root, course.assignment, args.student, total)
+    write_feedback(course, args.student, total)
     export_class(course)
     given = (
         f"an extension of {args.days:g} day(s) {args.hours:g} hour(s)" if args.days or args.hours else "no extension"
@@ -235,17 +218,15 @@ def cmd_extension(args) -> int:
     return 0
 
 
-def cmd_similarity(args) -> int:
+def cmd_similarity(args, course: Course) -> int:
     """Which students' code is too alike (copydetect), with the template as boilerplate."""
-    from coursekit.config import Course
     from coursekit.course.similarity import boilerplate_hashes, compare_class, read_class, write_report
 
-    course = Course(args.root.resolve())
     codes, notes = read_class(course, args.students or course.students())
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     pairs = compare_class(codes, boilerplate_hashes(course))
-    report = write_report(pairs, args.threshold, course.root / "similarity")
+    report = write_report(pairs, args.threshold, course.similarity_folder)
     listed = [pair for pair in pairs if pair.share >= args.threshold]
     for pair in listed:
         print(f"{pair.first.student:>20} {pair.shares[0]:4.0%}  {pair.second.student:<20} {pair.shares[1]:4.0%}  "
@@ -255,48 +236,43 @@ def cmd_similarity(args) -> int:
     return 0
 
 
-def cmd_examples(args) -> int:
+def cmd_examples(args, course: Course) -> int:
     """Rewrite the example submissions in submitted/ from the source notebook."""
-    from coursekit.config import Course
     from coursekit.examples import write_examples
 
-    for path in write_examples(Course(args.root.resolve())):
+    for path in write_examples(course):
         print(f"wrote {path}")
     return 0
 
 
-def cmd_check(args) -> int:
-    from coursekit.config import Course
+def cmd_check(args, course: Course) -> int:
     from coursekit.local_check import check_locally
 
-    return check_locally(args.notebook.resolve(), Course(args.root.resolve()))
+    return check_locally(args.notebook.resolve(), course)
 
 
-def cmd_classroom50(args) -> int:
+def cmd_classroom50(args, course: Course) -> int:
     """The Classroom 50 autograder bundle for this assignment."""
-    from coursekit.config import Course
     from coursekit.platforms.classroom50 import write_bundle
 
-    print(f"Wrote {write_bundle(Course(args.root.resolve()), args.out, args.public_checks)} (see its README.md)")
+    print(f"Wrote {write_bundle(course, args.out, args.public_checks)} (see its README.md)")
     return 0
 
 
-def cmd_gradescope(args) -> int:
+def cmd_gradescope(args, course: Course) -> int:
     """The Gradescope autograder zip for this assignment."""
-    from coursekit.config import Course
     from coursekit.platforms.gradescope import write_zip
 
-    print(f"Wrote {write_zip(Course(args.root.resolve()), args.out)}")
+    print(f"Wrote {write_zip(course, args.out)}")
     return 0
 
 
-def cmd_merge_gradebooks(args) -> int:
+def cmd_merge_gradebooks(args, course: Course) -> int:
     """Merge shards' SQLite gradebooks into the course's gradebook (README: More than one machine)."""
-    from coursekit.config import Course
     from coursekit.course.merge import MergeError, merge_gradebooks
 
     try:
-        summary = merge_gradebooks(Course(args.root.resolve()), args.shards)
+        summary = merge_gradebooks(course, args.shards)
     except MergeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -322,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     add_setup_commands(commands)
     add_grading_commands(commands)
+    add_class_commands(commands)
     add_shard_commands(commands)
     add_platform_commands(commands)
     return parser
@@ -369,6 +346,10 @@ def add_grading_commands(commands) -> None:
     extension.add_argument("--days", type=float, default=0.0)
     extension.add_argument("--hours", type=float, default=0.0)
     extension.set_defaults(run=cmd_extension)
+
+
+def add_class_commands(commands) -> None:
+    """What comes after grading: feedback pages, similarity, the class's grade files."""
     feedback = commands.add_parser("feedback", help="rewrite feedback pages with the manual grades from the gradebook")
     feedback.add_argument("students", nargs="*", help="only these students (default: all in the gradebook)")
     feedback.set_defaults(run=cmd_feedback)
@@ -408,14 +389,14 @@ def add_platform_commands(commands) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a command; an invalid course.toml is a one-line error before anything starts."""
-    from coursekit.config import ConfigError, read_settings
-
+    """Run a command on the course that --root names; an invalid course.toml is a one-line error before
+    anything starts."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     args = build_parser().parse_args(argv)
+    course = Course(args.root.resolve())
     try:
-        read_settings(args.root.resolve() / "course.toml")
+        course.settings  # read and validated once, here; every command uses this course
     except ConfigError as error:
         logging.error("%s", error)
         return 2
-    return args.run(args)
+    return args.run(args, course)

@@ -3,6 +3,7 @@ validated against SCHEMA, the one place where every setting and its default is w
 key or a value of the wrong type is an error at start-up, never a silent default."""
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass
 from datetime import datetime
@@ -150,24 +151,116 @@ def value_problem(value: object, setting: Setting) -> str | None:
     return setting.check(value) if setting.check else None
 
 
+DAY_SECONDS = 24 * 3600
+
+
+@dataclass(frozen=True)
+class LatePolicy:
+    """`[late]`: the due date (naive UTC, as nbgrader stores it) and the penalty, in points, like
+    nbgrader's `late_submission_penalty`."""
+    due: datetime | None = None
+    method: str = "none"
+    percent_per_day: float = 0.0
+    grace_seconds: float = 0.0
+
+    def seconds_late(self, timestamp: datetime | None) -> float:
+        if timestamp is None or self.due is None:
+            return 0.0
+        return max(0.0, (timestamp - self.due).total_seconds())
+
+    def days_late(self, seconds_late: float) -> int:
+        """Whole days started after the due date; none within the grace period."""
+        return 0 if seconds_late <= self.grace_seconds else math.ceil(seconds_late / DAY_SECONDS)
+
+    def penalty(self, score: float, seconds_late: float) -> float:
+        """Points taken off `score` (never more than the score itself, as nbgrader caps it)."""
+        days = self.days_late(seconds_late)
+        if days == 0 or self.method == "none":
+            return 0.0
+        fraction = 1.0 if self.method == "zero" else min(1.0, days * self.percent_per_day / 100)
+        return round(max(0.0, score) * fraction, 2)
+
+    def describe(self) -> str:
+        if self.method == "zero":
+            return "late work scores 0"
+        if self.method == "percent_per_day":
+            return f"{self.percent_per_day:g}% of the score per day started late"
+        return "no late penalty"
+
+
+@dataclass(frozen=True)
+class Collection:
+    """`[collect]`: how submissions are found in student repositories and LMS zips."""
+    repo_prefix: str = SCHEMA["collect"]["repo_prefix"].default  # "": see repositories_prefix
+    lms_pattern: str = SCHEMA["collect"]["lms_pattern"].default
+    lms_timezone: str = SCHEMA["collect"]["lms_timezone"].default
+
+    def repositories_prefix(self, assignment: str) -> str:
+        """What every student repository's name starts with, before `-<username>`."""
+        return self.repo_prefix or assignment.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class LmsColumns:
+    """`[lms]`: which roster columns may hold a student's id, and the assignment's grade column ("": the
+    roster's column named like the assignment for Canvas, the assignment's id for Moodle)."""
+    canvas_match_columns: tuple[str, ...] = tuple(SCHEMA["lms"]["canvas_match_columns"].default)
+    moodle_match_columns: tuple[str, ...] = tuple(SCHEMA["lms"]["moodle_match_columns"].default)
+    moodle_identifier: str = SCHEMA["lms"]["moodle_identifier"].default
+    canvas_column: str = SCHEMA["lms"]["canvas_column"].default
+    moodle_column: str = SCHEMA["lms"]["moodle_column"].default
+
+    def match_columns(self, lms: str) -> tuple[str, ...]:
+        return self.canvas_match_columns if lms == "canvas" else self.moodle_match_columns
+
+    def column(self, lms: str) -> str:
+        return self.canvas_column if lms == "canvas" else self.moodle_column
+
+
 @dataclass(frozen=True)
 class Settings:
+    """course.toml's sections as `validated` returns them, and each section as its typed record, built
+    once on first use."""
     sections: dict[str, dict]
 
     @property
     def no_autograd(self) -> bool:
         return self.sections["policy"]["no_autograd"]
 
-    @property
+    @cached_property
     def limits(self) -> Limits:
         given = self.sections["limits"]
         return Limits(memory_bytes=int(given["memory_gib"] * 2**30), notebook_seconds=given["notebook_seconds"],
                       cell_seconds=given["cell_seconds"], processes=given["processes"],
                       file_bytes=given["file_mib"] * 2**20, output_bytes=given["output_bytes"])
 
-    @property
+    @cached_property
     def floors(self) -> Floors:
         return Floors(**self.sections["floors"])
+
+    @cached_property
+    def late(self) -> LatePolicy:
+        from nbgrader.utils import parse_utc  # imported here: nbgrader takes seconds to load
+
+        given = self.sections["late"]
+        return LatePolicy(due=parse_utc(str(given["due"])) if given["due"] else None, method=given["policy"],
+                          percent_per_day=float(given["percent_per_day"]),
+                          grace_seconds=float(given["grace_minutes"]) * 60)
+
+    @cached_property
+    def collect(self) -> Collection:
+        return Collection(**self.sections["collect"])
+
+    @cached_property
+    def lms(self) -> LmsColumns:
+        given = self.sections["lms"]
+        return LmsColumns(**{**given, "canvas_match_columns": tuple(given["canvas_match_columns"]),
+                             "moodle_match_columns": tuple(given["moodle_match_columns"])})
+
+
+def settings_of(raw: dict, source: str = "course.toml") -> Settings:
+    """The validated settings of a parsed course.toml (ConfigError if anything is unknown or wrong)."""
+    return Settings(validated(raw, source))
 
 
 def read_settings(path: Path) -> Settings:
@@ -176,12 +269,13 @@ def read_settings(path: Path) -> Settings:
         raw = tomllib.loads(path.read_text()) if path.is_file() else {}
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: not valid TOML ({error})") from None
-    return Settings(validated(raw, path.name))
+    return settings_of(raw, path.name)
 
 
 @dataclass(frozen=True)
 class Course:
-    """A course folder in nbgrader's layout, with its course.toml read once (on first use)."""
+    """A course folder in nbgrader's layout, with its course.toml read once (on first use). Every path the
+    kit reads or writes under the course folder is named here, once."""
     root: Path
     assignment: str = ASSIGNMENT
 
@@ -194,6 +288,11 @@ class Course:
         return f"{self.assignment}.ipynb"
 
     @property
+    def notebook_id(self) -> str:
+        """nbgrader's name for the notebook: its file name without `.ipynb`."""
+        return Path(self.notebook_name).stem
+
+    @property
     def source_notebook(self) -> Path:
         return self.root / "source" / self.assignment / self.notebook_name
 
@@ -204,6 +303,59 @@ class Course:
     def submission(self, student: str) -> Path:
         return self.root / "submitted" / student / self.assignment
 
+    def submitted_notebook(self, student: str) -> Path:
+        return self.submission(student) / self.notebook_name
+
     def students(self) -> list[str]:
         folder = self.root / "submitted"
         return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
+
+    def student_folders(self, student: str) -> tuple[Path, ...]:
+        """Everything the course holds of one student: submitted/, autograded/ and feedback/<student>."""
+        return tuple(self.root / top / student for top in ("submitted", "autograded", "feedback"))
+
+    def autograded(self, student: str) -> Path:
+        return self.root / "autograded" / student / self.assignment
+
+    def results_file(self, student: str) -> Path:
+        """The grader's results (Gradescope's schema, with our data in extra_data)."""
+        return self.autograded(student) / "results.json"
+
+    def executed_notebook(self, student: str) -> Path:
+        """The notebook as the grader ran it (nbgrader's autograded notebook), or a stand-in."""
+        return self.autograded(student) / self.notebook_name
+
+    def all_results_files(self) -> list[Path]:
+        """Every student's results file (also those merged from CI shards), by student."""
+        return sorted((self.root / "autograded").glob(f"*/{self.assignment}/results.json"))
+
+    def feedback(self, student: str) -> Path:
+        return self.root / "feedback" / student / self.assignment
+
+    def feedback_page(self, student: str) -> Path:
+        """Where nbgrader's generate_feedback writes the page: the notebook's id, `.html`."""
+        return self.feedback(student) / f"{self.notebook_id}.html"
+
+    @property
+    def grades_file(self) -> Path:
+        return self.root / "grades.csv"
+
+    @property
+    def review_file(self) -> Path:
+        return self.root / "autograded" / "review.csv"
+
+    @property
+    def class_summary(self) -> Path:
+        return self.root / "feedback" / "class_summary.png"
+
+    @property
+    def gradebook_file(self) -> Path:
+        """The SQLite gradebook when nbgrader_config.py names no other database."""
+        return self.root / "gradebook.db"
+
+    def lms_grades_file(self, lms: str) -> Path:
+        return self.root / f"grades-{lms}.csv"
+
+    @property
+    def similarity_folder(self) -> Path:
+        return self.root / "similarity"

@@ -126,11 +126,11 @@ def build(course: Course, edits: list[Edit]) -> nbformat.NotebookNode:
 def write_examples(course: Course) -> list[Path]:
     written = []
     for name in EXAMPLES:
-        path = course.submission(name) / course.notebook_name
+        path = course.submitted_notebook(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(build(course, EXAMPLES[name][0]), path)
         written.append(path)
-    broken = course.submission(MALFORMED[0]) / course.notebook_name
+    broken = course.submitted_notebook(MALFORMED[0])
     broken.parent.mkdir(parents=True, exist_ok=True)
     text = nbformat.writes(solved(course))
     broken.write_text(text[: len(text) // 2])

@@ -1,7 +1,7 @@
 """Shared test helpers: a reference solution, trained and probed without a sandbox.
 
 The reference solution (plain torch, written here) is exec'd as `__main__`, like a notebook's cells,
-with the real training recorder of coursekit/in_sandbox/instrument.py following its `train` and
+with the real training recorder of coursekit/in_sandbox/training_record.py following its `train` and
 `sgd_step` (the guard itself is not installed: it would patch torch for the whole test process). It
 trains the three graded models on a made-up subset, then the real probes (in_sandbox/probes.py) export
 what the grader reads, through safetensors and JSON as in a grading run."""
@@ -10,8 +10,11 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import re
 import textwrap
 import types
+import zipfile
+from pathlib import Path
 
 import torch
 from safetensors.torch import load, save
@@ -164,12 +167,12 @@ class Shell:
 def student_namespace() -> dict:
     """The reference solution, its three models trained under the training recorder."""
     ns: dict = {"__name__": "__main__"}
-    recorder = load_module("coursekit_guard_under_test", ROOT / "coursekit" / "in_sandbox" / "instrument.py")
+    recorder = load_module("coursekit_record_under_test", ROOT / "coursekit" / "in_sandbox" / "training_record.py")
     recorder.SHELL[:] = [Shell(ns)]
     recorder.ROW_WEIGHTS[:] = [row_weights()]
     exec(compile(REFERENCE, "<reference solution>", "exec"), ns)
     recorder.follow_definitions(ns)
-    ns["__coursekit_guard"] = recorder
+    ns["__coursekit_record"] = recorder
     with torch.inference_mode():
         exec(compile(TRAINING, "<reference training>", "exec"), {**ns, "x": X, "y": Y}, ns)
     return ns
@@ -224,7 +227,6 @@ def context(seed: int, outputs: dict[str, ProbeOutput] | None = None) -> Context
     return Context(outputs, make_inputs(seed), X_TEST, Y_TEST, X, Y, floors_for(perfect_outputs(seed)))
 
 
-
 def grade_catalogue(tmp_path_factory, cases: dict, files: dict | None = None, build_notebook=None) -> tuple:
     """Grade every case (student name -> edits of the complete solution) in one parallel batch in the
     real sandbox, on a copy of the course; (course, {student: Submission}). `files`: student -> {name:
@@ -277,3 +279,80 @@ def cell(text: str) -> str:
 def by_line(found: list[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
     """(severity, rule, line) triples in line order, whatever order the rules were found in."""
     return sorted(found, key=lambda t: (t[2], t[1]))
+
+
+# The assignment's autograded points (the attack and honest catalogues' full score).
+FULL = 80
+
+
+# What the graded backward passes must not give away (tests/test_no_answers_given.py).
+# graded backward -> its key expressions, in code and in LaTeX, as the previous editions wrote them
+GRADED_BACKWARDS = {
+    "Linear": [
+        r"\.T\s*@\s*(grad_out|G|g|upstream)\b",  # dW = x.T @ grad_out
+        r"\b(grad_out|G|upstream)\s*@\s*[\w.\[\]\"']*\.T\b",  # dx = grad_out @ W.T
+        r"\b(grad_out|G)\.sum\(\s*(dim\s*=\s*)?0\s*\)",  # db = grad_out.sum(dim=0)
+        r"\\sum_n\s*x_\{ni\}",  # the same, in index notation
+        r"x\^\\top\s*g",
+    ],  # one example's outer product
+    "ReLU": [
+        r"\b(grad_out|G|g)\s*\*\s*\(?\s*(self\.)?(mask|x\s*>\s*0)",  # grad_out * mask
+        r"where\(\s*\w+\s*>\s*0\s*,\s*(grad_out|G|g)\b",
+        r"g_\{nk\}\s*\\?,?\s*\[x_\{nk\}\s*>\s*0\]",
+        r"cache the mask",
+    ],
+    "MSELoss": [r"2\s*\*?\s*\(?\s*(d_i|d|diff|self\.diff|pred\w*\s*-\s*t\w*|\\text\{pred\}_i\s*-\s*t_i)\s*\)?\s*/"],
+    "CrossEntropyLoss": [
+        r"softmax\S*\s*-\s*\\?(operatorname\{)?one-?hot",  # (softmax - onehot) / N
+        r"p_\{?i\s*,?\s*k\}?\s*-\s*\[k\s*=\s*y_i\]",  # (p_ik - [k = y_i]) / N
+        r"\]\s*-=\s*1\b",  # grad[rows, target] -= 1
+        r"subtract 1 at",
+        r"\(p\s*-\s*1\)\s*/\s*N",
+    ],
+}
+
+
+def stated_backwards(text: str) -> list[tuple[str, str]]:
+    """(graded layer, matched text) for every key expression of a graded backward found in text."""
+    return [
+        (layer, match.group(0))
+        for layer, patterns in GRADED_BACKWARDS.items()
+        for pattern in patterns
+        for match in re.finditer(pattern, text, flags=re.IGNORECASE)
+    ]
+
+
+# The platforms' autograders (tests/test_platform_*.py).
+RUNNER_ENV = {  # what Classroom 50's runner sets, and the Actions variables it passes through
+    "CLASSROOM": "ml-2026", "ASSIGNMENT": "classifier-from-scratch", "ASSIGNMENT_TYPE": "individual",
+    "OWNER": "alice-s", "USERNAME": "alice-s", "SUBMISSION_TAG": "submit/2026-11-23T10-00-00Z-abc1234",
+    "COMMIT_URL": "https://github.com/ml-org/ml-2026-classifier-from-scratch-alice-s/commit/abc1234",
+    "RELEASE_URL": "https://github.com/ml-org/ml-2026-classifier-from-scratch-alice-s/releases/tag/submit%2Fx",
+    "REVIEW_URL": "https://github.com/ml-org/ml-2026-classifier-from-scratch-alice-s/compare/base...abc1234",
+    "GITHUB_REPOSITORY": "ml-org/ml-2026-classifier-from-scratch-alice-s", "GITHUB_REPOSITORY_OWNER": "ml-org",
+    "GITHUB_ACTOR": "alice-s", "GITHUB_ACTOR_ID": "4242", "GITHUB_SHA": "abc1234", "GITHUB_SERVER_URL": "https://github.com",
+}
+IDENTITY = {"classroom": "CLASSROOM", "assignment": "ASSIGNMENT", "assignment_type": "ASSIGNMENT_TYPE",
+            "owner": "OWNER", "submission": "SUBMISSION_TAG", "commit": "COMMIT_URL", "release": "RELEASE_URL",
+            "review": "REVIEW_URL"}
+
+
+def unzip(archive: Path, dest: Path) -> Path:
+    with zipfile.ZipFile(archive) as zipped:
+        zipped.extractall(dest)
+        modes = {info.filename: (info.external_attr >> 16) & 0o777 for info in zipped.infolist()}
+    for name, mode in modes.items():  # extractall drops the modes
+        (dest / name).chmod(mode)
+    return dest
+
+
+def fake_command(folder: Path, name: str, script: str) -> None:
+    (folder / name).write_text(f"#!/bin/sh\n{script}\n")
+    (folder / name).chmod(0o755)
+
+
+def read_results(root: Path) -> dict:
+    report = json.loads((root / "results" / "results.json").read_text())
+    assert isinstance(report["score"], (int, float)) and isinstance(report["output"], str)
+    assert all(isinstance(test, dict) for test in report["tests"])
+    return report

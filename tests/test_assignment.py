@@ -22,6 +22,7 @@ from coursekit.config import Course
 from coursekit.examples import MALFORMED, write_examples
 from coursekit.grading.checks import CHECKS
 from coursekit.grading.rubric import load_rubric, nbgrader_meta
+from support import stated_backwards
 
 CONTRACT_TESTS = {
     "Linear": "test_linear",
@@ -308,8 +309,6 @@ BACKWARD_EXERCISES = ("linear_md", "relu_md", "mse_loss_md", "cross_entropy_md")
 
 @pytest.mark.parametrize("grade_id", BACKWARD_EXERCISES)
 def test_each_backward_has_an_exercise_and_hints_in_stages_that_never_give_the_expression(source_notebook, grade_id):
-    from test_no_answers_given import stated_backwards
-
     text = cell_by_id(source_notebook, grade_id).source
     hints = re.findall(r"<details>\s*<summary>(.*?)</summary>(.*?)</details>", text, flags=re.S)
     assert "**Exercise" in text or "**Question" in text

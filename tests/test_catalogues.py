@@ -1,11 +1,11 @@
-"""The honest catalogue's notebooks (tests/test_honest.py) are what they claim: fast, without grading."""
+"""The honest catalogue's notebooks (tests/honest_cases.py) are what they claim: fast, without grading."""
 from __future__ import annotations
 
-from test_honest import HONEST, NOTEBOOKS, WHOLE_NOTEBOOK, together
-
+from attack_cases import EXPECTED
 from conftest import ROOT
 from coursekit.config import Course
 from coursekit.examples import build, solved
+from honest_cases import BUGS, HONEST, NOTEBOOKS, WHOLE_NOTEBOOK, together
 
 
 def test_each_habit_is_in_one_notebook_and_keeps_its_cells_there():
@@ -25,9 +25,6 @@ def test_each_habit_is_in_one_notebook_and_keeps_its_cells_there():
 def test_every_catalogue_notebook_can_be_built():
     """Each edit finds its cell and its text (examples.replace refuses a text that is not there), so a
     change of the solution that breaks an attack or a habit fails here, not after an hour of grading."""
-    from test_grading import EXPECTED
-    from test_honest import BUGS
-
     course = Course(ROOT)
     cases = {**{name: case.edits for name, case in EXPECTED.items() if case.edits},
              **{name: together(habits) for name, habits in NOTEBOOKS.items()},

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import csv
 import json
+from datetime import datetime
+from pathlib import Path
 
 import pytest
 
 from conftest import ROOT
-from coursekit.config import ConfigError, Course, Floors, Limits
+from coursekit.config import Collection, ConfigError, Course, Floors, LatePolicy, Limits, LmsColumns
 from coursekit.grading.batch import shard
 from coursekit.in_sandbox.protocol import OK, ForbiddenCall, RunLog, Status
 
@@ -29,6 +31,38 @@ def test_course_config_switches_the_policy_and_sets_limits_and_floors(tmp_path):
 def test_defaults_without_a_config(tmp_path):
     settings = Course(tmp_path).settings
     assert settings.no_autograd is True and settings.limits == Limits() and settings.floors == Floors()
+    assert (settings.late, settings.collect, settings.lms) == (LatePolicy(), Collection(), LmsColumns())
+
+
+def test_the_typed_sections_are_built_once_from_the_validated_values(tmp_path):
+    (tmp_path / "course.toml").write_text('[late]\ndue = "2026-12-04 23:59:00 UTC"\npolicy = "zero"\n'
+                                          'grace_minutes = 5\n[collect]\nlms_timezone = "Europe/Paris"\n'
+                                          '[lms]\ncanvas_match_columns = ["SIS Login ID"]\nmoodle_column = "HW1"\n')
+    settings = Course(tmp_path, "homework_1").settings
+    assert settings.late is settings.late and settings.collect is settings.collect and settings.lms is settings.lms
+    assert settings.late == LatePolicy(due=datetime(2026, 12, 4, 23, 59), method="zero", grace_seconds=300.0)
+    assert settings.collect.lms_timezone == "Europe/Paris" and settings.collect.repositories_prefix("homework_1") == \
+        "homework-1"
+    assert settings.lms.match_columns("canvas") == ("SIS Login ID",) and settings.lms.column("moodle") == "HW1"
+    assert settings.lms.match_columns("moodle") == LmsColumns().moodle_match_columns
+    assert settings.lms.column("canvas") == ""
+
+
+def test_the_courses_paths_are_nbgraders_layout(tmp_path):
+    """What the kit writes is where nbgrader's own commands and formgrader look for it."""
+    from nbgrader.coursedir import CourseDirectory
+
+    course, nbgrader = Course(tmp_path), CourseDirectory(root=str(tmp_path))
+
+    def folder(step: str) -> Path:
+        return Path(nbgrader.format_path(step, "ann", course.assignment))
+    assert course.submission("ann") == folder(nbgrader.submitted_directory)
+    assert course.autograded("ann") == folder(nbgrader.autograded_directory)
+    assert course.feedback_page("ann") == folder(nbgrader.feedback_directory) / f"{course.notebook_id}.html"
+    assert course.executed_notebook("ann").name == course.submitted_notebook("ann").name == course.notebook_name
+    assert course.notebook_name == f"{course.notebook_id}.ipynb"
+    assert course.source_notebook.parent == Path(nbgrader.format_path(nbgrader.source_directory, ".",
+                                                                      course.assignment))
 
 
 def test_the_repositorys_config_is_valid_and_read_once(tmp_path):

@@ -152,7 +152,8 @@ def test_formgraders_buttons_keep_the_sandboxed_results(course, formgrader):
     assert "Content-Security-Policy" in page and "mathjax" not in page.lower()
 
 
-def test_graded_by_hand_then_feedback_and_exports(course, formgrader, tmp_path):
+def grade_by_hand(course, formgrader) -> None:
+    """MANUAL's points and a comment, through formgrader's API as a grader's clicks send them."""
     for student, scores in MANUAL.items():
         sid = submission_id(course, student)
         grades = {g["name"]: g["id"] for g in request(formgrader, f"/formgrader/api/grades?submission_id={sid}")}
@@ -161,21 +162,29 @@ def test_graded_by_hand_then_feedback_and_exports(course, formgrader, tmp_path):
         comments = {c["name"]: c["id"] for c in request(formgrader, f"/formgrader/api/comments?submission_id={sid}")}
         request(formgrader, f"/formgrader/api/comment/{comments['regression_answer']}", {"manual_comment": COMMENT})
 
+
+def nbgrader_export(course, out: Path) -> dict[str, dict]:
+    """nbgrader's own `export` of the gradebook, by student."""
+    scripts = Path(sys.executable).parent
+    subprocess.run(
+        [str(scripts / "nbgrader"), "export", f"--to={out}", "--log-level=WARN"],
+        cwd=course.root,
+        check=True,
+        env={**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ['PATH']}"},
+    )
+    with open(out) as handle:
+        return {row["student_id"]: row for row in csv.DictReader(handle)}
+
+
+def test_graded_by_hand_then_feedback_and_exports(course, formgrader, tmp_path):
+    grade_by_hand(course, formgrader)
     assert main(["--root", str(course.root), "feedback"]) == 0
     alice = (course.root / "feedback" / "alice" / NOTEBOOK / f"{NOTEBOOK}.html").read_text()
     assert "5 / 6" in alice and COMMENT in alice and "98 / 100" in alice
     erin = (course.root / "feedback" / "erin" / NOTEBOOK / f"{NOTEBOOK}.html").read_text()
     assert "-13.4" in erin and "not graded yet / 4" in erin
 
-    scripts = Path(sys.executable).parent
-    subprocess.run(
-        [str(scripts / "nbgrader"), "export", f"--to={tmp_path / 'nbgrader.csv'}", "--log-level=WARN"],
-        cwd=course.root,
-        check=True,
-        env={**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ['PATH']}"},
-    )
-    with open(tmp_path / "nbgrader.csv") as handle:
-        exported = {row["student_id"]: row for row in csv.DictReader(handle)}
+    exported = nbgrader_export(course, tmp_path / "nbgrader.csv")
     assert [
         (exported[s]["raw_score"], exported[s]["late_submission_penalty"], exported[s]["score"])
         for s in ("alice", "erin")

@@ -250,5 +250,5 @@ def test_a_submission_that_could_not_be_read_can_still_be_graded_by_hand_in_form
     assert len(answers) == 1
     from coursekit.grading.feedback import write_feedback
 
-    page = write_feedback(course.root, NOTEBOOK, "frank").read_text()  # as `coursekit feedback` rewrites it
+    page = write_feedback(course, "frank").read_text()  # as `coursekit feedback` rewrites it
     assert "The grader could not run your notebook." in page and "blank release notebook" not in page

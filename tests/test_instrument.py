@@ -28,21 +28,30 @@ class FakeShell:
         self.ast_transformers = []
 
 
+def kernel_module(name: str, filename: str) -> types.ModuleType:
+    """A file of in_sandbox/ executed as the runner executes it in the kernel: a module named `name`."""
+    module = types.ModuleType(name)
+    exec(compile((ROOT / "coursekit/in_sandbox" / filename).read_text(), name, "exec"), module.__dict__)
+    return module
+
+
 @pytest.fixture
 def guard(monkeypatch):
     shell = FakeShell()
     monkeypatch.setattr(builtins, "get_ipython", lambda: shell, raising=False)
-    module = types.ModuleType("coursekit_guard")
-    exec(compile((ROOT / "coursekit/in_sandbox/instrument.py").read_text(), "coursekit_guard", "exec"), module.__dict__)
+    module, record = kernel_module("coursekit_guard", "instrument.py"), kernel_module("coursekit_record",
+                                                                                      "training_record.py")
     for name in module.LOADERS:  # install() wraps them: put the originals back afterwards
         owner, _, attribute = name.rpartition(".")
         target = __import__(owner, fromlist=[attribute])
         monkeypatch.setattr(target, attribute, getattr(target, attribute))
     monkeypatch.setattr(threading.Thread, "start", threading.Thread.start)
     monkeypatch.setattr(threading.Thread, "_bootstrap_inner", threading.Thread._bootstrap_inner)
-    module.install_with = lambda no_autograd=True: module.install(no_autograd, FINGERPRINT_SEED, FINGERPRINT_BITS,
-                                                                    FINGERPRINT_WIDTH)
-    module.shell = shell
+    def install_with(no_autograd=True):
+        record.install(shell, FINGERPRINT_SEED, FINGERPRINT_BITS, FINGERPRINT_WIDTH)
+        module.install(no_autograd, record)
+
+    module.install_with, module.shell, module.record, record.shell = install_with, shell, record, shell
     grad_mode = torch.is_grad_enabled()
     yield module
     if module.GUARD is not None:
@@ -273,7 +282,7 @@ def student(guard):
     guard.install_with()
     run_as(guard, CELL, LAYERS, x=X, y=Y)
     guard.after_cell(12, 7)  # the runner: the cell run as execution 7 is the notebook's cell 12
-    return guard
+    return guard.record
 
 
 class Recorder:
@@ -342,7 +351,7 @@ def test_where_autograd_is_allowed_its_backward_stands_for_the_layers(guard):
     run_as(guard, CELL, LAYERS + AUTOGRAD_TRAIN.replace("autograd_train", "train"), x=X, y=Y)
     guard.after_cell(12, 7)
     run_as(guard, CELL, "model = Model()\ntrain(model, x, y, 0.1, 1)")
-    assert steps(export(guard, "model"), "model") == ([8, 8, 8], [0.1] * 3)
+    assert steps(export(guard.record, "model"), "model") == ([8, 8, 8], [0.1] * 3)
 
 
 def test_an_update_with_gradients_no_backward_made_is_recorded_as_such(student):
@@ -379,13 +388,13 @@ def test_a_cell_that_defines_train_or_a_class_follows_it_at_once(student):
     import ast
     tree = transformer.visit(ast.parse("def train(model):\n    pass\nclass Layer:\n    pass\nx = 1"))
     assert [ast.unparse(node) for node in tree.body[1::2]] == [
-        "train = __coursekit_guard.follow('train', train)", "__coursekit_guard.watch_class(Layer)"]
+        "train = __coursekit_record.follow('train', train)", "__coursekit_record.watch_class(Layer)"]
 
 
 def test_a_recording_failure_never_breaks_the_students_call(student):
     run_as(student, CELL, "sgd_step(types.SimpleNamespace(layers=[]), 0.1)", types=types)
     assert student.INCOMPLETE[0] is False
-    student.fingerprints = None  # a part of the recording breaks
+    student.weighed = None  # a part of the recording breaks
     run_as(student, CELL, "model = Model()\ntrain(model, x, y, 0.1, 1)")
     assert student.INCOMPLETE[0] is True and export(student, "model").meta["model"]["overflow"] is True
 
@@ -441,7 +450,7 @@ def test_staged_batches_give_each_batch_its_own_fingerprints(student):
         is_rows = isinstance(batch, torch.Tensor)
         expected += [student.fingerprints(batch)] if is_rows else []
         sizes.append(len(batch) if is_rows else batch)
-    one_by_one, in_call, bulk = student.Batches(), student.Batches(), student.Batches()
+    one_by_one, in_call, bulk = student.Batches(), student.CallBatches(), student.Batches()
     for batch in batches:
         in_call.add(torch.rand(2, 6))  # a batch no update used
         in_call.add(batch)
@@ -453,3 +462,34 @@ def test_staged_batches_give_each_batch_its_own_fingerprints(student):
         recorded_sizes, rows = recorded.prefix(len(batches))
         assert recorded_sizes == sizes and torch.equal(rows, torch.cat(expected))
     assert torch.equal(bulk.prefix(4)[1], torch.cat(expected[:3]))
+
+
+def test_fingerprints_are_exact_and_the_graders(student):
+    """The kernel's fingerprint of a row is the exact integer sum of its float32 bits times the weights
+    (float64 cannot round it), and the grader's: rows with the largest bits, both signs, full width."""
+    from coursekit.grading.retrain import fingerprints, row_weights
+    extremes = torch.tensor([-0.0, float("nan"), -float("nan"), float("inf"), -3.4e38, 3.4e38]).view(torch.int32)
+    bits = torch.full((4, FINGERPRINT_WIDTH), -2 ** 31, dtype=torch.int32)  # the largest magnitude
+    bits[1] = 2 ** 31 - 1
+    bits[2, :6] = extremes
+    bits[3] = torch.randint(-2 ** 31, 2 ** 31 - 1, (FINGERPRINT_WIDTH,), dtype=torch.int32)
+    rows = bits.view(torch.float32)
+    weights = [int(w) for w in row_weights().tolist()]
+    exact = [sum(int(b) * w for b, w in zip(row.tolist(), weights)) for row in bits]
+    assert student.fingerprints(rows).tolist() == exact == fingerprints(rows, row_weights()).tolist()
+
+
+def test_a_batch_changed_in_place_before_its_update_is_unknown(student):
+    """A train call's last batch is kept as it is until the update takes it: if it changed in place
+    meanwhile, its rows are unknown (for review), not the changed ones; inference tensors count no versions."""
+    changed, recorded = torch.rand(4, 6), student.Batches()
+    with torch.inference_mode():
+        unversioned = torch.rand(3, 6)
+    for batch in (changed, unversioned):
+        in_call = student.CallBatches()
+        in_call.add(batch)
+        if batch is changed:
+            batch.add_(1)
+        recorded.take_last(in_call)
+    sizes, rows = recorded.prefix(2)
+    assert sizes == [student.UNKNOWN, 3] and torch.equal(rows, student.fingerprints(unversioned))

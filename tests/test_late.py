@@ -3,13 +3,14 @@ from datetime import datetime
 
 import pytest
 
-from coursekit.course.late import LatePolicy, late_status, read_timestamp
+from coursekit.config import LatePolicy, settings_of
+from coursekit.course.late import late_status, read_timestamp
 
 DUE = "2026-12-04 23:59:00 UTC"
 
 
 def policy(**late) -> LatePolicy:
-    return LatePolicy.from_config({"late": {"due": DUE, **late}})
+    return settings_of({"late": {"due": DUE, **late}}).late
 
 
 def test_percent_per_day_counts_started_days_after_the_grace_period():
@@ -23,7 +24,7 @@ def test_percent_per_day_counts_started_days_after_the_grace_period():
 def test_zero_and_none():
     assert policy(policy="zero").penalty(55.5, seconds_late=1) == 55.5
     assert policy(policy="none").penalty(55.5, seconds_late=86400 * 9) == 0
-    assert LatePolicy.from_config({}).penalty(55.5, seconds_late=86400 * 9) == 0
+    assert settings_of({}).late.penalty(55.5, seconds_late=86400 * 9) == 0
 
 
 def test_an_unknown_policy_is_refused():
@@ -54,5 +55,6 @@ def test_a_toml_date_time_is_a_due_date(tmp_path):
     from coursekit.config import Course
 
     (tmp_path / "course.toml").write_text("[late]\ndue = 2026-12-04T23:59:00Z\npolicy = 'zero'\n")
-    written = LatePolicy.from_config(Course(tmp_path).settings.sections)
-    assert written.due == LatePolicy.from_config({"late": {"due": "2026-12-04 23:59:00 UTC"}}).due
+    written = Course(tmp_path).settings.late
+    same = settings_of({"late": {"due": "2026-12-04 23:59:00 UTC"}}).late.due
+    assert written.due == same == datetime(2026, 12, 4, 23, 59) and written.method == "zero"

@@ -6,51 +6,17 @@ submitting: the released notebook's hints, provided code and visible tests."""
 from __future__ import annotations
 
 import ast
-import re
 from pathlib import Path
 
 import nbformat
 import pytest
 
 from conftest import ROOT
+from support import stated_backwards
 
 FUNDAMENTALS = ROOT / "fundamentals" / "cross_entropy_logsumexp.ipynb"
 
-# graded backward -> its key expressions, in code and in LaTeX, as the previous editions wrote them
-GRADED_BACKWARDS = {
-    "Linear": [
-        r"\.T\s*@\s*(grad_out|G|g|upstream)\b",  # dW = x.T @ grad_out
-        r"\b(grad_out|G|upstream)\s*@\s*[\w.\[\]\"']*\.T\b",  # dx = grad_out @ W.T
-        r"\b(grad_out|G)\.sum\(\s*(dim\s*=\s*)?0\s*\)",  # db = grad_out.sum(dim=0)
-        r"\\sum_n\s*x_\{ni\}",  # the same, in index notation
-        r"x\^\\top\s*g",
-    ],  # one example's outer product
-    "ReLU": [
-        r"\b(grad_out|G|g)\s*\*\s*\(?\s*(self\.)?(mask|x\s*>\s*0)",  # grad_out * mask
-        r"where\(\s*\w+\s*>\s*0\s*,\s*(grad_out|G|g)\b",
-        r"g_\{nk\}\s*\\?,?\s*\[x_\{nk\}\s*>\s*0\]",
-        r"cache the mask",
-    ],
-    "MSELoss": [r"2\s*\*?\s*\(?\s*(d_i|d|diff|self\.diff|pred\w*\s*-\s*t\w*|\\text\{pred\}_i\s*-\s*t_i)\s*\)?\s*/"],
-    "CrossEntropyLoss": [
-        r"softmax\S*\s*-\s*\\?(operatorname\{)?one-?hot",  # (softmax - onehot) / N
-        r"p_\{?i\s*,?\s*k\}?\s*-\s*\[k\s*=\s*y_i\]",  # (p_ik - [k = y_i]) / N
-        r"\]\s*-=\s*1\b",  # grad[rows, target] -= 1
-        r"subtract 1 at",
-        r"\(p\s*-\s*1\)\s*/\s*N",
-    ],
-}
 GRADED_BACKWARD_FUNCTIONS = {"linear_backward", "relu_backward", "mse_backward", "grad_by_hand"}
-
-
-def stated_backwards(text: str) -> list[tuple[str, str]]:
-    """(graded layer, matched text) for every key expression of a graded backward found in text."""
-    return [
-        (layer, match.group(0))
-        for layer, patterns in GRADED_BACKWARDS.items()
-        for pattern in patterns
-        for match in re.finditer(pattern, text, flags=re.IGNORECASE)
-    ]
 
 
 def all_text(path: Path) -> str:

@@ -48,38 +48,19 @@ def test_scan_and_guard_findings_become_violations_with_what_they_touch():
     findings = [Finding("violation", "autograd", 30, 2, "loss.backward() uses autograd"),
                 Finding("violation", "ready-made-function", 71, 1, "softmax is ready-made"),
                 Finding("suspicious", "dynamic-code", 30, 1, "eval hides code")]
-    log = RunLog.from_json(
-        {
-            "forbidden_calls": [
-                {
-                    "cell": 30,
-                    "line": 2,
-                    "api": "torch.Tensor.backward",
-                    "rule": "autograd",
-                    "within": ["train"],
-                },  # the scan's line
-                {"cell": 12, "line": 3, "api": "torch.exp", "rule": "not-a-rule"},
-                {"cell": 5, "line": 1, "api": "torch.log_softmax", "rule": "ready-made"},  # a provided cell
-                {
-                    "cell": 72,
-                    "line": 9,
-                    "api": "torch.log_softmax",
-                    "rule": "ready-made",
-                    "dynamic": True,
-                    "within": ["helper"],
-                },
-                {
-                    "cell": 10,
-                    "line": 2,
-                    "api": "torch.softmax",
-                    "rule": "ready-made",
-                    "within": ["stable_exp", "Linear"],
-                },
-            ],
-            "runtime_violations": [{"cell": 70, "found": ["grad mode is on"]}],
-            "guard_removed_at": 71,
-        }
-    )
+    log = RunLog.from_json({
+        "forbidden_calls": [
+            # the scan's line
+            {"cell": 30, "line": 2, "api": "torch.Tensor.backward", "rule": "autograd", "within": ["train"]},
+            {"cell": 12, "line": 3, "api": "torch.exp", "rule": "not-a-rule"},
+            {"cell": 5, "line": 1, "api": "torch.log_softmax", "rule": "ready-made"},  # a provided cell
+            {"cell": 72, "line": 9, "api": "torch.log_softmax", "rule": "ready-made", "dynamic": True,
+             "within": ["helper"]},
+            {"cell": 10, "line": 2, "api": "torch.softmax", "rule": "ready-made", "within": ["stable_exp", "Linear"]},
+        ],
+        "runtime_violations": [{"cell": 70, "found": ["grad mode is on"]}],
+        "guard_removed_at": 71,
+    })
     found = find_violations(findings, log, EDITABLE, no_autograd=True)
     assert [(v.touches, v.cell, v.line, v.rule) for v in found] == [
         (("train",), 30, 2, "autograd"), ((), 71, 1, "ready-made-function"),

@@ -6,12 +6,13 @@ import shutil
 
 import nbformat
 import pytest
-from test_grading import EXPECTED, FULL
 
+from attack_cases import EXPECTED
 from conftest import ROOT
 from coursekit.config import Course
 from coursekit.examples import build
 from coursekit.grading.batch import grade_class
+from support import FULL
 
 pytestmark = pytest.mark.slow
 

@@ -64,7 +64,7 @@ def test_the_protocol_uses_only_the_standard_library():
 
 
 def test_files_the_protocol_names_exist():
-    for name in (protocol.WORKER_SCRIPT, protocol.PROBES_FILE, protocol.GUARD_FILE):
+    for name in (protocol.WORKER_SCRIPT, protocol.PROBES_FILE, protocol.GUARD_FILE, protocol.RECORD_FILE):
         assert (IN_SANDBOX / name).is_file(), name
 
 

@@ -44,15 +44,8 @@ def hand_made() -> Submission:
 
 def test_results_json_follows_gradescope_schema_and_adds_up():
     report = json.loads(json.dumps(results_json(hand_made())))  # JSON as written
-    assert set(report) == {
-        "score",
-        "execution_time",
-        "output",
-        "visibility",
-        "stdout_visibility",
-        "tests",
-        "extra_data",
-    }
+    assert set(report) == {"score", "execution_time", "output", "visibility", "stdout_visibility", "tests",
+                           "extra_data"}
     assert report["score"] == 11.33 == round(sum(t["score"] for t in report["tests"]), 2)
     assert (report["execution_time"], report["visibility"], report["stdout_visibility"]) == (12.3, "visible", "hidden")
     assert [(t["name"], t["score"], t["max_score"], t["status"], t["tags"]) for t in report["tests"]] == [
@@ -70,33 +63,12 @@ def test_results_json_follows_gradescope_schema_and_adds_up():
     assert extra["findings"][0] == {"severity": "violation", "rule": "torch-nn", "cell": 9, "line": 2,
                                     "message": "torch.nn is not allowed", "check": ""}
     assert extra["review"] == [
-        {
-            "severity": "violation",
-            "rule": "torch-nn",
-            "cell": 9,
-            "line": 2,
-            "code": "nn.Linear(3, 4)",
-            "message": "torch.nn is not allowed",
-            "grade_id": None,
-        },
-        {
-            "severity": "review",
-            "rule": "dynamic-code",
-            "cell": 7,
-            "line": 1,
-            "code": "eval(s)",
-            "message": "eval hides code",
-            "grade_id": None,
-        },
-        {
-            "severity": "review",
-            "rule": "link",
-            "cell": None,
-            "line": None,
-            "code": "",
-            "message": "a link was refused",
-            "grade_id": None,
-        },
+        {"severity": "violation", "rule": "torch-nn", "cell": 9, "line": 2, "code": "nn.Linear(3, 4)",
+         "message": "torch.nn is not allowed", "grade_id": None},
+        {"severity": "review", "rule": "dynamic-code", "cell": 7, "line": 1, "code": "eval(s)",
+         "message": "eval hides code", "grade_id": None},
+        {"severity": "review", "rule": "link", "cell": None, "line": None, "code": "", "message": "a link was refused",
+         "grade_id": None},
     ]
 
 
@@ -144,95 +116,29 @@ def write(root, student, report):
 
 def test_grades_csv_has_a_column_per_part_of_any_student_and_the_totals(tmp_path):
     write(tmp_path, "zoë", results_json(hand_made()))
-    write(
-        tmp_path,
-        "ann",
-        {
-            "score": 7.5,
-            "tests": [
-                {"name": "Part 1: test_linear", "score": 6, "max_score": 8, "extra_data": {"grade_id": "test_linear"}},
-                {
-                    "name": "whatever the platform shows",
-                    "score": 1.5,
-                    "max_score": 7,
-                    "extra_data": {"grade_id": "test_train"},
-                },
-            ],
-            "extra_data": {
-                "pending_manual": {"regression_answer": 6, "reflection_answer": 4},
-                "late": {"penalty": 0.75},
-                "review": "not a list",
-            },
-        },
-    )
+    write(tmp_path, "ann", {
+        "score": 7.5,
+        "tests": [
+            {"name": "Part 1: test_linear", "score": 6, "max_score": 8, "extra_data": {"grade_id": "test_linear"}},
+            {"name": "whatever the platform shows", "score": 1.5, "max_score": 7,
+             "extra_data": {"grade_id": "test_train"}},
+        ],
+        "extra_data": {"pending_manual": {"regression_answer": 6, "reflection_answer": 4}, "late": {"penalty": 0.75},
+                       "review": "not a list"},
+    })
     write(tmp_path, "broken", "{not json")
     path = export_class(Course(tmp_path))
     with open(path, newline="") as handle:
         rows = list(csv.reader(handle))
-    assert rows[0] == [
-        "student",
-        "test_linear",
-        "test_train",
-        "regression_answer",
-        "reflection_answer",
-        "test_relu",
-        "test_mlp",
-        "autograded_total",
-        "max_autograded",
-        "manual_total",
-        "manual_pending_points",
-        "late_penalty",
-        "days_late",
-        "total",
-        "max_total",
-        "status",
-        "violations",
-        "for_review",
-        "needs_review",
-    ]
+    assert rows[0] == ["student", "test_linear", "test_train", "regression_answer", "reflection_answer", "test_relu",
+                       "test_mlp", "autograded_total", "max_autograded", "manual_total", "manual_pending_points",
+                       "late_penalty", "days_late", "total", "max_total", "status", "violations", "for_review",
+                       "needs_review"]
     assert rows[1:] == [
-        [
-            "ann",
-            "6",
-            "1.5",
-            "",
-            "",
-            "",
-            "",
-            "7.5",
-            "15",
-            "0",
-            "10",
-            "0.75",
-            "0",
-            "6.75",
-            "25",
-            "auto_only",
-            "0",
-            "0",
-            "no",
-        ],
-        [
-            "zoë",
-            "8",
-            "",
-            "",
-            "",
-            "3.33",
-            "0",
-            "11.33",
-            "25",
-            "0",
-            "6",
-            "0",
-            "0",
-            "11.33",
-            "31",
-            "auto_only",
-            "1",
-            "2",
-            "yes",
-        ],
+        ["ann", "6", "1.5", "", "", "", "", "7.5", "15", "0", "10", "0.75", "0", "6.75", "25", "auto_only", "0", "0",
+         "no"],
+        ["zoë", "8", "", "", "", "3.33", "0", "11.33", "25", "0", "6", "0", "0", "11.33", "31", "auto_only", "1", "2",
+         "yes"],
     ]
     assert (tmp_path / "feedback" / "class_summary.png").stat().st_size > 1000
 

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from coursekit.cli import build_parser
+from coursekit.config import Course
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTRUCTOR = ROOT / ".github" / "workflows" / "grade-submissions.yml"
@@ -310,9 +311,18 @@ def test_bubblewrap_installed_before_grading(name):
 # ---------------------------------------------------------------- instructor workflow
 
 def test_instructor_triggers():
-    on = load(INSTRUCTOR)["on"]
-    assert set(on["push"]["paths"]) == {"submitted/**", "source/**", "course.toml"}
-    assert on["workflow_dispatch"]["inputs"]["per_shard"]["default"] == 25
+    """A push that changes what grading reads (a submission, the source notebook, course.toml) grades the class
+    again, one that changes only what grading writes does not, and a push sizes the shards as a dispatch does."""
+    on, course = load(INSTRUCTOR)["on"], Course(ROOT)
+
+    def triggers(path: Path) -> bool:
+        return any(fnmatch.fnmatch(str(path.relative_to(ROOT)), pattern) for pattern in on["push"]["paths"])
+    reads = [course.submitted_notebook("alice"), course.submission("alice") / "timestamp.txt", course.source_notebook,
+             ROOT / "course.toml"]
+    writes = [course.results_file("alice"), course.feedback_page("alice"), course.grades_file, course.review_file]
+    assert [path for path in reads if not triggers(path)] == [] and [path for path in writes if triggers(path)] == []
+    default = on["workflow_dispatch"]["inputs"]["per_shard"]["default"]
+    assert plan_step()["env"]["PER_SHARD"] == f"${{{{ inputs.per_shard || {default} }}}}"
 
 
 def plan_step() -> dict:

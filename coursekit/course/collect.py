@@ -18,8 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from coursekit.config import Course
-from coursekit.course.late import LatePolicy, read_timestamp
+from coursekit.config import Course, LatePolicy
+from coursekit.course.late import read_timestamp
 
 MAX_NOTEBOOK_BYTES = 50 * 2**20
 SAFE_STUDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
@@ -93,11 +93,6 @@ def collect(course: Course, candidates: list[Candidate | Outcome]) -> list[Outco
     return [c for c in candidates if isinstance(c, Outcome)] + [store(course, c) for c in ready]
 
 
-def collect_settings(course: Course) -> dict:
-    section = course.settings.sections["collect"]
-    return {**section, "repo_prefix": section["repo_prefix"] or course.assignment.replace("_", "-")}
-
-
 def find_notebook(repo: Path, name: str) -> Path | Outcome:
     """The shallowest regular file called `name` below repo, never through a symlink."""
     found: list[Path] = []
@@ -148,7 +143,7 @@ def repo_candidate(course: Course, repo: Path, student: str) -> Candidate | Outc
 
 def from_repositories(course: Course, folder: Path) -> list[Outcome]:
     """`folder/<prefix>-<username>/...`: one cloned repository per student."""
-    prefix = collect_settings(course)["repo_prefix"] + "-"
+    prefix = course.settings.collect.repositories_prefix(course.assignment) + "-"
     candidates: list[Candidate | Outcome] = []
     for repo in sorted(folder.iterdir()):
         if repo.name.startswith("."):
@@ -193,8 +188,7 @@ def retire_examples(course: Course) -> list[str]:
     retired = [name for name in (*EXAMPLES, MALFORMED[0])
                if course.submission(name).is_dir() and not (course.submission(name) / "timestamp.txt").exists()]
     for name in retired:
-        for top in ("submitted", "autograded", "feedback"):
-            folder = course.root / top / name
+        for folder in course.student_folders(name):
             if folder.is_dir() and not folder.is_symlink():
                 shutil.rmtree(folder)
     remove_students(course, retired)
@@ -203,8 +197,8 @@ def retire_examples(course: Course) -> list[str]:
 
 def from_lms_zip(course: Course, path: Path) -> list[Outcome]:
     """An LMS's "download submissions" zip; the time is the zip entry's (the LMS's submission time)."""
-    settings = collect_settings(course)
-    pattern, zone = re.compile(settings["lms_pattern"]), ZoneInfo(settings["lms_timezone"])
+    settings = course.settings.collect
+    pattern, zone = re.compile(settings.lms_pattern), ZoneInfo(settings.lms_timezone)
     with zipfile.ZipFile(path) as archive:
         candidates = [zip_candidate(archive, info, pattern, zone) for info in archive.infolist() if not info.is_dir()]
     return collect(course, candidates)

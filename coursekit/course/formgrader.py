@@ -18,11 +18,11 @@ from nbgrader.converters.base import NbGraderException
 
 from coursekit.config import Course
 from coursekit.course.gradebook import recorded_total
-from coursekit.grading.feedback import feedback_page
+from coursekit.grading.feedback import recorded_page
 
 
-def graded_by_coursekit(root: Path, student: str, assignment: str) -> bool:
-    return (root / "autograded" / student / assignment / "results.json").is_file()
+def graded_by_coursekit(course: Course, student: str) -> bool:
+    return course.results_file(student).is_file()
 
 
 class GuardedNotebookExporter(NotebookExporter):
@@ -34,7 +34,7 @@ class GuardedNotebookExporter(NotebookExporter):
         converter = self.parent
         root = Path(converter.coursedir.root)
         folders = [Path(folder) for folder in converter.assignments]  # submitted/<student>/<assignment>
-        graded = sorted(f.parent.name for f in folders if graded_by_coursekit(root, f.parent.name, f.name))
+        graded = sorted(f.parent.name for f in folders if graded_by_coursekit(Course(root, f.name), f.parent.name))
         if graded:
             message = (f"nbgrader autograde stopped: {', '.join(graded)} already graded by coursekit's sandboxed "
                        "grader. nbgrader's autograde would run the notebook outside the sandbox and replace those "
@@ -50,9 +50,9 @@ class FeedbackPageExporter(HTMLExporter):
 
     def from_notebook_node(self, nb, resources=None, **kw):
         about = (resources or {}).get("nbgrader", {})
-        root = Path(self.parent.coursedir.root)
-        student, assignment = about.get("student", ""), about.get("assignment", "")
-        if not graded_by_coursekit(root, student, assignment):
+        course = Course(Path(self.parent.coursedir.root), about.get("assignment", ""))
+        student = about.get("student", "")
+        if not graded_by_coursekit(course, student):
             return super().from_notebook_node(nb, resources, **kw)
-        page = feedback_page(root, assignment, student, recorded_total(Course(root, assignment), student))
+        page = recorded_page(course, student, recorded_total(course, student))
         return page, self._init_resources(resources)

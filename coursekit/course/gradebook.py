@@ -17,9 +17,9 @@ from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.utils import compute_checksum, is_solution, is_task
 from traitlets.config.loader import PyFileConfigLoader
 
-from coursekit.config import Course
+from coursekit.config import Course, LatePolicy
 from coursekit.course.gradebook_lock import exclusive
-from coursekit.course.late import LatePolicy, read_timestamp
+from coursekit.course.late import read_timestamp
 from coursekit.grading.feedback import write_feedback
 from coursekit.grading.record import Submission
 from coursekit.grading.rubric import load_rubric
@@ -34,7 +34,7 @@ def nbgrader_settings(course: Course) -> tuple[str, str]:
     config = PyFileConfigLoader("nbgrader_config.py", path=str(course.root)).load_config() \
         if (course.root / "nbgrader_config.py").is_file() else {}
     directory = config.get("CourseDirectory", {})
-    db_url = os.environ.get(DB_URL_VARIABLE) or directory.get("db_url") or f"sqlite:///{course.root / 'gradebook.db'}"
+    db_url = os.environ.get(DB_URL_VARIABLE) or directory.get("db_url") or f"sqlite:///{course.gradebook_file}"
     return db_url, directory.get("course_id") or "default_course"
 
 
@@ -55,16 +55,12 @@ def open_gradebook(course: Course) -> Iterator[Gradebook]:
         yield gradebook
 
 
-def notebook_id(course: Course) -> str:
-    return Path(course.notebook_name).stem
-
-
 def ensure_assignment(course: Course) -> None:
     """The assignment with its notebook and grade cells, as `nbgrader generate_assignment` records them
     (run here into a scratch release folder if the gradebook lacks them)."""
     with open_gradebook(course) as gradebook:
         try:
-            gradebook.find_notebook(notebook_id(course), course.assignment)
+            gradebook.find_notebook(course.notebook_id, course.assignment)
             return
         except MissingEntry:
             pass
@@ -104,7 +100,7 @@ def record_due_date(course: Course) -> None:
     """The assignment's due date from course.toml, as formgrader shows it and late penalties use it."""
     with open_gradebook(course) as gradebook:
         gradebook.update_or_create_assignment(
-            course.assignment, duedate=LatePolicy.from_config(course.settings.sections).due
+            course.assignment, duedate=course.settings.late.due
         )
 
 
@@ -116,7 +112,7 @@ def record_graded(course: Course, result: Submission) -> None:
     except Exception as error:
         logger.warning("gradebook: %s was not recorded: %s", result.student, error)
         return
-    write_feedback(course.root, course.assignment, result.student, total)
+    write_feedback(course, result.student, total)
 
 
 def manual_grade_ids(course: Course) -> set[str]:
@@ -126,7 +122,7 @@ def manual_grade_ids(course: Course) -> set[str]:
 def record_submission(course: Course, result: Submission) -> StudentTotal:
     """Record one graded submission; re-grading updates it (manual grades and comments are kept).
     Returns the student's total as the gradebook now has it."""
-    policy = LatePolicy.from_config(course.settings.sections)
+    policy = course.settings.late
     ensure_assignment(course)
     with open_gradebook(course) as gradebook:
         gradebook.update_or_create_assignment(course.assignment, duedate=policy.due)
@@ -153,7 +149,7 @@ def save_auto_grades(gradebook: Gradebook, course: Course, result: Submission) -
     """nbgrader's SaveAutoGrades with our trusted scores: a manual score already given is kept, and
     flagged for review as nbgrader flags it; a cell with no automatic score needs a manual grade."""
     for part in result.parts:
-        grade = gradebook.find_grade(part.grade_id, notebook_id(course), course.assignment, result.student)
+        grade = gradebook.find_grade(part.grade_id, course.notebook_id, course.assignment, result.student)
         grade.auto_score = None if part.pending else part.score
         grade.needs_manual_grade = grade.manual_score is not None or grade.auto_score is None
     gradebook.db.commit()
@@ -166,7 +162,7 @@ def save_auto_comments(gradebook: Gradebook, course: Course, student: str, execu
         if not (is_solution(cell) or is_task(cell)) or "grade_id" not in meta:
             continue
         try:
-            comment = gradebook.find_comment(meta["grade_id"], notebook_id(course), course.assignment, student)
+            comment = gradebook.find_comment(meta["grade_id"], course.notebook_id, course.assignment, student)
         except MissingEntry:  # a cell the student added cannot forge a gradebook entry
             continue
         unchanged = meta.get("checksum") == compute_checksum(cell) and not is_task(cell)
@@ -178,7 +174,7 @@ def assign_late_penalty(gradebook: Gradebook, course: Course, student: str, poli
     """nbgrader's AssignLatePenalties with the course's policy, on the current score (manual grades
     included), so it is recomputed whenever grades change."""
     submission = gradebook.find_submission(course.assignment, student)
-    notebook = gradebook.find_submission_notebook(notebook_id(course), course.assignment, student)
+    notebook = gradebook.find_submission_notebook(course.notebook_id, course.assignment, student)
     penalty = policy.penalty(notebook.score, submission.total_seconds_late)
     notebook.late_submission_penalty = penalty or None
     gradebook.db.commit()
@@ -213,7 +209,7 @@ class StudentTotal:
 
 def student_totals(course: Course) -> dict[str, StudentTotal]:
     """Every submission's total from the gradebook (late penalties recomputed on the current scores)."""
-    policy = LatePolicy.from_config(course.settings.sections)
+    policy = course.settings.late
     manual_ids = manual_grade_ids(course)
     totals = {}
     with open_gradebook(course) as gradebook:
@@ -230,11 +226,11 @@ def student_totals(course: Course) -> dict[str, StudentTotal]:
 
 def student_total(gradebook: Gradebook, course: Course, student: str, manual_ids: set[str]) -> StudentTotal:
     submission = gradebook.find_submission(course.assignment, student)
-    notebook = gradebook.find_submission_notebook(notebook_id(course), course.assignment, student)
+    notebook = gradebook.find_submission_notebook(course.notebook_id, course.assignment, student)
     comments = {comment.name: comment.comment or "" for comment in notebook.comments}
     manual = [ManualGrade(grade.name, grade.max_score, grade.manual_score, comments.get(grade.name, ""))
               for grade in notebook.grades if grade.name in manual_ids]
-    days_late = LatePolicy.from_config(course.settings.sections).days_late(submission.total_seconds_late)
+    days_late = course.settings.late.days_late(submission.total_seconds_late)
     extension = submission.extension.total_seconds() if submission.extension else 0.0
     return StudentTotal(student, submission.score, submission.max_score, submission.late_submission_penalty or 0.0,
                         sorted(manual, key=lambda g: g.grade_id), days_late, extension)
@@ -246,7 +242,7 @@ def recorded_total(course: Course, student: str) -> StudentTotal | None:
         return None
     with open_gradebook(course) as gradebook:
         try:
-            assign_late_penalty(gradebook, course, student, LatePolicy.from_config(course.settings.sections))
+            assign_late_penalty(gradebook, course, student, course.settings.late)
         except MissingEntry:
             return None
         return student_total(gradebook, course, student, manual_grade_ids(course))
@@ -267,5 +263,5 @@ def grant_extension(course: Course, student: str, days: float, hours: float) -> 
     """nbgrader's extension for a recorded submission (none when both are 0), the late penalty recomputed."""
     with open_gradebook(course) as gradebook:
         gradebook.grant_extension(course.assignment, student, days=days, hours=hours)
-        assign_late_penalty(gradebook, course, student, LatePolicy.from_config(course.settings.sections))
+        assign_late_penalty(gradebook, course, student, course.settings.late)
         return student_total(gradebook, course, student, manual_grade_ids(course))

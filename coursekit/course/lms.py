@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from coursekit.config import Course
+from coursekit.config import Course, LmsColumns
 from coursekit.course.gradebook import StudentTotal
 from coursekit.course.inert import write_csv
 
@@ -49,17 +49,12 @@ def read_roster(path: Path) -> Roster:
     return Roster(lms, header, people)
 
 
-def lms_settings(course: Course, lms: str) -> dict:
-    """course.toml's [lms]: which roster columns may hold our student ids, Moodle's identifier, the grade column."""
-    section = course.settings.sections["lms"]
-    return {"match_columns": section[f"{lms}_match_columns"], "identifier": section["moodle_identifier"],
-            "column": section[f"{lms}_column"]}
-
-
-def match_columns(roster: Roster, settings: dict, path: Path) -> list[str]:
-    present = [column for column in settings["match_columns"] if column in roster.header]
+def match_columns(roster: Roster, settings: LmsColumns, path: Path) -> list[str]:
+    """The roster's columns that may hold our student ids (course.toml's `[lms] <lms>_match_columns`)."""
+    wanted = settings.match_columns(roster.lms)
+    present = [column for column in wanted if column in roster.header]
     if not present:
-        raise ValueError(f"{path} has none of the match columns {settings['match_columns']} "
+        raise ValueError(f"{path} has none of the match columns {list(wanted)} "
                          f"(set [lms] {roster.lms}_match_columns in course.toml)")
     return present
 
@@ -140,7 +135,7 @@ def names(person: dict[str, str]) -> dict[str, str]:
 def roster_names(course: Course, path: Path, students) -> dict[str, dict[str, str]]:
     """The names of these students, for the ones the roster has exactly once."""
     roster = read_roster(path)
-    columns = match_columns(roster, lms_settings(course, roster.lms), path)
+    columns = match_columns(roster, course.settings.lms, path)
     return {
         student: names(rows[0]) for student, rows in find_people(roster, columns, students).items() if len(rows) == 1
     }
@@ -150,9 +145,9 @@ def export_lms(course: Course, lms: str, path: Path, out: Path, totals: dict[str
     roster = read_roster(path)
     if roster.lms != lms:
         raise ValueError(f"{path} looks like {roster.lms.capitalize()}'s roster, not {lms.capitalize()}'s")
-    settings = lms_settings(course, lms)
-    column = canvas_column(course, roster, settings["column"], path) if lms == "canvas" \
-        else settings["column"] or course.assignment
-    rows, notes = lms_table(roster, column, match_columns(roster, settings, path), totals, settings["identifier"])
+    settings = course.settings.lms
+    column = canvas_column(course, roster, settings.column(lms), path) if lms == "canvas" \
+        else settings.column(lms) or course.assignment
+    rows, notes = lms_table(roster, column, match_columns(roster, settings, path), totals, settings.moodle_identifier)
     write_csv(out, rows)
     return notes

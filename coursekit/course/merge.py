@@ -21,7 +21,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from coursekit.config import Course
 from coursekit.course.gradebook import assign_late_penalty, ensure_assignment, nbgrader_settings, open_gradebook
-from coursekit.course.late import LatePolicy
 
 NAME_FIELDS = ("first_name", "last_name", "email", "lms_user_id")
 
@@ -134,7 +133,7 @@ def merge_gradebooks(course: Course, paths: list[Path]) -> MergeSummary:
     records = read_shards(paths, course_id, course.assignment)
     summary = MergeSummary(shown_url(db_url), paths)
     ensure_assignment(course)
-    policy = LatePolicy.from_config(course.settings.sections)
+    policy = course.settings.late
     with open_gradebook(course) as gradebook:
         check_cells(gradebook, course.assignment, records)
         gradebook.update_or_create_assignment(course.assignment, duedate=policy.due)  # as recording does

@@ -57,7 +57,7 @@ class Pair:
 
 def student_code(course: Course, student: str, release: nbformat.NotebookNode) -> StudentCode:
     """The student's editable cells (raises UnreadableSubmission like the grader)."""
-    notebook = read_submission(course.submission(student) / course.notebook_name, course.submission(student).parent)
+    notebook = read_submission(course.submitted_notebook(student), course.submission(student).parent)
     return editable_code(student, sanitize(notebook, release))
 
 

@@ -17,6 +17,7 @@ import mistune
 import nbformat
 from latex2mathml.converter import convert as latex_to_mathml
 
+from coursekit.config import Course
 from coursekit.course.inert import one_line
 
 MAX_IMAGE_BYTES = 2**20  # decoded, per image
@@ -317,29 +318,28 @@ def render_page(assignment: str, student: str, results: dict, notebook: nbformat
 {body}</body></html>"""  # noqa: E501 (HTML, CSS or code, kept byte for byte)
 
 
-def feedback_page(root: Path, assignment: str, student: str, grades=None) -> str | None:
+def recorded_page(course: Course, student: str, grades=None) -> str | None:
     """A student's page from autograded/ (results.json and the executed notebook) and `grades`; None
     when the student has not been autograded."""
-    autograded = root / "autograded" / student / assignment
     try:
-        results = json.loads((autograded / "results.json").read_text())
+        results = json.loads(course.results_file(student).read_text())
     except (OSError, ValueError):
         return None
     try:
-        notebook = nbformat.read(autograded / f"{assignment}.ipynb", as_version=4)
+        notebook = nbformat.read(course.executed_notebook(student), as_version=4)
     except Exception:  # no executed notebook: the page still shows the scores
         notebook = None
     if notebook is not None and notebook.metadata.get(STAND_IN):
         notebook = None
-    return render_page(assignment, student, results, notebook, grades)
+    return render_page(course.assignment, student, results, notebook, grades)
 
 
-def write_feedback(root: Path, assignment: str, student: str, grades=None) -> Path | None:
-    """Rewrite a student's page (see feedback_page)."""
-    page = feedback_page(root, assignment, student, grades)
+def write_feedback(course: Course, student: str, grades=None) -> Path | None:
+    """Rewrite a student's page (see recorded_page)."""
+    page = recorded_page(course, student, grades)
     if page is None:
         return None
-    path = root / "feedback" / student / assignment / f"{assignment}.html"
+    path = course.feedback_page(student)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page)
     return path

@@ -186,8 +186,10 @@ CHECK_STEPS: tuple[Step[NotebookRunner], ...] = (sanitize_step, scan, execute_st
 def run_steps(runner: RunnerT, submission: Submission, steps: tuple[Step[RunnerT], ...]) -> Submission:
     start = time.monotonic()
     for step in steps:
-        submission.seconds = time.monotonic() - start  # current for the report step, which writes it
+        began = time.monotonic()
+        submission.seconds = began - start  # current for the report step, which writes it
         step(runner, submission)
+        submission.step_seconds[step.__name__] = time.monotonic() - began
     submission.seconds = time.monotonic() - start
     return submission
 
@@ -250,7 +252,7 @@ class Grader(NotebookRunner):
 
     def notebook_of(self, student: str) -> Path:
         course = self.environment.course
-        return course.submission(student) / course.notebook_name
+        return course.submitted_notebook(student)
 
     def failed(self, student: str, why: str, rule: str | None = None) -> Submission:
         """A submission the grader itself could not grade: nothing scores, a person looks when `rule`."""

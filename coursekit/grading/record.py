@@ -43,6 +43,7 @@ class Submission:
     failure: str | None = None                              # why nothing could be graded
     failure_rule: str | None = None                         # and the rule, when a person should look
     seconds: float = 0.0
+    step_seconds: dict[str, float] = field(default_factory=dict)  # each step's own time, by its name
 
     @property
     def folder(self) -> Path:

@@ -16,7 +16,7 @@ import nbformat
 from coursekit.config import Course
 from coursekit.course.gradebook import StudentTotal, recorded_totals
 from coursekit.course.inert import one_line, write_csv
-from coursekit.course.late import LatePolicy, late_status
+from coursekit.course.late import late_status
 from coursekit.grading.feedback import STAND_IN, keep_safe_outputs, render_page
 from coursekit.grading.record import Submission
 from coursekit.grading.score import PartResult
@@ -55,7 +55,7 @@ def messages(result: Submission, late: dict | None) -> list[dict]:
 
 def results_json(result: Submission, course: Course | None = None) -> dict:
     late = (
-        late_status(LatePolicy.from_config(course.settings.sections), course.submission(result.student), result.score)
+        late_status(course.settings.late, course.submission(result.student), result.score)
         if course is not None
         else None
     )
@@ -86,13 +86,11 @@ def feedback_html(result: Submission, course: Course) -> str:
 
 
 def write_submission_report(result: Submission, course: Course) -> None:
-    autograded = course.root / "autograded" / result.student / course.assignment
-    feedback = course.root / "feedback" / result.student / course.assignment
-    autograded.mkdir(parents=True, exist_ok=True)
-    feedback.mkdir(parents=True, exist_ok=True)
-    (autograded / "results.json").write_text(json.dumps(results_json(result, course), indent=1))
-    (autograded / course.notebook_name).write_text(kept_notebook(result, course))
-    (feedback / course.notebook_name.replace(".ipynb", ".html")).write_text(feedback_html(result, course))
+    course.autograded(result.student).mkdir(parents=True, exist_ok=True)
+    course.feedback(result.student).mkdir(parents=True, exist_ok=True)
+    course.results_file(result.student).write_text(json.dumps(results_json(result, course), indent=1))
+    course.executed_notebook(result.student).write_text(kept_notebook(result, course))
+    course.feedback_page(result.student).write_text(feedback_html(result, course))
 
 
 def kept_notebook(result: Submission, course: Course) -> str:
@@ -114,7 +112,7 @@ def stand_in_notebook(result: Submission, course: Course) -> nbformat.NotebookNo
     have an autograded notebook: with this one, the written answers can still be graded by hand, from
     the student's own file."""
     notebook = nbformat.read(course.release_notebook, as_version=4)
-    where = course.submission(result.student).relative_to(course.root) / course.notebook_name
+    where = course.submitted_notebook(result.student).relative_to(course.root)
     note = (
         f"**The grader could not grade this submission:** {html.escape(one_line(result.failure or 'nothing ran'))}\n\n"
         f"Below is the blank release notebook, so that the written answers can be graded here by hand: read them "
@@ -128,7 +126,7 @@ def stand_in_notebook(result: Submission, course: Course) -> nbformat.NotebookNo
 def load_results(course: Course) -> dict[str, dict]:
     """Every student's results.json under autograded/ (also those merged from CI shards)."""
     results = {}
-    for path in sorted((course.root / "autograded").glob(f"*/{course.assignment}/results.json")):
+    for path in course.all_results_files():
         try:
             results[path.parent.parent.name] = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -184,12 +182,12 @@ def export_class(course: Course) -> Path:
     class summary picture, from results.json and, where there is one, nbgrader's gradebook."""
     results, recorded = load_results(course), recorded_totals(course)
     columns = grade_columns(results)
-    path = course.root / "grades.csv"
+    path = course.grades_file
     write_csv(path, [["student", *columns, *GRADES_TOTALS],
                      *(grades_row(student, data, columns, recorded.get(student)) for student, data in results.items())])
-    write_review_list(results, course.root / "autograded" / "review.csv")
+    write_review_list(results, course.review_file)
     if results:
-        class_summary_picture(results, course.root / "feedback" / "class_summary.png")
+        class_summary_picture(results, course.class_summary)
     return path
 
 

@@ -36,13 +36,14 @@ Params = list[torch.Tensor]
 
 def row_weights() -> torch.Tensor:
     generator = torch.Generator().manual_seed(FINGERPRINT_SEED)
-    return torch.randint(0, 2 ** FINGERPRINT_BITS, (FINGERPRINT_WIDTH,), generator=generator)
+    return torch.randint(0, 2 ** FINGERPRINT_BITS, (FINGERPRINT_WIDTH,), generator=generator).double()
 
 
 def fingerprints(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """One int64 per row of x, from its float32 bits (the kernel computes the same)."""
+    """One int64 per row of x, from its float32 bits (the kernel computes the same, exactly: see
+    FINGERPRINT_BITS)."""
     rows = x.detach().reshape(len(x), -1).float().contiguous()
-    return (rows.view(torch.int32).long() * weights[:rows.shape[1]]).sum(1)
+    return torch.mv(rows.view(torch.int32).double(), weights[:rows.shape[1]]).long()
 
 
 class RowIndex:

@@ -225,7 +225,7 @@ def probe_models(ns, inputs, rec):
 
 def probe_provenance(ns, inputs, rec):
     """How each graded model was trained (the instrumentation layer followed train and sgd_step)."""
-    ns["__coursekit_guard"].export_training(ns, MODELS, rec)
+    ns["__coursekit_record"].export_training(ns, MODELS, rec)
 
 
 PROBES = {name[len("probe_"):]: function for name, function in dict(globals()).items()

@@ -30,7 +30,8 @@ HOME_DIR = "home"               # scratch: the run's home folder (fastai's confi
 RUNNER_LOG = "runner.log"       # scratch: the runner's own output (stderr), for the course staff
 INPUTS_FILE = "inputs.safetensors"
 WORKER_SCRIPT = "worker.py"
-PROBES_FILE, GUARD_FILE = "probes.py", "instrument.py"  # executed as modules in the student's kernel
+# executed as modules in the student's kernel
+PROBES_FILE, GUARD_FILE, RECORD_FILE = "probes.py", "instrument.py", "training_record.py"
 REPORT_FD = 3                   # the runner's end of the report pipe
 
 PROBE_NAMES = ("names", "linear", "relu", "sequential", "log_softmax", "mse_loss",
@@ -44,9 +45,11 @@ MAX_API_CHARS = 100              # a record's API name
 MAX_RULE_CHARS = 40              # a record's rule id
 MAX_WITHIN, MAX_WITHIN_CHARS = 20, 60    # a forbidden call's enclosing functions: how many, and each name
 MAX_FOUND, MAX_FOUND_CHARS = 20, 300     # autograd found in use after a cell: how many, and each description
-# Training evidence: a batch row's fingerprint is the sum of its float32 bits times weights drawn from
-# a generator with this seed (instrument.py in the kernel and grading/retrain.py on the host agree).
-FINGERPRINT_SEED, FINGERPRINT_BITS, FINGERPRINT_WIDTH = 20261129, 20, 4096
+# Training evidence: a batch row's fingerprint is the sum of its float32 bits (as int32) times whole-number
+# weights below 2**FINGERPRINT_BITS drawn from a generator with this seed, for rows of at most
+# FINGERPRINT_WIDTH values (training_record.py in the kernel and grading/retrain.py on the host agree). It is
+# computed in float64, where it is exact: 31 + 10 + 12 bits of magnitude stay below float64's 53.
+FINGERPRINT_SEED, FINGERPRINT_BITS, FINGERPRINT_WIDTH = 20261129, 10, 4096
 # The forbidden-API policy's rules: the run-time guard's id (instrument.py's FORBIDDEN tables, and the
 # grader's messages for them in grading/policy.py) -> the static scanner's id for the same rule
 # (grading/scan/findings.py). tests/test_policy_agreement.py checks that both sides use exactly these.

@@ -50,6 +50,7 @@ from protocol import (
     OK,
     PROBE_DIR,
     PROBES_FILE,
+    RECORD_FILE,
     REPORT_FD,
     ForbiddenCall,
     GuardRecord,
@@ -280,22 +281,24 @@ class Runner:
         status, _ = await self.silent(client, "pass", timeout=5)
         return status == "ok"
 
-    def kernel_setup(self) -> str:
-        """Code that installs the instrumentation (instrument.py) in a new kernel."""
+    def instrumentation(self) -> str:
+        """The code that prepares a fresh kernel: the inline plots, the training record, then the guard."""
         # The worker imported matplotlib's inline backend before this kernel's shell existed: enabling it
         # now registers the shell's PNG formatter, so plots reach the executed notebook as pictures.
         inline = "get_ipython().run_line_magic('matplotlib', 'inline')\n"
         install = (f"__coursekit_guard.MAX_RECORDS = {MAX_GUARD_RECORDS}\n"
-                   f"__coursekit_guard.install({self.request.no_autograd}, {FINGERPRINT_SEED}, {FINGERPRINT_BITS}, "
-                   f"{FINGERPRINT_WIDTH})")
+                   f"__coursekit_record.install(get_ipython(), {FINGERPRINT_SEED}, {FINGERPRINT_BITS}, "
+                   f"{FINGERPRINT_WIDTH})\n__coursekit_guard.install({self.request.no_autograd}, __coursekit_record)")
         if self.ran_before:  # the snapshot's cells set torch's grad mode in the worker's thread, not this one
             install = f"import torch\ntorch.set_grad_enabled({self.snapshot_grad})\n" + install
-        return inline + module_setup("coursekit_guard", HERE / GUARD_FILE, install)
+        setup = "".join(module_setup(name, HERE / file) for name, file in (("coursekit_record", RECORD_FILE),
+                                                                            ("coursekit_guard", GUARD_FILE)))
+        return inline + setup + install
 
     async def run_cells(self, client) -> int | None:
         """Run every code cell; return the index of a cell that left the kernel unusable, if any."""
         self.executions = {}
-        await self.silent(client, self.kernel_setup(), timeout=60)
+        await self.silent(client, self.instrumentation(), timeout=60)
         for index, cell in enumerate(self.notebook.cells):
             if cell.cell_type != "code" or index in self.fatal_cells:
                 continue

@@ -76,17 +76,9 @@ def grade_notebook(course: Course, notebook: Path | None, student: str, require_
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     if notebook is not None:  # a symlink stays one: the grader reports it instead of reading its target
-        shutil.copy2(notebook, folder / course.notebook_name, follow_symlinks=False)
+        shutil.copy2(notebook, course.submitted_notebook(student), follow_symlinks=False)
     grade_class(course, [student], jobs=1, require_sandbox=require_sandbox, progress=False)
-    return json.loads(graded_file(course, student, "results.json").read_text())
-
-
-def graded_file(course: Course, student: str, name: str) -> Path:
-    return course.root / "autograded" / student / course.assignment / name
-
-
-def feedback_page(course: Course, student: str) -> Path:
-    return course.root / "feedback" / student / course.assignment / course.notebook_name.replace(".ipynb", ".html")
+    return json.loads(course.results_file(student).read_text())
 
 
 def fence(text: str) -> str:

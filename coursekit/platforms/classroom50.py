@@ -35,7 +35,6 @@ from coursekit.platforms import (
     SCORING,
     TEMPLATES,
     copy_package,
-    feedback_page,
     fence,
     find_notebook,
     grade_notebook,
@@ -134,7 +133,7 @@ def grade_checkout(checkout: Path, course: Course, env: Mapping[str, str]) -> di
     result = result_json(results, env, datetime.now(timezone.utc))
     (checkout / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     (checkout / "release-body.md").write_text(release_body(result, results))
-    shutil.copy2(feedback_page(course, student), checkout / FEEDBACK_ASSET)
+    shutil.copy2(course.feedback_page(student), checkout / FEEDBACK_ASSET)
     return result
 
 

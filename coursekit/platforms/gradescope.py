@@ -29,7 +29,7 @@ import nbformat
 from coursekit.config import Course
 from coursekit.grading.bubblewrap import SandboxUnavailable
 from coursekit.grading.rubric import is_test_cell, nbgrader_meta
-from coursekit.platforms import TEMPLATES, fence, find_notebook, grade_notebook, graded_file, write_course
+from coursekit.platforms import TEMPLATES, fence, find_notebook, grade_notebook, write_course
 
 SCRIPTS = ("setup.sh", "run_autograder")
 COURSE_ROOT = Path(__file__).resolve().parents[2]  # the bundle's course/ (or this repository)
@@ -170,7 +170,7 @@ def grade(root: Path, course: Course) -> dict:
                       require=os.environ.get("COURSEKIT_REQUIRE_SANDBOX", "1") != "0")
     results = grade_notebook(course, find_notebook(root / "submission", course.notebook_name), STUDENT,
                              require_sandbox=sandbox.isolation != "none")
-    visible = visible_tests(graded_file(course, STUDENT, course.notebook_name), options)
+    visible = visible_tests(course.executed_notebook(STUDENT), options)
     return gradescope_results(results, visible, options, sandbox.isolation, sandbox.network_off)
 
 
