@@ -25,7 +25,7 @@ from coursekit.data import load_subset  # noqa: E402
 from coursekit.grading.checks import LOGISTIC, MLP, REGRESSION, Context, already_trained  # noqa: E402
 from coursekit.grading.probe_data import read_outputs  # noqa: E402
 from coursekit.grading.retrain import RowIndex, read_record, verify  # noqa: E402
-from coursekit.in_sandbox.protocol import FINGERPRINT_BITS, FINGERPRINT_SEED, FINGERPRINT_WIDTH  # noqa: E402
+from coursekit.in_sandbox.protocol import FINGERPRINT_BITS, FINGERPRINT_SEED, FINGERPRINT_WIDTH, OK  # noqa: E402
 
 NOTEBOOK = ROOT / "submitted" / "alice_complete" / "classifier_from_scratch" / "classifier_from_scratch.ipynb"
 IN_SANDBOX = ROOT / "coursekit" / "in_sandbox"
@@ -80,7 +80,7 @@ def seconds_to_run(guarded: bool, folder: str) -> float:
 
 def retrain(folder: str, ctx: Context) -> tuple[float, float]:
     """(seconds, largest relative difference) of the trusted retraining of the three graded models."""
-    output = read_outputs(Path(folder), {"provenance": "ok"})["provenance"]
+    output = read_outputs(Path(folder), {"provenance": OK})["provenance"]
     start, worst = time.perf_counter(), 0.0
     for name, architecture in MODELS.items():
         classifier = name != "regression_model"

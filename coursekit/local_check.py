@@ -13,10 +13,12 @@ from coursekit.config import Course
 from coursekit.grading.pipeline import NotebookRunner
 from coursekit.grading.policy import Violation
 from coursekit.grading.record import Submission
-from coursekit.grading.rubric import cell_parts, nbgrader_meta
+from coursekit.grading.rubric import cell_parts, is_test_cell, nbgrader_meta
 from coursekit.grading.score import costed_parts
+from coursekit.in_sandbox.protocol import Status
 
 SOMETHING_TO_FIX = 1
+NOT_RUN = Status("not-run")
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,7 @@ class VisibleTest:
     part: str
     grade_id: str
     points: float
-    status: str        # "ok", or what went wrong, from the run log
+    status: Status  # from the run log
     cell: int
 
 
@@ -34,12 +36,8 @@ def visible_tests(submission: Submission) -> list[VisibleTest]:
     assert submission.clean is not None and submission.execution is not None
     notebook, cells = submission.clean.notebook, submission.execution.log.cells
     return [VisibleTest(part, nbgrader_meta(cell).get("grade_id", "?"), float(nbgrader_meta(cell).get("points", 0)),
-                        cells.get(index, "not run"), index)
+                        cells.get(index, NOT_RUN), index)
             for index, (cell, part) in enumerate(zip(notebook.cells, cell_parts(notebook))) if is_test_cell(cell)]
-
-
-def is_test_cell(cell) -> bool:
-    return bool(nbgrader_meta(cell).get("grade")) and not nbgrader_meta(cell).get("solution")
 
 
 def cell_label(submission: Submission, index: int | None) -> str:
@@ -65,11 +63,11 @@ def print_tests(submission: Submission, tests: list[VisibleTest], costed: dict[s
         if test.grade_id in costed:
             where = sorted({cell_label(submission, v.cell) for v in costed[test.grade_id]})
             print(f"  LOST  {head}: a forbidden call in {', '.join(where)} costs this part (see below)")
-        elif test.status == "ok":
+        elif test.status.ok:
             kept += test.points
             print(f"  ok    {head}: visible tests pass")
         else:
-            print(f"  FIX   {head}: {test.status}")
+            print(f"  FIX   {head}: {test.status.sentence()}")
     return kept
 
 

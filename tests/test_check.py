@@ -16,7 +16,7 @@ from coursekit.grading.policy import Violation
 from coursekit.grading.record import Submission
 from coursekit.grading.rubric import nbgrader_meta
 from coursekit.grading.sanitize import sanitize
-from coursekit.in_sandbox.protocol import RunLog
+from coursekit.in_sandbox.protocol import OK, RunLog, Status
 from coursekit.local_check import print_report
 
 
@@ -50,12 +50,12 @@ def test_complete_solution_with_a_forbidden_call_passes_its_tests_but_is_told(tm
     assert "`logits.log_softmax(dim=1)`" in run.stdout and run.returncode == 1
 
 
-def checked(statuses: dict[str, str], violations: list) -> Submission:
+def checked(statuses: dict[str, Status], violations: list) -> Submission:
     """The release notebook as the local check saw it run: every cell ok unless `statuses` (by grade_id)."""
     release = nbformat.read(RELEASE, as_version=4)
     clean = sanitize(release, release)
     ids = {index: nbgrader_meta(cell).get("grade_id") for index, cell in enumerate(clean.notebook.cells)}
-    log = RunLog(cells={index: statuses.get(ids[index], "ok") for index in ids})
+    log = RunLog(cells={index: statuses.get(ids[index], OK) for index in ids})
     execution = Execution(Completed(0, 1.0, False, None, False, ""), log, clean.notebook, {}, {})
     return Submission("bob", RELEASE, clean=clean, execution=execution, violations=violations)
 
@@ -88,7 +88,8 @@ def test_a_violation_costs_in_the_check_what_it_costs_in_grading(capsys):
 
 
 def test_the_check_names_cells_as_jupyter_shows_them_and_repeats_nothing(capsys):
-    submission = checked({"test_relu": "error: AssertionError: wrong shape", "accuracy": "error: NameError: x"}, [])
+    submission = checked({"test_relu": Status("error", "AssertionError: wrong shape"),
+                          "accuracy": Status("error", "NameError: x")}, [])
     assert print_report(submission) == 1
     out = capsys.readouterr().out
     accuracy = index_of(submission, "accuracy")

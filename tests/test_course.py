@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT
 from coursekit.config import Collection, ConfigError, Course, Floors, LatePolicy, Limits, LmsColumns
 from coursekit.grading.batch import shard
-from coursekit.in_sandbox.protocol import RunLog
+from coursekit.in_sandbox.protocol import OK, ForbiddenCall, RunLog, Status
 
 
 def test_course_config_switches_the_policy_and_sets_limits_and_floors(tmp_path):
@@ -140,23 +140,24 @@ def test_a_forged_run_log_cannot_crash_the_grader():
     from coursekit.grading.policy import find_violations
 
     def problems(log):
-        return run_problems(SimpleNamespace(log=RunLog.parse(log), completed=SimpleNamespace(
+        return run_problems(SimpleNamespace(log=RunLog.from_json(log), completed=SimpleNamespace(
             out_of_memory=False, timed_out=False, returncode=0, report="{}")))
 
     assert problems({"cells": ["not", "a", "dict"]}) == [] and problems("junk") == []
-    assert problems({"cells": {"x": "y", "10": "error: E", "9": "ok", "11": {"status": "error"}}}) == [
-        "cell 10: error: E"
-    ]
+    cells = {"x": {"kind": "error"}, "10": {"kind": "error", "detail": "E"}, "9": {"kind": "ok"},
+             "11": {"status": "error"}, "12": "error: E", "13": {"kind": "made-up"}, "²": {"kind": "error"}}
+    assert problems({"cells": cells}) == ["cell 10: error: E"]
     assert problems({"notebook_timed_out": "yes", "aborted": 3, "replays": "2"}) == []
-    log = RunLog.parse({"runtime_violations": ["junk", {"cell": 3, "found": ["a"]}], "guard_removed_at": True})
+    log = RunLog.from_json({"runtime_violations": ["junk", {"cell": 3, "found": ["a"]}], "guard_removed_at": True})
     assert [v.cell for v in find_violations([], log, [], no_autograd=True)] == [3] and log.guard_removed_at is None
 
 
 def test_the_run_log_reads_back_what_the_runner_wrote():
-    log = RunLog(cells={3: "ok", 10: "timeout: stopped after 5 s"}, notebook_timed_out=True, probes={"linear": "ok"},
-                 aborted="the kernel stopped answering", replays=1, forbidden_calls=[{"cell": 3, "rule": "autograd"}],
+    log = RunLog(cells={3: OK, 10: Status("timeout", "stopped after 5 s")}, notebook_timed_out=True,
+                 probes={"linear": OK}, aborted="the kernel stopped answering", replays=1,
+                 forbidden_calls=[ForbiddenCall(3, 2, "torch.Tensor.backward", False, "autograd", ("train",))],
                  guard_removed_at=10)
-    assert RunLog.parse(json.loads(json.dumps(log.to_json()))) == log
+    assert RunLog.from_json(json.loads(json.dumps(log.to_json()))) == log
     assert log.problems() == [(10, "timeout: stopped after 5 s"),
                               (None, "the notebook reached its time limit; the remaining cells were skipped"),
                               (None, "grading stopped early: the kernel stopped answering")]
@@ -230,7 +231,7 @@ def test_guard_records_become_violations_of_the_students_cells_only():
                                {**call, "cell": 4, "dynamic": True, "line": 1},  # exec'd code run by cell 4
                                {**call, "line": 5}, {**call, "rule": "made-up"}, "junk", {"cell": "3"}],
            "guard_removed_at": 9}
-    found = guard_violations(RunLog.parse(log), Notebook(editable), {(3, 5)})  # the scan reported line 5
+    found = guard_violations(RunLog.from_json(log), Notebook(editable), {(3, 5)})  # the scan reported line 5
     assert [(v.touches, v.cell, v.line, v.rule) for v in found] == [
         (("log_softmax",), 3, 2, "runtime-ready-made"), ((), 4, None, "runtime-ready-made"),
         ((), 9, None, "runtime-guard-removed")]

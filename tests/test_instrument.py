@@ -3,6 +3,7 @@ a kernel: which forbidden calls are the student's (and which are torch's own, on
 operation), where they are charged, tampering with the guard, imported data, and the training records."""
 from __future__ import annotations
 
+import ast
 import builtins
 import copy
 import threading
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from coursekit.in_sandbox.protocol import FINGERPRINT_BITS, FINGERPRINT_SEED, FINGERPRINT_WIDTH
+from coursekit.in_sandbox.protocol import FINGERPRINT_BITS, FINGERPRINT_SEED, FINGERPRINT_WIDTH, GuardReport
 
 CELL, PROVIDED = "/tmp/ipykernel_1/111.py", "/tmp/ipykernel_1/222.py"
 
@@ -204,6 +205,21 @@ def test_loading_tensors_is_recorded_for_review(guard, tmp_path):
     assert [(i["execution"], i["line"], i["api"]) for i in report["imports"]] == [
         (5, 3, "torch.load")
     ]  # once per line, not per call
+
+
+def test_the_guards_report_reads_back_whole_as_the_protocols_guard_report(guard, tmp_path):
+    """The runner reads `after_cell`'s repr with `GuardReport.from_json`: no record or field of the
+    guard's is lost on the way (a renamed key would be)."""
+    guard.install_with()
+    torch.save(torch.ones(2), tmp_path / "w.pt")
+    run_as(guard, CELL, f"def helper(x):\n    return torch.log_softmax(x, 1)\nhelper(torch.ones(2, 3))\n"
+                        f"exec('torch.softmax(torch.ones(2), 0)')\ntorch.load({str(tmp_path / 'w.pt')!r})")
+    raw = guard.after_cell(3, 5)
+    report = GuardReport.from_json(ast.literal_eval(repr(raw)))
+    assert report.guard_active and len(raw["calls"]) == 2 and len(raw["imports"]) == 1
+    assert [record.to_json() for record in report.calls] == raw["calls"]
+    assert [record.to_json() for record in report.imports] == [{**i, "rule": "", "within": []} for i in raw["imports"]]
+    assert report.calls[0].within == ("helper",) and report.calls[1].dynamic
 
 
 # Training records: a student's layers, trained in the ways students train.

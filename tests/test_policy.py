@@ -48,7 +48,7 @@ def test_scan_and_guard_findings_become_violations_with_what_they_touch():
     findings = [Finding("violation", "autograd", 30, 2, "loss.backward() uses autograd"),
                 Finding("violation", "ready-made-function", 71, 1, "softmax is ready-made"),
                 Finding("suspicious", "dynamic-code", 30, 1, "eval hides code")]
-    log = RunLog.parse({
+    log = RunLog.from_json({
         "forbidden_calls": [
             # the scan's line
             {"cell": 30, "line": 2, "api": "torch.Tensor.backward", "rule": "autograd", "within": ["train"]},
@@ -72,13 +72,14 @@ def test_scan_and_guard_findings_become_violations_with_what_they_touch():
 
 
 def test_autograd_in_use_is_no_violation_where_the_course_allows_autograd():
-    log = RunLog.parse({"runtime_violations": [{"cell": 70, "found": ["grad mode is on"]}]})
+    log = RunLog.from_json({"runtime_violations": [{"cell": 70, "found": ["grad mode is on"]}]})
     assert find_violations([], log, EDITABLE, no_autograd=False) == []
 
 
 def test_malformed_guard_records_are_ignored():
-    assert find_violations([], RunLog.parse({"forbidden_calls": "junk", "guard_removed_at": "9"}), EDITABLE, True) == []
-    assert find_violations([], RunLog.parse({"forbidden_calls": [{"cell": "12"}, 3]}), EDITABLE, True) == []
+    log = RunLog.from_json({"forbidden_calls": "junk", "guard_removed_at": "9"})
+    assert find_violations([], log, EDITABLE, True) == []
+    assert find_violations([], RunLog.from_json({"forbidden_calls": [{"cell": "12"}, 3]}), EDITABLE, True) == []
 
 
 def test_graded_names_defined_outside_their_own_answer_cell_are_for_review():

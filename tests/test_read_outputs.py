@@ -10,8 +10,9 @@ from safetensors.torch import save_file
 
 from coursekit.grading import probe_data as probe
 from coursekit.grading.probe_data import PROBE_NAMES, read_outputs
+from coursekit.in_sandbox.protocol import OK, Status
 
-ALL_OK = {name: "ok" for name in PROBE_NAMES}
+ALL_OK = {name: OK for name in PROBE_NAMES}
 FORWARD = torch.arange(6.0).reshape(2, 3)
 
 
@@ -40,8 +41,8 @@ def test_an_error_of_the_whole_probe_is_kept(tmp_path):
 
 def test_the_run_status_wins_over_what_is_in_the_folder(tmp_path):
     export(tmp_path)
-    outputs = read_outputs(tmp_path, {**ALL_OK, "linear": "timeout after 120 s"})
-    assert (outputs["linear"].error, outputs["linear"].tensors) == ("timeout after 120 s", {})
+    outputs = read_outputs(tmp_path, {**ALL_OK, "linear": Status("timeout", "None")})
+    assert (outputs["linear"].error, outputs["linear"].tensors) == ("timeout: None", {})
     assert read_outputs(tmp_path, {})["linear"].error == "the probe did not run (the notebook did not finish)"
 
 

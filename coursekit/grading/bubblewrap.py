@@ -9,7 +9,6 @@ wall time from a timeout.
 """
 from __future__ import annotations
 
-import json
 import os
 import resource
 import select
@@ -34,7 +33,15 @@ from coursekit.grading.unprivileged import (
     isolation_for,
     network_filter_works,
 )
-from coursekit.in_sandbox.protocol import CODE_MOUNT, RUNNER_LOG, SCRATCH_MOUNT, WORKER_SCRIPT, RunRequest
+from coursekit.in_sandbox.protocol import (
+    CODE_MOUNT,
+    RUNNER_LOG,
+    SCRATCH_MOUNT,
+    WORKER_SCRIPT,
+    RunRequest,
+    WorkerAnswer,
+    WorkerRequest,
+)
 
 
 @dataclass
@@ -45,7 +52,7 @@ class Completed:
     peak_memory_bytes: int | None
     out_of_memory: bool
     log: str          # the runner's own output (stderr), for the course staff
-    report: str = ""  # the runner's report, from the worker: out of the student's reach
+    report: str = ""  # the runner's report (a RunReport's JSON), from the worker: out of the student's reach
 
 
 class SandboxUnavailable(RuntimeError):
@@ -283,23 +290,20 @@ class Worker:
 
     def wait_until_ready(self) -> None:
         """Wait while the worker imports its libraries."""
-        if self.answer(timeout=300) != {"ready": True}:
+        ready = self.answer(timeout=300)
+        if ready is None or not ready.ready:
             raise WorkerFailed(f"the grading worker did not start:\n{self.stop()}")
         if self.cgroup:
             self.cgroup.limit_memory(self.limits.memory_bytes + self.cgroup.memory_used())
 
-    def answer(self, timeout: float) -> dict | None:
+    def answer(self, timeout: float) -> WorkerAnswer | None:
         """The worker's next line, or None when it does not come in time (or the worker is gone)."""
         process = self.process  # another thread may stop the worker meanwhile
         if process is None or process.stdout is None:
             return None
         if not select.select([process.stdout], [], [], timeout)[0]:
             return None
-        line = process.stdout.readline()
-        try:
-            return json.loads(line) if line else None
-        except ValueError:
-            return None
+        return WorkerAnswer.from_line(process.stdout.readline())
 
     def run(self, request: RunRequest, timeout: float, preamble: tuple[str, ...] = ()) -> Completed:
         """Run the sandboxed runner on what is in the scratch folder now; `preamble`: the sources of
@@ -310,13 +314,12 @@ class Worker:
         if self.account:  # fallback hook: what the grader wrote for this run becomes the worker's uid's
             self.account.before_run(self.scratch, self.tmp)
         argv = replace(request, scratch=self.inside(SCRATCH_MOUNT)).to_argv()
-        message = {"argv": argv, "env": {k: self.inside(v) for k, v in self.env.items()},
-                   "threads": self.threads, "log": self.inside(f"{SCRATCH_MOUNT}/{RUNNER_LOG}"),
-                   "preamble": list(preamble)}
+        message = WorkerRequest(tuple(argv), {k: self.inside(v) for k, v in self.env.items()}, self.threads,
+                                self.inside(f"{SCRATCH_MOUNT}/{RUNNER_LOG}"), preamble)
         start = time.monotonic()
         try:
             assert self.process and self.process.stdin, "the worker was not started (fresh_scratch starts it)"
-            self.process.stdin.write(json.dumps(message).encode() + b"\n")
+            self.process.stdin.write(message.to_line())
             self.process.stdin.flush()
             answer = self.answer(timeout)
         except OSError:
@@ -328,11 +331,9 @@ class Worker:
             self.stop()
         log_path = self.scratch / RUNNER_LOG
         log = log_path.read_bytes()[:20_000].decode("utf-8", "replace") if log_path.is_file() else ""
-        answer = answer if isinstance(answer, dict) else {}
-        report = answer.get("report")
-        report = report if isinstance(report, str) else ""
-        return Completed(answer.get("returncode", -1), seconds, not answer and seconds >= timeout, peak, out_of_memory,
-                         log, report)
+        if answer is None:
+            return Completed(-1, seconds, seconds >= timeout, peak, out_of_memory, log)
+        return Completed(answer.returncode, seconds, False, peak, out_of_memory, log, answer.report)
 
     @property
     def running(self) -> bool:

@@ -15,7 +15,7 @@ import nbformat
 from coursekit.config import Course, Limits
 from coursekit.data import provision
 from coursekit.grading.bubblewrap import Worker, WorkerFailed
-from coursekit.grading.rubric import nbgrader_meta
+from coursekit.grading.rubric import is_test_cell, nbgrader_meta
 from coursekit.grading.scan import ScanPolicy
 
 logger = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 def locked_code(release: nbformat.NotebookNode) -> str:
     """The release's locked code cells other than tests: what the scan takes as the provided code."""
     return "\n".join(cell.source for cell in release.cells if cell.cell_type == "code"
-                     and nbgrader_meta(cell).get("locked") and not nbgrader_meta(cell).get("grade"))
+                     and nbgrader_meta(cell).get("locked") and not is_test_cell(cell))
 
 
 def leading_provided_cells(release: nbformat.NotebookNode) -> tuple[str, ...]:
@@ -34,7 +34,7 @@ def leading_provided_cells(release: nbformat.NotebookNode) -> tuple[str, ...]:
     found = []
     for cell in (c for c in release.cells if c.cell_type == "code"):
         meta = nbgrader_meta(cell)
-        if not meta.get("locked") or meta.get("solution") or meta.get("grade") or "plt." in cell.source:
+        if not meta.get("locked") or meta.get("solution") or is_test_cell(cell) or "plt." in cell.source:
             break
         found.append(cell.source)
     return tuple(found)

@@ -2,7 +2,6 @@
 then collect the run log, the executed notebook and the probes' exports (see in_sandbox/protocol.py)."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -17,12 +16,11 @@ from coursekit.config import Limits
 from coursekit.grading.bubblewrap import Completed, Sandbox, Worker
 from coursekit.grading.probe_data import ProbeOutput, make_inputs, read_outputs, write_inputs
 from coursekit.in_sandbox import protocol
-from coursekit.in_sandbox.protocol import HOME_DIR, NOTEBOOK_DIR, PROBE_DIR, PROBE_NAMES, RunLog, RunRequest
+from coursekit.in_sandbox.protocol import HOME_DIR, NOTEBOOK_DIR, PROBE_DIR, PROBE_NAMES, RunLog, RunReport, RunRequest
 
 IN_SANDBOX = Path(protocol.__file__).resolve().parent
 HOME = f"{protocol.SCRATCH_MOUNT}/{HOME_DIR}"
 logger = logging.getLogger(__name__)
-MAX_REPORT_CHARS = 64 * 2**20
 MAX_COPIED_BYTES = 50 * 2**20
 
 
@@ -132,14 +130,10 @@ def execute(notebook: nbformat.NotebookNode, submission_dir: Path, notebook_name
 def read_report(report: str) -> tuple[RunLog, nbformat.NotebookNode | None]:
     """The run log and the executed notebook from the runner's report (the worker's trusted channel;
     empty when the runner was stopped before it reported). Its contents still came through the
-    student's kernel, so each part is checked like any other untrusted data."""
+    student's kernel, so each part is checked like any other untrusted data (`RunReport.from_text`)."""
+    parsed = RunReport.from_text(report)
     try:
-        data = json.loads(report) if report and len(report) <= MAX_REPORT_CHARS else {}
-    except ValueError:
-        return RunLog(), None
-    log = RunLog.parse(data.get("log") if isinstance(data, dict) else None)
-    try:
-        executed = nbformat.reads(data["executed"], as_version=4)
-    except Exception:  # missing or malformed: feedback without the notebook
+        executed = nbformat.reads(parsed.executed, as_version=4) if parsed.executed is not None else None
+    except Exception:  # malformed: feedback without the notebook
         executed = None
-    return log, executed
+    return parsed.log, executed

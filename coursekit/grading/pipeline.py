@@ -32,7 +32,7 @@ from coursekit.grading.rubric import load_rubric
 from coursekit.grading.sanitize import RefusedLink, UnreadableSubmission, read_submission, sanitize
 from coursekit.grading.scan import Finding, scan_cells
 from coursekit.grading.score import score
-from coursekit.in_sandbox.protocol import PROBE_NAMES
+from coursekit.in_sandbox.protocol import PROBE_NAMES, ImportedData
 
 RunnerT = TypeVar("RunnerT", bound="NotebookRunner")
 # A step takes the runner it needs and the record: most take any NotebookRunner (the local check runs them
@@ -137,7 +137,7 @@ def list_review(runner: NotebookRunner, submission: Submission) -> None:
 
 
 def review_items(violations: list[Violation], findings: list[Finding], editable: list,
-                 imported: Sequence[dict] = (), uncosted: Sequence[Violation] = ()) -> list[ReviewItem]:
+                 imported: Sequence[ImportedData] = (), uncosted: Sequence[Violation] = ()) -> list[ReviewItem]:
     sources = {c.index: c.source.splitlines() for c in editable}
 
     def code(cell, line):
@@ -160,11 +160,11 @@ def review_items(violations: list[Violation], findings: list[Finding], editable:
     ]
     items += [ReviewItem("review", f.rule, f.cell, f.line, code(f.cell, f.line), f.message)
               for f in findings if f.severity != "violation"]
-    for load in (entry for entry in imported if isinstance(entry.get("cell"), int)):
-        if load.get("dynamic") or load["cell"] in sources:
-            line = None if load.get("dynamic") else load.get("line")
-            items.append(ReviewItem("review", "imported-data", load["cell"], line, code(load["cell"], line),
-                                    f"`{str(load.get('api'))[:80]}` loaded data while your code ran: "
+    for load in imported:
+        if load.dynamic or load.cell in sources:
+            line = None if load.dynamic else load.line
+            items.append(ReviewItem("review", "imported-data", load.cell, line, code(load.cell, line),
+                                    f"`{load.api[:80]}` loaded data while your code ran: "
                                     "a person checks where it came from"))
     return items
 

@@ -125,9 +125,9 @@ def find_violations(findings: list[Finding], log: RunLog | None, editable: list[
              for f in findings if f.severity == "violation"]
     if log is not None:
         if no_autograd:
-            found += [Violation(notebook.cell_touches(cell), cell, None,
-                                f"after this cell ran, autograd was in use: {str(entry.get('found'))[:300]}")
-                      for entry in log.runtime_violations for cell in [entry.get("cell")] if isinstance(cell, int)]
+            found += [Violation(notebook.cell_touches(entry.cell), entry.cell, None,
+                                f"after this cell ran, autograd was in use: {str(list(entry.found))[:300]}")
+                      for entry in log.runtime_violations]
         found += guard_violations(log, notebook, {(v.cell, v.line) for v in found})
     return found
 
@@ -136,19 +136,18 @@ def guard_violations(log: RunLog, notebook: Notebook, reported: set) -> list[Vio
     """The run-time guard's records: forbidden calls made by the student's code (in an editable cell,
     or by code created at run time), except where the static scan already reported that line."""
     cells, found = {c.index for c in notebook.editable}, []
-    for call in (c for c in log.forbidden_calls if isinstance(c.get("cell"), int)):
-        cell, line, rule, dynamic = call["cell"], call.get("line"), call.get("rule"), bool(call.get("dynamic"))
-        if rule not in GUARD_RULES or not (dynamic or cell in cells) or (cell, line) in reported:
+    for call in log.forbidden_calls:
+        if not (call.dynamic or call.cell in cells) or (call.cell, call.line) in reported:
             continue
-        within = [n for n in call.get("within", []) if isinstance(n, str)]
-        how = "by code created at run time (exec, eval...) " if dynamic else ""
+        line = None if call.dynamic else call.line
+        how = "by code created at run time (exec, eval...) " if call.dynamic else ""
         found.append(
             Violation(
-                notebook.touched(cell, None if dynamic else line, within),
-                cell,
-                None if dynamic else line,
-                f"`{str(call.get('api'))[:100]}` was called {how}while your code ran: {GUARD_RULES[rule]}",
-                f"runtime-{rule}",
+                notebook.touched(call.cell, line, call.within),
+                call.cell,
+                line,
+                f"`{call.api}` was called {how}while your code ran: {GUARD_RULES[call.rule]}",
+                f"runtime-{call.rule}",
             )
         )
     removed = log.guard_removed_at

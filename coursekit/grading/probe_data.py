@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from coursekit.in_sandbox.protocol import INPUTS_FILE, PROBE_NAMES
+from coursekit.in_sandbox.protocol import INPUTS_FILE, PROBE_NAMES, Status
 
 MAX_EXPORT_BYTES = 64 * 2**20
 
@@ -63,13 +63,17 @@ class ProbeOutput:
     error: str | None = None
 
 
-def read_outputs(directory: Path, run_status: dict[str, str]) -> dict[str, ProbeOutput]:
+def read_outputs(directory: Path, run_status: dict[str, Status]) -> dict[str, ProbeOutput]:
     outputs = {}
     for name in PROBE_NAMES:
         tensors_path, meta_path = directory / f"{name}.safetensors", directory / f"{name}.json"
-        status = run_status.get(name, "the probe did not run (the notebook did not finish)")
-        if status != "ok" or not (regular_file(meta_path, directory) and regular_file(tensors_path, directory)):
-            outputs[name] = ProbeOutput(error=status if status != "ok" else "the probe left no result")
+        status = run_status.get(name)
+        if status is None or not status.ok:
+            error = status.sentence() if status else "the probe did not run (the notebook did not finish)"
+            outputs[name] = ProbeOutput(error=error)
+            continue
+        if not (regular_file(meta_path, directory) and regular_file(tensors_path, directory)):
+            outputs[name] = ProbeOutput(error="the probe left no result")
             continue
         if max(meta_path.stat().st_size, tensors_path.stat().st_size) > MAX_EXPORT_BYTES:
             outputs[name] = ProbeOutput(error="the probe's export is implausibly large")

@@ -39,6 +39,14 @@ def nbgrader_meta(cell) -> dict:
     return cell.get("metadata", {}).get("nbgrader", {}) or {}
 
 
+def is_test_cell(cell) -> bool:
+    """A cell of autograder tests (nbgrader's "Autograder tests"): graded, and not an answer. The
+    rubric's autograded parts, the local check's visible tests, the provided code the scan is given
+    (without them) all use this one definition."""
+    meta = nbgrader_meta(cell)
+    return bool(meta.get("grade")) and not meta.get("solution")
+
+
 def cell_parts(notebook) -> list[str]:
     """The part each cell belongs to, from the `## Part N` headings above it."""
     parts, current = [], "Introduction"
@@ -57,6 +65,6 @@ def load_rubric(source_notebook: Path) -> Rubric:
     for cell, part in zip(notebook.cells, cell_parts(notebook)):
         meta = nbgrader_meta(cell)
         if meta.get("grade"):
-            graded.append(GradedCell(meta["grade_id"], float(meta.get("points", 0)),
-                                     autograded=not meta.get("solution", False), part=part))
+            graded.append(GradedCell(meta["grade_id"], float(meta.get("points", 0)), autograded=is_test_cell(cell),
+                                     part=part))
     return Rubric(tuple(graded))

@@ -71,7 +71,7 @@ SWITCHES = {"torch._C._set_grad_enabled": (0, True), "torch.Tensor.requires_grad
 TORCH_DIR = os.path.realpath(os.path.dirname(torch.__file__)) + os.sep
 STDLIB_DIRS = tuple({os.path.realpath(sysconfig.get_paths()[key]) + os.sep for key in ("stdlib", "platstdlib")})
 OWN_FILES = {"coursekit_guard", "coursekit_record", "coursekit_probe"}
-MAX_RECORDS = 100
+MAX_RECORDS = 100  # of each kind, per cell: the runner sets protocol.MAX_GUARD_RECORDS before install()
 AUTOGRAD_BACKWARDS = ("torch.Tensor.backward", "torch.autograd.backward")
 KINDS = {}  # type: dict[str, str]  # a code object's file name -> "torch", "stdlib", "library", "own" or "other"
 
@@ -391,7 +391,8 @@ def install(no_autograd, record):
 
 def after_cell(index=None, execution=None):
     """What the runner collects after cell `index` (run as `execution`): the guard's new records, data
-    imported, and, under the no-autograd policy, autograd in use. Also whether the guard is intact."""
+    imported, and, under the no-autograd policy, autograd in use. Also whether the guard is intact. Its
+    repr is what the runner reads, as a `protocol.GuardReport` (records: `GuardRecord`s)."""
     namespace = SHELL[0].user_ns
     RECORD[0].after_cell(namespace, index, execution)
     records, GUARD.records = GUARD.records, []

@@ -26,7 +26,7 @@ import signal
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import nbformat
 from jupyter_client.manager import AsyncKernelManager
@@ -43,17 +43,27 @@ from protocol import (
     FINGERPRINT_WIDTH,
     GUARD_FILE,
     INPUTS_FILE,
+    MAX_EXECUTED_CHARS,
+    MAX_GUARD_RECORDS,
+    MAX_STATUS_CHARS,
     NOTEBOOK_DIR,
+    OK,
     PROBE_DIR,
     PROBES_FILE,
     RECORD_FILE,
     REPORT_FD,
+    ForbiddenCall,
+    GuardRecord,
+    GuardReport,
+    ImportedData,
     RunLog,
+    RunReport,
     RunRequest,
+    RuntimeViolation,
+    Status,
 )
 
 MAX_REPLAYS = 3
-MAX_EXECUTED_CHARS = 20 * 2**20
 GUARD_RESULT = "__coursekit_guard_result"
 HERE = Path(__file__).resolve().parent
 
@@ -66,19 +76,14 @@ def module_setup(name: str, path: str, then: str = "") -> str:
             f"exec(compile({source!r}, {name!r}, 'exec'), __{name}.__dict__)\ndel __t\n{then}")
 
 
-def parse_report(text: str | None) -> dict | None:
-    """The guard's report, as the kernel returned its repr; None if it is not one."""
+def parse_report(text: str | None) -> GuardReport:
+    """The guard's report, from the repr the kernel returned (a report that does not parse says the
+    guard is gone)."""
     try:
         value = ast.literal_eval(text or "")
     except (ValueError, SyntaxError, MemoryError, RecursionError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def records(report: dict, key: str) -> list[dict]:
-    """The report's list under key, dicts only (the kernel that made it is the student's)."""
-    value = report.get(key)
-    return [item for item in value[:100] if isinstance(item, dict)] if isinstance(value, list) else []
+        return GuardReport()
+    return GuardReport.from_json(value)
 
 
 class ForkedKernel:
@@ -281,7 +286,8 @@ class Runner:
         # The worker imported matplotlib's inline backend before this kernel's shell existed: enabling it
         # now registers the shell's PNG formatter, so plots reach the executed notebook as pictures.
         inline = "get_ipython().run_line_magic('matplotlib', 'inline')\n"
-        install = (f"__coursekit_record.install(get_ipython(), {FINGERPRINT_SEED}, {FINGERPRINT_BITS}, "
+        install = (f"__coursekit_guard.MAX_RECORDS = {MAX_GUARD_RECORDS}\n"
+                   f"__coursekit_record.install(get_ipython(), {FINGERPRINT_SEED}, {FINGERPRINT_BITS}, "
                    f"{FINGERPRINT_WIDTH})\n__coursekit_guard.install({self.request.no_autograd}, __coursekit_record)")
         if self.ran_before:  # the snapshot's cells set torch's grad mode in the worker's thread, not this one
             install = f"import torch\ntorch.set_grad_enabled({self.snapshot_grad})\n" + install
@@ -298,25 +304,26 @@ class Runner:
                 continue
             if index in self.ran_before:
                 cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=self.ran_before[index])]
-                self.log.cells[index] = "ok"
+                self.log.cells[index] = OK
                 continue
             if time.monotonic() > self.deadline:
-                self.log.cells[index] = "skipped: notebook time limit reached"
+                self.log.cells[index] = Status("skipped", "notebook time limit reached")
                 self.log.notebook_timed_out = True
                 continue
             client.timeout = max(1, min(self.request.cell_seconds, int(self.deadline - time.monotonic())))
             try:
                 await client.async_execute_cell(cell, index)
             except CellTimeoutError:
-                self.log.cells[index] = f"timeout: stopped after {client.timeout} s"
+                self.log.cells[index] = Status("timeout", f"stopped after {client.timeout} s")
                 if not await self.recover(client):
                     return index
                 continue
             except DeadKernelError:
-                self.log.cells[index] = "kernel died while running this cell"
+                self.log.cells[index] = Status("died")
                 return index
             errors = [out for out in cell.outputs if out.get("output_type") == "error"]
-            self.log.cells[index] = f"error: {errors[0]['ename']}: {errors[0]['evalue']}"[:500] if errors else "ok"
+            error = f"{errors[0]['ename']}: {errors[0]['evalue']}"[:MAX_STATUS_CHARS] if errors else None
+            self.log.cells[index] = OK if error is None else Status("error", error)
             execution = cell.get("execution_count") if isinstance(cell.get("execution_count"), int) else None
             if execution is not None:
                 self.executions[execution] = index
@@ -329,30 +336,25 @@ class Runner:
         status, text = await self.silent(client, code, timeout=30, result_name=GUARD_RESULT)
         if status == "timeout":
             return
-        report = parse_report(text) if status == "ok" else None
-        if report is None or report.get("guard_active") is not True:
+        report = parse_report(text) if status == "ok" else GuardReport()
+        if not report.guard_active:
             if self.log.guard_removed_at is None:
                 self.log.guard_removed_at = index
             return
-        for call in records(report, "calls"):
-            self.log.forbidden_calls.append({**self.where(call, index), "rule": str(call.get("rule"))[:40]})
-        for load in records(report, "imports"):
-            self.log.imported_data.append(self.where(load, index))
-        found = report.get("autograd")
-        found = found if isinstance(found, list) else []
-        new = [str(item)[:300] for item in found[:20] if str(item)[:300] not in self.autograd_seen]
+        for call in report.calls:
+            self.log.forbidden_calls.append(
+                ForbiddenCall(self.cell_of(call, index), call.line, call.api, call.dynamic, call.rule, call.within))
+        for load in report.imports:
+            self.log.imported_data.append(ImportedData(self.cell_of(load, index), load.line, load.api, load.dynamic))
+        new = tuple(item for item in report.autograd if item not in self.autograd_seen)
         if new:  # reported once, at the cell that brought it about
             self.autograd_seen.update(new)
-            self.log.runtime_violations.append({"cell": index, "found": new})
+            self.log.runtime_violations.append(RuntimeViolation(index, new))
 
-    def where(self, record: dict, index: int) -> dict:
-        """A record's cell index (code made at run time: the cell that was running), line and API."""
-        execution: Any = record.get("running") if record.get("dynamic") else record.get("execution")  # JSON
-        within = record.get("within")
-        within = within if isinstance(within, list) else []
-        return {"cell": self.executions.get(execution, index), "line": record.get("line"),
-                "api": str(record.get("api"))[:100], "dynamic": bool(record.get("dynamic")),
-                "within": [name[:60] for name in within[:20] if isinstance(name, str)]}
+    def cell_of(self, record: GuardRecord, index: int) -> int:
+        """A record's cell index (code made at run time: the cell that was running), else `index`'s."""
+        execution = record.running if record.dynamic else record.execution
+        return self.executions.get(execution, index) if execution is not None else index
 
     async def run_probes(self, client) -> None:
         probe_dir = self.request.path(PROBE_DIR)
@@ -361,12 +363,12 @@ class Runner:
                 stale.unlink()
         status, detail = await self.silent(client, module_setup("coursekit_probe", HERE / PROBES_FILE), timeout=60)
         if status != "ok":
-            self.log.probes["setup"] = f"{status}: {detail}"
+            self.log.probes["setup"] = Status(status, f"{detail}"[:MAX_STATUS_CHARS])
             return
         for name in self.request.probes:
             code = f"__coursekit_probe.run({name!r}, {probe_dir!r}, {INPUTS_FILE!r}, {self.request.no_autograd})"
             status, detail = await self.silent(client, code, timeout=self.request.probe_seconds)
-            self.log.probes[name] = status if status == "ok" else f"{status}: {detail}"
+            self.log.probes[name] = OK if status == "ok" else Status(status, f"{detail}"[:MAX_STATUS_CHARS])
             if status == "timeout" and not await self.recover(client):
                 self.log.aborted = f"the kernel stopped answering during probe {name}"
                 return
@@ -394,7 +396,7 @@ class Runner:
                 if cell.cell_type == "code":
                     cell.outputs = []
             executed = nbformat.writes(self.notebook)
-        return json.dumps({"log": self.log.to_json(), "executed": executed}).encode()
+        return RunReport(self.log, executed).to_bytes()
 
     def send_report(self, fd: int) -> None:
         data = memoryview(self.report())

@@ -4,13 +4,14 @@ and PID namespaces in which /tmp and /dev/shm are new empty tmpfs, /dev is read-
 already is), and the runner is the namespace's init, so every process the submission started,
 in whatever session, dies with it, and nothing it wrote outlives it.
 
-The grader starts this inside the sandbox and talks to it over stdin/stdout, one JSON line each way: a request
-`{"argv": [...runner arguments...], "env": {...}, "threads": n, "log": path}` is answered `{"returncode": n,
-"report": text}` once the forked runner has finished. The report (the run log and the executed notebook) comes
-from the runner through a pipe that only the runner ever holds: its kernels never inherit it, so no process of
-the student's can write to it or change what it said. The fork never comes back to this loop, so what a
-submission does to its process cannot reach the next one, and after each run every process it left behind is
-killed and /tmp emptied. This process is made non-dumpable: a submission runs as the same user but cannot
+The grader starts this inside the sandbox and talks to it over stdin/stdout, one JSON line each way: a
+`protocol.WorkerRequest` (the runner's arguments, environment, threads, log file) is answered with a
+`protocol.WorkerAnswer` (the runner's exit status and its report) once the forked runner has finished.
+The report (`protocol.RunReport`: the run log and the executed notebook) comes from the runner through a
+pipe that only the runner ever holds: its kernels never inherit it, so no process of the student's can
+write to it or change what it said. The fork never comes back to this loop, so what a submission does to
+its process cannot reach the next one, and after each run every process it left behind is killed and /tmp
+emptied. This process is made non-dumpable: a submission runs as the same user but cannot
 ptrace it or read its memory.
 
 The notebook's leading provided cells (the data loading, identical for every student) run once,
@@ -24,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import io
-import json
 import os
 import select
 import signal
@@ -32,7 +32,7 @@ import sys
 import time
 import traceback
 
-from protocol import REPORT_FD
+from protocol import MAX_REPORT_BYTES, REPORT_FD, WorkerAnswer, WorkerRequest
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID = 0x00020000, 0x10000000, 0x20000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 32, 4096, 16384
@@ -42,7 +42,6 @@ PRELOAD = ("torch", "fastai.vision.all", "matplotlib.pyplot", "matplotlib_inline
            "ipykernel.kernelapp", "ipykernel.ipkernel", "nbclient", "nbformat", "safetensors.torch")
 PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
-MAX_REPORT_BYTES = 64 * 2**20
 
 
 def preload() -> None:
@@ -82,14 +81,14 @@ class Snapshot:
         return snapshot
 
 
-def run_submission(request: dict, report: int, isolated: bool, snapshot: Snapshot | None) -> None:
+def run_submission(request: WorkerRequest, report: int, isolated: bool, snapshot: Snapshot | None) -> None:
     """In the fork: become the runner for one submission, in a sandbox of its own when `isolated`,
     reporting on `report`; never returns."""
     code = 1
     try:
         if isolated:
             own_sandbox(report)
-        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        log = os.open(request.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(log, 1)
@@ -98,11 +97,11 @@ def run_submission(request: dict, report: int, isolated: bool, snapshot: Snapsho
         os.closerange(REPORT_FD + 1, 4096)  # the answers pipe included: a submission cannot speak for the worker
         os.setsid()
         os.environ.clear()
-        os.environ.update(request["env"])
+        os.environ.update(request.env)
         import torch
-        torch.set_num_threads(int(request["threads"]))
+        torch.set_num_threads(request.threads)
         import runner
-        runner.main(request["argv"], snapshot)
+        runner.main(list(request.argv), snapshot)
         code = 0
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else 1
@@ -268,11 +267,11 @@ def main() -> None:
     preload()
     answers = os.dup(1)
     os.dup2(2, 1)  # stray prints of this process go to its log, never into the answers
-    os.write(answers, b'{"ready": true}\n')
+    os.write(answers, WorkerAnswer(ready=True).to_line())
     snapshots: dict[tuple[str, ...], Snapshot | None] = {}
     for line in sys.stdin:
-        request = json.loads(line)
-        preamble = tuple(request.get("preamble") or ())
+        request = WorkerRequest.from_line(line)
+        preamble = request.preamble
         if preamble not in snapshots:
             snapshots[preamble] = Snapshot.take(preamble) if preamble else None
         pipe, report_end = os.pipe()
@@ -283,8 +282,8 @@ def main() -> None:
         os.close(report_end)
         report, status = receive_report(pipe, pid)
         sweep(isolated, pid, own_uid)
-        answer = {"returncode": os.waitstatus_to_exitcode(status), "report": report.decode("utf-8", "replace")}
-        os.write(answers, json.dumps(answer).encode() + b"\n")
+        answer = WorkerAnswer(returncode=os.waitstatus_to_exitcode(status), report=report.decode("utf-8", "replace"))
+        os.write(answers, answer.to_line())
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import nbformat
 
 from coursekit.config import Course
 from coursekit.grading.bubblewrap import SandboxUnavailable
+from coursekit.grading.rubric import is_test_cell, nbgrader_meta
 from coursekit.platforms import TEMPLATES, fence, find_notebook, grade_notebook, write_course
 
 SCRIPTS = ("setup.sh", "run_autograder")
@@ -103,8 +104,8 @@ def visible_tests(executed: Path, options: Options) -> list[dict]:
         return []
     tests = []
     for cell in nbformat.read(executed, as_version=4).cells:
-        meta = cell.get("metadata", {}).get("nbgrader", {})
-        if cell.cell_type == "code" and meta.get("grade") and not meta.get("solution"):
+        meta = nbgrader_meta(cell)
+        if cell.cell_type == "code" and is_test_cell(cell):
             ran = cell.get("execution_count") is not None
             errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
             status = "passed" if ran and not errors else "failed"
