@@ -111,7 +111,7 @@ def last_checkpoint(name, by, order=0):
     return corrupt
 
 
-def trained_start(name):
+def trained_start(name, parameters=2):
     """The record's first checkpoint: the model's trained parameters (weights brought in, then trained on)."""
     def corrupt(outputs, inputs):
         tensors = outputs["provenance"].tensors
@@ -120,7 +120,7 @@ def trained_start(name):
                 f"{name}.checkpoint.0.{i}": tensors[
                     f"{name}.checkpoint.{len(outputs['provenance'].meta[name]['checkpoints']) - 1}.{i}"
                 ].clone()
-                for i in range(2)
+                for i in range(parameters)
             }
         )
     return corrupt
@@ -335,6 +335,12 @@ CORRUPTIONS = {
     "the regression began from trained weights": (
         trained_start("regression_model"),
         "test_regression",
+        0.0,
+        "when its training began (cell None) it already had the loss of a trained model",
+    ),
+    "the two-layer model began from trained weights": (  # both layers count in the loss it began with
+        trained_start("mlp_model", 4),
+        "test_mlp",
         0.0,
         "when its training began (cell None) it already had the loss of a trained model",
     ),
