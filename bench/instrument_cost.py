@@ -25,7 +25,7 @@ from coursekit.data import load_subset  # noqa: E402
 from coursekit.grading.checks import LOGISTIC, MLP, REGRESSION, Context, already_trained  # noqa: E402
 from coursekit.grading.probe_data import read_outputs  # noqa: E402
 from coursekit.grading.retrain import RowIndex, read_record, verify  # noqa: E402
-from coursekit.in_sandbox.protocol import FINGERPRINT_BITS, FINGERPRINT_SEED, FINGERPRINT_WIDTH, OK  # noqa: E402
+from coursekit.in_sandbox.protocol import FINGERPRINT_BITS, FINGERPRINT_COLUMNS, FINGERPRINT_SEED, FINGERPRINT_WIDTH, OK  # noqa: E402
 
 NOTEBOOK = ROOT / "submitted" / "alice_complete" / "classifier_from_scratch" / "classifier_from_scratch.ipynb"
 IN_SANDBOX = ROOT / "coursekit" / "in_sandbox"
@@ -42,7 +42,7 @@ def install_guard_cells() -> list[nbformat.NotebookNode]:
     """The training record and the guard, installed as the runner installs them."""
     return [module_cell("coursekit_record", IN_SANDBOX / "training_record.py",
                         f"__coursekit_record.install(get_ipython(), {FINGERPRINT_SEED}, {FINGERPRINT_BITS}, "
-                        f"{FINGERPRINT_WIDTH})"),
+                        f"{FINGERPRINT_WIDTH}, {FINGERPRINT_COLUMNS})"),
             module_cell("coursekit_guard", IN_SANDBOX / "instrument.py",
                         "__coursekit_guard.install(True, __coursekit_record)")]
 

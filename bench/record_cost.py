@@ -26,7 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from coursekit.grading.rubric import nbgrader_meta  # noqa: E402
-from coursekit.in_sandbox.protocol import FINGERPRINT_BITS, FINGERPRINT_SEED, FINGERPRINT_WIDTH  # noqa: E402
+from coursekit.in_sandbox.protocol import FINGERPRINT_BITS, FINGERPRINT_COLUMNS, FINGERPRINT_SEED, FINGERPRINT_WIDTH  # noqa: E402
 
 SOURCE = ROOT / "source" / "classifier_from_scratch" / "classifier_from_scratch.ipynb"
 CELLS = ("linear", "relu", "sequential", "log_softmax", "cross_entropy_loss", "sgd_step", "train")
@@ -66,7 +66,7 @@ def instrumented_shell() -> Shell:
     builtins.get_ipython = lambda: shell  # type: ignore[attr-defined]
     record, guard = kernel_module("coursekit_record", "training_record.py"), kernel_module("coursekit_guard",
                                                                                           "instrument.py")
-    record.install(shell, FINGERPRINT_SEED, FINGERPRINT_BITS, FINGERPRINT_WIDTH)
+    record.install(shell, FINGERPRINT_SEED, FINGERPRINT_BITS, FINGERPRINT_WIDTH, FINGERPRINT_COLUMNS)
     guard.install(True, record)
     shell.user_ns.update(__coursekit_record=record, __coursekit_guard=guard)
     return shell

@@ -25,6 +25,7 @@ from coursekit.grading.checks import Context
 from coursekit.grading.probe_data import PROBE_NAMES, ProbeOutput, make_inputs
 from coursekit.grading.retrain import row_weights
 from coursekit.grading.scan import RULES, SUSPICIOUS, UNPARSABLE, VIOLATION, Finding, ScanPolicy, scan_cells
+from coursekit.in_sandbox.protocol import FINGERPRINT_COLUMNS
 
 
 def load_module(name: str, path):
@@ -169,7 +170,7 @@ def student_namespace() -> dict:
     ns: dict = {"__name__": "__main__"}
     recorder = load_module("coursekit_record_under_test", ROOT / "coursekit" / "in_sandbox" / "training_record.py")
     recorder.SHELL[:] = [Shell(ns)]
-    recorder.ROW_WEIGHTS[:] = [row_weights()]
+    recorder.ROW_WEIGHTS[:], recorder.COLUMNS[:] = [row_weights()], [FINGERPRINT_COLUMNS]
     exec(compile(REFERENCE, "<reference solution>", "exec"), ns)
     recorder.follow_definitions(ns)
     ns["__coursekit_record"] = recorder

@@ -13,7 +13,13 @@ import pytest
 import torch
 
 from conftest import ROOT
-from coursekit.in_sandbox.protocol import FINGERPRINT_BITS, FINGERPRINT_SEED, FINGERPRINT_WIDTH, GuardReport
+from coursekit.in_sandbox.protocol import (
+    FINGERPRINT_BITS,
+    FINGERPRINT_COLUMNS,
+    FINGERPRINT_SEED,
+    FINGERPRINT_WIDTH,
+    GuardReport,
+)
 
 CELL, PROVIDED = "/tmp/ipykernel_1/111.py", "/tmp/ipykernel_1/222.py"
 
@@ -48,7 +54,7 @@ def guard(monkeypatch):
     monkeypatch.setattr(threading.Thread, "start", threading.Thread.start)
     monkeypatch.setattr(threading.Thread, "_bootstrap_inner", threading.Thread._bootstrap_inner)
     def install_with(no_autograd=True):
-        record.install(shell, FINGERPRINT_SEED, FINGERPRINT_BITS, FINGERPRINT_WIDTH)
+        record.install(shell, FINGERPRINT_SEED, FINGERPRINT_BITS, FINGERPRINT_WIDTH, FINGERPRINT_COLUMNS)
         module.install(no_autograd, record)
 
     module.install_with, module.shell, module.record, record.shell = install_with, shell, record, shell
@@ -440,9 +446,9 @@ def test_recording_keeps_no_tensor_per_step(student, inline):
     assert sizes == [1] * 24 * 41
 
 
-def test_staged_batches_give_each_batch_its_own_fingerprints(student):
-    """Rows are staged and fingerprinted together: any mix of sizes, widths and codes, taken one by one
-    or in bulk, gives what fingerprinting each batch alone gives."""
+def test_recorded_batches_give_each_batch_its_own_fingerprints(student):
+    """Fingerprints go into one buffer: any mix of sizes, widths and codes, taken one by one or in bulk,
+    gives what fingerprinting each batch alone gives."""
     batches = [torch.rand(16, 6), student.REUSED, torch.rand(3, 2, 3), torch.rand(200, 6), torch.rand(1, 4),
                torch.rand(7, 4).double(), student.NO_BACKWARD, torch.rand(5, 6)[:, ::2], torch.rand(128, 6)]
     expected, sizes = [], []
@@ -464,19 +470,25 @@ def test_staged_batches_give_each_batch_its_own_fingerprints(student):
     assert torch.equal(bulk.prefix(4)[1], torch.cat(expected[:3]))
 
 
-def test_fingerprints_are_exact_and_the_graders(student):
-    """The kernel's fingerprint of a row is the exact integer sum of its float32 bits times the weights
-    (float64 cannot round it), and the grader's: rows with the largest bits, both signs, full width."""
+@pytest.mark.parametrize("width", [FINGERPRINT_WIDTH, 2 * FINGERPRINT_COLUMNS - 1, 7])
+def test_fingerprints_are_exact_and_the_graders(student, width):
+    """The kernel's fingerprint of a row is the exact integer sum of its float32 bits (every k-th of a wide
+    row) times the weights (float64 cannot round it), and the grader's: rows with the largest bits, both
+    signs, at the widest row and at the width that sums the most values."""
     from coursekit.grading.retrain import fingerprints, row_weights
     extremes = torch.tensor([-0.0, float("nan"), -float("nan"), float("inf"), -3.4e38, 3.4e38]).view(torch.int32)
-    bits = torch.full((4, FINGERPRINT_WIDTH), -2 ** 31, dtype=torch.int32)  # the largest magnitude
+    bits = torch.full((4, width), -2 ** 31, dtype=torch.int32)  # the largest magnitude
     bits[1] = 2 ** 31 - 1
-    bits[2, :6] = extremes
-    bits[3] = torch.randint(-2 ** 31, 2 ** 31 - 1, (FINGERPRINT_WIDTH,), dtype=torch.int32)
+    bits[2, :6] = extremes[:width]
+    bits[3] = torch.randint(-2 ** 31, 2 ** 31 - 1, (width,), dtype=torch.int32)
     rows = bits.view(torch.float32)
     weights = [int(w) for w in row_weights().tolist()]
-    exact = [sum(int(b) * w for b, w in zip(row.tolist(), weights)) for row in bits]
+    taken = bits[:, ::max(1, width // FINGERPRINT_COLUMNS)]
+    exact = [sum(int(b) * w for b, w in zip(row.tolist(), weights)) for row in taken]
+    staged = student.Batches()  # the kernel's way: into its buffer of fingerprints
+    staged.add(rows)
     assert student.fingerprints(rows).tolist() == exact == fingerprints(rows, row_weights()).tolist()
+    assert staged.prefix(1)[1].tolist() == exact
 
 
 def test_a_batch_changed_in_place_before_its_update_is_unknown(student):
@@ -493,3 +505,14 @@ def test_a_batch_changed_in_place_before_its_update_is_unknown(student):
         recorded.take_last(in_call)
     sizes, rows = recorded.prefix(2)
     assert sizes == [student.UNKNOWN, 3] and torch.equal(rows, student.fingerprints(unversioned))
+
+
+def test_a_reused_batch_buffer_is_recorded_exactly(student):
+    """A batch is fingerprinted when its update takes it: a buffer the student fills again for every step
+    (`copy_`) is recorded step by step, as it was at each update."""
+    run_as(student, CELL, "model = Model()\nbuffer = torch.empty(8, 6)\n"
+                          "for batch in torch.arange(24).split(8):\n    buffer.copy_(x[batch])\n"
+                          "    step(model, buffer, y[batch])\n    sgd_step(model, 0.1)\n")
+    rec = export(student, "model")
+    assert steps(rec, "model")[0] == [8, 8, 8]
+    assert torch.equal(rec.tensors["model.rows"], student.fingerprints(X))

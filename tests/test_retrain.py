@@ -222,3 +222,18 @@ def test_difference_is_relative_and_nan_safe():
     assert difference([torch.tensor([1.0, 2.0])], [torch.tensor([1.0, 4.0])]) == 0.5
     assert difference([torch.tensor([math.nan, 1.0])], [torch.tensor([math.nan, 1.0])]) == 0.0
     assert difference([torch.tensor([math.nan])], [torch.tensor([1.0])]) == math.inf
+
+
+def test_images_that_share_a_fingerprint_are_no_known_row():
+    """A wide row's fingerprint takes every k-th value: two images that differ only elsewhere share it,
+    and a batch with either goes to a person (never to the wrong image's retraining, which would differ)."""
+    wide = torch.rand(6, 28 * 28, generator=G)
+    wide[1] = wide[0]
+    wide[1, 1] += 0.5  # not a column the fingerprint takes
+    wide[3] = wide[2]  # the same image twice: either row is right
+    index = RowIndex(wide[:4], wide[4:])
+    values = fingerprints(wide, WEIGHTS)
+    assert values[0] == values[1] and index.ambiguous == {int(values[0])}
+    rows, tests, unknown = index.locate(values)
+    assert rows[:2].tolist() == [-1, -1] and rows[2] in (2, 3) and rows[3] in (2, 3)
+    assert (tests, unknown) == (2, 2)

@@ -23,7 +23,7 @@ from typing import Callable, Iterator, cast
 import torch
 
 from coursekit.grading.probe_data import ProbeOutput
-from coursekit.in_sandbox.protocol import FINGERPRINT_BITS, FINGERPRINT_SEED, FINGERPRINT_WIDTH
+from coursekit.in_sandbox.protocol import FINGERPRINT_BITS, FINGERPRINT_COLUMNS, FINGERPRINT_SEED, FINGERPRINT_WIDTH
 
 # Honest training and its retraining differ by float rounding only: at most 2e-6 of the largest
 # parameter over the three reference models (measured in bench/retrain_margin.py); a laundered
@@ -40,19 +40,36 @@ def row_weights() -> torch.Tensor:
 
 
 def fingerprints(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """One int64 per row of x, from its float32 bits (the kernel computes the same, exactly: see
-    FINGERPRINT_BITS)."""
+    """One int64 per row of x, from its float32 bits, of a wide row every k-th (the kernel computes the
+    same, exactly: see FINGERPRINT_BITS and FINGERPRINT_COLUMNS)."""
     rows = x.detach().reshape(len(x), -1).float().contiguous()
-    return torch.mv(rows.view(torch.int32).double(), weights[:rows.shape[1]]).long()
+    stride = max(1, rows.shape[1] // FINGERPRINT_COLUMNS)
+    bits = rows.view(torch.int32)[:, ::stride]
+    return torch.mv(bits.double(), weights[:bits.shape[1]]).long()
+
+
+def ambiguous(rows: torch.Tensor, values: list[int]) -> set[int]:
+    """The fingerprints that rows with different values share (a fingerprint takes part of a wide row)."""
+    first: dict[int, int] = {}
+    shared = set()
+    for row, value in enumerate(values):
+        seen = first.setdefault(value, row)
+        if seen != row and not torch.equal(rows[seen], rows[row]):
+            shared.add(value)
+    return shared
 
 
 class RowIndex:
-    """Which training image (or test image) a fingerprint is."""
+    """Which training image (or test image) a fingerprint is. A fingerprint that distinct images share
+    is neither: its batch's rows are unknown, for a person to review."""
 
     def __init__(self, x_train: torch.Tensor, x_test: torch.Tensor):
-        weights = row_weights()
-        self.train = {value: row for row, value in enumerate(fingerprints(x_train, weights).tolist())}
-        self.test = set(fingerprints(x_test, weights).tolist()) - set(self.train)
+        images = torch.cat([x_train.reshape(len(x_train), -1).float(), x_test.reshape(len(x_test), -1).float()])
+        values = fingerprints(images, row_weights()).tolist()
+        self.ambiguous = ambiguous(images, values)
+        train, test = values[:len(x_train)], values[len(x_train):]
+        self.train = {value: row for row, value in enumerate(train) if value not in self.ambiguous}
+        self.test = set(test) - set(train) - self.ambiguous
 
     def locate(self, values: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         """(training row of each value, -1 where none; how many are test images; how many unknown)."""

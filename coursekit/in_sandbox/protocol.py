@@ -48,8 +48,11 @@ MAX_FOUND, MAX_FOUND_CHARS = 20, 300     # autograd found in use after a cell: h
 # Training evidence: a batch row's fingerprint is the sum of its float32 bits (as int32) times whole-number
 # weights below 2**FINGERPRINT_BITS drawn from a generator with this seed, for rows of at most
 # FINGERPRINT_WIDTH values (training_record.py in the kernel and grading/retrain.py on the host agree). It is
-# computed in float64, where it is exact: 31 + 10 + 12 bits of magnitude stay below float64's 53.
-FINGERPRINT_SEED, FINGERPRINT_BITS, FINGERPRINT_WIDTH = 20261129, 10, 4096
+# computed in float64, where it is exact: 31 + 10 + 12 bits of magnitude stay below float64's 53. Of a row
+# wider than 2 * FINGERPRINT_COLUMNS, only every k-th value counts (k = width // FINGERPRINT_COLUMNS): the
+# kernel fingerprints every step's batch, and all 784 pixels cost the training a third more. The grader
+# treats a fingerprint that distinct rows share as no known row (for review).
+FINGERPRINT_SEED, FINGERPRINT_BITS, FINGERPRINT_WIDTH, FINGERPRINT_COLUMNS = 20261129, 10, 4096, 128
 # The forbidden-API policy's rules: the run-time guard's id (instrument.py's FORBIDDEN tables, and the
 # grader's messages for them in grading/policy.py) -> the static scanner's id for the same rule
 # (grading/scan/findings.py). tests/test_policy_agreement.py checks that both sides use exactly these.

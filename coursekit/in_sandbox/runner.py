@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 from protocol import (
     FINGERPRINT_BITS,
+    FINGERPRINT_COLUMNS,
     FINGERPRINT_SEED,
     FINGERPRINT_WIDTH,
     GUARD_FILE,
@@ -288,7 +289,8 @@ class Runner:
         inline = "get_ipython().run_line_magic('matplotlib', 'inline')\n"
         install = (f"__coursekit_guard.MAX_RECORDS = {MAX_GUARD_RECORDS}\n"
                    f"__coursekit_record.install(get_ipython(), {FINGERPRINT_SEED}, {FINGERPRINT_BITS}, "
-                   f"{FINGERPRINT_WIDTH})\n__coursekit_guard.install({self.request.no_autograd}, __coursekit_record)")
+                   f"{FINGERPRINT_WIDTH}, {FINGERPRINT_COLUMNS})\n"
+                   f"__coursekit_guard.install({self.request.no_autograd}, __coursekit_record)")
         if self.ran_before:  # the snapshot's cells set torch's grad mode in the worker's thread, not this one
             install = f"import torch\ntorch.set_grad_enabled({self.snapshot_grad})\n" + install
         setup = "".join(module_setup(name, HERE / file) for name, file in (("coursekit_record", RECORD_FILE),

@@ -39,8 +39,10 @@ TRAINING = [0]  # depth of followed calls: sgd_step inside train is part of the 
 INPUTS = {}  # type: dict[int, tuple]  # id(layer) -> (weakref to the layer, weakref to the input of its last forward)
 # id(layer) -> (count of its backward passes, weakref to that pass's input or None)
 BACKWARDS = {}  # type: dict[int, tuple]
-# set by install: the weights of a row's fingerprint (grading/retrain.py has the same)
+# set by install: the weights of a row's fingerprint, and how many of a wide row's values it takes
+# (grading/retrain.py has the same: see protocol.FINGERPRINT_COLUMNS)
 ROW_WEIGHTS = []  # type: list[torch.Tensor]
+COLUMNS = []  # type: list[int]
 INCOMPLETE = [False]  # a part of the recording failed: every record is incomplete, for a person to review
 
 
@@ -57,65 +59,38 @@ def safely(action, *args):
 class Batches:
     """Batches in order, each the fingerprints of its rows or one of REUSED, NO_BACKWARD, UNKNOWN.
 
-    A batch's rows are copied into a staging area as they come (as the float64 values of their float32
-    bits, which the fingerprint needs), and fingerprinted STAGE_ROWS rows at a time: a fingerprint per
-    step costs several torch calls. The fingerprints go into one growing buffer: a small tensor kept for
-    every step, between the training's freed temporaries, fragments the heap (an honest kernel grew by
-    2 GiB over 15,000 steps)."""
-
-    STAGE_ROWS = 128  # fingerprinting more rows at once is slower: its temporaries leave the cache
+    A batch is fingerprinted when its update takes it (held any longer, it could change in place, and
+    the memory it keeps from the allocator slows the student's training more than a fingerprint does).
+    The fingerprints go into one growing buffer, as the float64 values they are computed in (exact, see
+    weighed): a small tensor kept for every step, between the training's freed temporaries, fragments
+    the heap (an honest kernel grew by 2 GiB over 15,000 steps)."""
 
     def __init__(self):
         self.sizes = []  # type: list[int]  # rows of each batch, or its code
-        self.rows = torch.empty(1024, dtype=torch.int64)  # fingerprints, self.used of them so far
+        self.rows = torch.empty(1024, dtype=torch.float64)  # fingerprints, self.used of them so far
         self.used = 0
-        self.stage = None  # type: torch.Tensor | None  # rows not fingerprinted yet, self.staged of them
-        self.staged = 0
 
     def __len__(self):
         return len(self.sizes)
 
     def add(self, batch):
         """A batch: the input of a backward pass (a tensor), or a code."""
-        bits = row_bits(batch)
-        if bits is None:
+        rows = flat(batch)
+        if rows is None:
             self.sizes.append(batch if isinstance(batch, int) else UNKNOWN)
             return
-        count, width = bits.shape
-        stage = self.stage
-        if stage is None or stage.shape[1] != width or self.staged + count > self.STAGE_ROWS:
-            self.flush()
-            if count > self.STAGE_ROWS:
-                self.add_fingerprints(weighed(bits.double()))
-                return
-            if stage is None or stage.shape[1] != width:
-                stage = self.stage = torch.empty(self.STAGE_ROWS, width, dtype=torch.float64)
-        stage[self.staged:self.staged + count] = bits
-        self.staged += count
+        count = rows.shape[0]
+        end = self.used + count
+        if end > self.rows.shape[0]:
+            self.grow(end)
+        weighed(sampled(rows), out=self.rows[self.used:end])
+        self.used = end
         self.sizes.append(count)
 
-    def add_fingerprints(self, values):
-        self.flush()
-        self.append(values)
-        self.sizes.append(values.shape[0])
-
-    def append(self, values):
-        end = self.used + values.shape[0]
-        if end > self.rows.shape[0]:
-            grown = torch.empty(max(2 * self.rows.shape[0], end), dtype=torch.int64)
-            grown[:self.used] = self.rows[:self.used]
-            self.rows = grown
-        self.rows[self.used:end] = values
-        self.used = end
-
-    def flush(self, release=False):
-        """Fingerprint the staged rows; `release`: also free the staging area."""
-        if self.staged:
-            staged, self.staged = self.stage[:self.staged], 0
-            values = safely(weighed, staged)  # on failure the record is incomplete: keep its shape
-            self.append(values if isinstance(values, torch.Tensor) else torch.zeros(staged.shape[0], dtype=torch.int64))
-        if release:
-            self.stage = None
+    def grow(self, size):
+        grown = torch.empty(max(2 * self.rows.shape[0], size), dtype=torch.float64)
+        grown[:self.used] = self.rows[:self.used]
+        self.rows = grown
 
     def take_last(self, other):
         """Add the last batch of `other` (a CallBatches with at least one), then empty `other`."""
@@ -125,24 +100,26 @@ class Batches:
     def extend(self, other, count):
         """Add the first `count` batches of `other`."""
         sizes, rows = other.prefix(count)
-        self.flush()
-        self.append(rows)
+        end = self.used + rows.shape[0]
+        if end > self.rows.shape[0]:
+            self.grow(end)
+        self.rows[self.used:end] = rows
+        self.used = end
         self.sizes.extend(sizes)
 
     def clear(self):
         self.sizes.clear()
-        self.used = self.staged = 0
+        self.used = 0
 
     def prefix(self, count):
-        """(sizes, fingerprints) of the first `count` batches."""
-        self.flush()
+        """(sizes, fingerprints as int64) of the first `count` batches."""
         sizes = self.sizes[:count]
-        return sizes, self.rows[:sum(size for size in sizes if size > 0)]
+        return sizes, self.rows[:sum(size for size in sizes if size > 0)].long()
 
 
 class CallBatches(Batches):
     """The backward passes of a train call. The last one is kept as it is until an update takes it (the
-    usual case: its rows are copied once) or another one comes (it is then staged like any other)."""
+    usual case) or another one comes (it is then fingerprinted like any other)."""
 
     def __init__(self):
         super().__init__()
@@ -152,7 +129,8 @@ class CallBatches(Batches):
         return len(self.sizes) + (self.pending is not None)
 
     def add(self, batch):
-        self.stage_pending()
+        if self.pending is not None:
+            self.stage_pending()
         if isinstance(batch, torch.Tensor) and batch.dim():
             self.pending = (batch, version(batch))
         else:
@@ -168,9 +146,9 @@ class CallBatches(Batches):
         if self.pending is not None:
             super().add(self.take_pending())
 
-    def flush(self, release=False):
+    def prefix(self, count):
         self.stage_pending()
-        super().flush(release)
+        return super().prefix(count)
 
     def clear(self):
         self.pending = None
@@ -249,27 +227,47 @@ def same(first, second):
             and all(a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b) for a, b in zip(first, second)))
 
 
-def row_bits(batch):
-    """A batch's rows as the int32 bits of their float32 values, or None (not a batch, or too wide)."""
+def flat(batch):
+    """A batch's rows, one per row of the result (a view where it can be); None if it is not a batch or
+    its rows are too wide."""
     if not isinstance(batch, torch.Tensor) or batch.dim() == 0:
         return None
-    rows = batch.detach() if batch.dim() == 2 else batch.detach().reshape(batch.shape[0], -1)
+    rows = batch if batch.dim() == 2 else batch.reshape(batch.shape[0], -1)
     if rows.shape[1] > ROW_WEIGHTS[0].shape[0]:
         return None
-    return (rows if rows.dtype == torch.float32 else rows.float()).view(torch.int32)
+    return rows.detach() if rows.requires_grad else rows
 
 
-def weighed(bits):
-    """Rows of float64 int32 bits -> one int64 per row: the bits times whole-number weights, summed in
-    float64, which is exact (|bits| < 2**31, weights < 2**FINGERPRINT_BITS, at most FINGERPRINT_WIDTH of
-    them: the sum stays below 2**53), so it is the grader's whatever the order of the sum."""
-    return torch.mv(bits, ROW_WEIGHTS[0][:bits.shape[1]]).long()
+def sampled(rows):
+    """The values of each row that its fingerprint takes: of a wide row every k-th (see COLUMNS), as float32."""
+    stride = rows.shape[1] // COLUMNS[0]
+    taken = rows[:, ::stride] if stride > 1 else rows
+    return taken if taken.dtype == torch.float32 else taken.float()
+
+
+def weighed(taken, out=None):
+    """Sampled rows -> one whole number per row, in float64: the int32 bits of their float32 values times
+    whole-number weights, summed in float64, which is exact (|bits| < 2**31, weights < 2**FINGERPRINT_BITS,
+    at most FINGERPRINT_WIDTH of them: the sum stays below 2**53), so it is the grader's whatever the order
+    of the sum."""
+    bits = taken.view(torch.int32).double()
+    return torch.mv(bits, weights_for(bits.shape[1]), out=out)
+
+
+def weights_for(width):
+    weights = WEIGHTS_BY_WIDTH.get(width)
+    if weights is None:
+        weights = WEIGHTS_BY_WIDTH[width] = ROW_WEIGHTS[0][:width]
+    return weights
+
+
+WEIGHTS_BY_WIDTH = {}  # type: dict[int, torch.Tensor]  # the first ROW_WEIGHTS, by how many
 
 
 def fingerprints(x):
     """One int64 per row of x (grading/retrain.py computes the same), or UNKNOWN."""
-    bits = row_bits(x.reshape(x.shape[0], -1))
-    return UNKNOWN if bits is None else weighed(bits.double())
+    rows = flat(x.reshape(x.shape[0], -1))
+    return UNKNOWN if rows is None else weighed(sampled(rows)).long()
 
 
 def input_of(entry):
@@ -318,12 +316,17 @@ def watched_backward(function):
 def remember_backward(layer):
     """A backward pass through `layer`: count it, keep its forward's input, and inside a train call on
     the model whose first layer it is, keep its batch."""
-    owner, entry = INPUTS.get(id(layer), (None, None))
-    entry = entry if owner is not None and owner() is layer else None
-    BACKWARDS[id(layer)] = (BACKWARDS.get(id(layer), (0, None))[0] + 1, entry)
-    track = CALLING.get(id(layer))
+    key = id(layer)
+    owner, entry = INPUTS.get(key, NOTHING)
+    if owner is None or owner() is not layer:
+        entry = None
+    BACKWARDS[key] = (BACKWARDS.get(key, NOTHING)[0] + 1, entry)
+    track = CALLING.get(key)
     if track is not None and track.in_call is not None:
         track.in_call.add(input_of(entry))
+
+
+NOTHING = (0, None)  # what INPUTS and BACKWARDS hold for a layer not seen yet (an owner of 0 is none)
 
 
 CALLING = {}  # type: dict[int, Track]  # id(first layer) -> the Track of a model whose train call is in progress
@@ -359,6 +362,10 @@ def track_for(model):
 def sgd_update(track, lr):
     """An update by the student's sgd_step: the batch of the last backward pass through the first
     layer that no earlier update used; without one, the last gradients again, or none at all."""
+    in_call = track.in_call
+    if in_call is not None and in_call.pending is not None and not in_call.sizes:
+        track.step(lr, in_call.take_pending())  # the usual update in a train call, on its one batch
+        return
     layer = first_layer(track.model)
     count, entry = BACKWARDS.get(id(layer), (0, None))
     fresh, track.backwards_used = count > track.backwards_used, count
@@ -373,42 +380,41 @@ def sgd_update(track, lr):
         track.step(lr, REUSED if count else NO_BACKWARD)
 
 
-LR_POSITIONS = {}  # type: dict[object, int | None]  # a followed function's code -> where its `lr` is (None: nowhere)
-
-
-def learning_rate(function, args, kwargs):
-    """The `lr` of a call (None if not given), without binding the signature on every call."""
-    if "lr" in kwargs:
-        return kwargs["lr"]
-    key = getattr(function, "__code__", function)
-    if key not in LR_POSITIONS:
-        try:
-            names = list(inspect.signature(function).parameters)
-        except (TypeError, ValueError):
-            names = []
-        LR_POSITIONS[key] = names.index("lr") if "lr" in names else None
-    position = LR_POSITIONS[key]
-    return args[position] if position is not None and position < len(args) else None
+def lr_position(function):
+    """Where a function takes its `lr` among its positional arguments (None: nowhere)."""
+    try:
+        names = list(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        return None
+    return names.index("lr") if "lr" in names else None
 
 
 def follow(kind, function):
-    """`function` (the student's train or sgd_step), recording each call on a model (see above)."""
+    """`function` (the student's train or sgd_step), recording each call on a model (see above). The
+    recording's parts are inline, not through safely(): sgd_step runs on every step."""
     if getattr(function, "__coursekit_followed__", False) or not callable(function):
         return function
+    position = lr_position(function)
 
     @functools.wraps(function)
     def followed(*args, **kwargs):
-        model = args[0] if args else kwargs.get("model")
-        track = safely(track_for, model) if not (kind == "train" and TRAINING[0]) else None
+        try:
+            track = None if kind == "train" and TRAINING[0] else track_for(args[0] if args else kwargs.get("model"))
+            given = position is not None and position < len(args)
+            lr = kwargs["lr"] if "lr" in kwargs else args[position] if given else None
+        except Exception:
+            track, INCOMPLETE[0] = None, True
         if track is None:
             return function(*args, **kwargs)
-        lr = safely(learning_rate, function, args, kwargs)
         if kind == "train":
             return followed_train(track, function, lr, args, kwargs)
         if not track.checkpoints:
             safely(track.checkpoint)
         result = function(*args, **kwargs)
-        safely(sgd_update, track, lr)
+        try:
+            sgd_update(track, lr)
+        except Exception:
+            INCOMPLETE[0] = True
         return result
 
     followed.__coursekit_followed__ = True
@@ -433,7 +439,6 @@ def followed_train(track, function, lr, args, kwargs):
 def end_of_call(track, lr, inline, without_sgd_step):
     if without_sgd_step:
         track.extend(lr, inline)
-    track.batches.flush(release=True)
     track.backwards_used = BACKWARDS.get(id(first_layer(track.model)), (0, None))[0]
     track.checkpoint()
 
@@ -505,19 +510,19 @@ def export_track(rec, name, track, position):
     rec.value(f"{name}.rows", rows.clone())
 
 
-def install(shell, fingerprint_seed, fingerprint_bits, fingerprint_width):
+def install(shell, fingerprint_seed, fingerprint_bits, fingerprint_width, fingerprint_columns):
     """For the rest of the kernel's life: train and sgd_step followed from their definition, and the
     weights of a row's fingerprint (grading/retrain.py draws the same)."""
     SHELL[:] = [shell]
+    COLUMNS[:] = [fingerprint_columns]
+    WEIGHTS_BY_WIDTH.clear()
     generator = torch.Generator().manual_seed(fingerprint_seed)
     ROW_WEIGHTS[:] = [torch.randint(0, 2 ** fingerprint_bits, (fingerprint_width,), generator=generator).double()]
     shell.ast_transformers.append(FollowDefinitions())
 
 
 def after_cell(namespace, index, execution):
-    """After cell `index` (run as `execution`): follow what it defined; free the tracks' staging areas."""
+    """After cell `index` (run as `execution`): follow what it defined."""
     if isinstance(execution, int):
         CELLS[execution] = index
     follow_definitions(namespace)
-    for track in TRACKS.values():
-        safely(track.batches.flush, True)
