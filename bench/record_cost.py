@@ -1,10 +1,11 @@
-"""Cost of the training record per step: the reference solution's `train` on the two-layer model, in this
-process, plain and with `coursekit/in_sandbox/training_record.py` and `instrument.py` installed as the kernel
-installs them (alternating, the fastest of --runs: on a shared machine the others measure its load). Without
-a kernel, so it isolates the per-step cost from everything else `bench/instrument_cost.py` measures; `--profile`
-prints where the instrumented run spends its time.
+"""Cost of the training record per step: the reference solution's `train` on the logistic model (batches of
+32) and on the two-layer model (batches of 16), as the notebook trains them, in this process, plain and with
+`coursekit/in_sandbox/training_record.py` and `instrument.py` installed as the kernel installs them. One
+epoch at a time, alternating, in this thread's CPU time; the fastest of --runs and the median of the pairs
+(on a shared machine the others measure its load). Without a kernel, so it isolates the per-step cost from
+everything else `bench/instrument_cost.py` measures; `--profile` prints where the instrumented run spends its time.
 
-    .venv/bin/python bench/record_cost.py [--runs 5] [--epochs 3] [--profile]
+    .venv/bin/python bench/record_cost.py [--runs 15] [--profile]
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import builtins
 import cProfile
 import math
 import pstats
+import statistics
 import sys
 import time
 import types
@@ -31,6 +33,8 @@ from coursekit.in_sandbox.protocol import FINGERPRINT_BITS, FINGERPRINT_COLUMNS,
 SOURCE = ROOT / "source" / "classifier_from_scratch" / "classifier_from_scratch.ipynb"
 CELLS = ("linear", "relu", "sequential", "log_softmax", "cross_entropy_loss", "sgd_step", "train")
 CELL_FILE = "/tmp/ipykernel_0/1.py"  # what the instrumentation takes for a notebook cell's code
+# name -> (its layers, learning rate, batch size), as the notebook trains them
+MODELS = {"logistic": ("Linear(784, 10)", 0.05, 32), "two-layer": ("Linear(784, 30), ReLU(), Linear(30, 10)", 0.2, 16)}
 
 
 class Shell:
@@ -74,33 +78,35 @@ def instrumented_shell() -> Shell:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    data = {"x": torch.rand(5000, 784), "y": torch.randint(0, 10, (5000,))}
-    training = ("torch.manual_seed(0)\nmodel = Sequential(Linear(784, 30), ReLU(), Linear(30, 10))\n"
-                f"train(model, CrossEntropyLoss(), x, y, lr=0.2, epochs={args.epochs}, batch_size=16)")
-    shells = {"plain": Shell(), "instrumented": instrumented_shell()}
-    for shell in shells.values():
-        shell.run(solution_code())
-        shell.user_ns.update(data)
     torch.set_grad_enabled(False)
-    seconds: dict[str, list[float]] = {name: [] for name in shells}
-    for _ in range(args.runs):
-        for name, shell in shells.items():
-            start = time.perf_counter()
-            shell.run(training)
-            seconds[name].append(time.perf_counter() - start)
-    steps = args.epochs * math.ceil(5000 / 16)
-    plain, instrumented = (min(seconds[name]) for name in shells)
-    print(f"plain {plain:.3f} s, instrumented {instrumented:.3f} s (ratio {instrumented / plain:.2f}); "
-          f"{1e6 * plain / steps:.0f} us per step, {1e6 * (instrumented - plain) / steps:.0f} us more recorded")
-    if args.profile:
-        profile = cProfile.Profile()
-        profile.runcall(shells["instrumented"].run, training)
-        pstats.Stats(profile).sort_stats("tottime").print_stats(15)
+    data = {"x": torch.rand(5000, 784), "y": torch.randint(0, 10, (5000,))}
+    for name, (layers, lr, batch_size) in MODELS.items():
+        shells = {"plain": Shell(), "instrumented": instrumented_shell()}
+        for shell in shells.values():
+            shell.run(solution_code())
+            shell.user_ns.update(data)
+            shell.run(f"torch.manual_seed(0)\nmodel, loss_fn = Sequential({layers}), CrossEntropyLoss()")
+        epoch = f"train(model, loss_fn, x, y, lr={lr}, epochs=1, batch_size={batch_size})"
+        seconds = {kind: [] for kind in shells}  # type: dict[str, list[float]]
+        for run in range(args.runs):
+            for kind in sorted(shells, reverse=run % 2 == 1):
+                start = time.thread_time()
+                shells[kind].run(epoch)
+                seconds[kind].append(time.thread_time() - start)
+        steps = math.ceil(5000 / batch_size)
+        plain, recorded = seconds["plain"], seconds["instrumented"]
+        paired = statistics.median(b - a for a, b in zip(plain, recorded))
+        fastest = min(recorded) - min(plain)
+        print(f"{name}: {1e6 * min(plain) / steps:.0f} us per step; recorded, {1e6 * fastest / steps:.0f} us more "
+              f"(fastest of {args.runs}), {1e6 * paired / steps:.0f} us more (median of the pairs)")
+        if args.profile:
+            profile = cProfile.Profile()
+            profile.runcall(shells["instrumented"].run, epoch)
+            pstats.Stats(profile).sort_stats("tottime").print_stats(15)
 
 
 if __name__ == "__main__":
