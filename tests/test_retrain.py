@@ -237,3 +237,15 @@ def test_images_that_share_a_fingerprint_are_no_known_row():
     rows, tests, unknown = index.locate(values)
     assert rows[:2].tolist() == [-1, -1] and rows[2] in (2, 3) and rows[3] in (2, 3)
     assert (tests, unknown) == (2, 2)
+
+
+@pytest.mark.slow
+def test_fingerprints_keep_all_of_mnist_apart(idx_dir):
+    """Every k-th pixel of a row is enough: no two of MNIST's 70,000 images share a fingerprint, so no batch
+    of the course's images goes to review for it."""
+    from coursekit.data import read_idx
+
+    train, test = (torch.from_numpy(read_idx(idx_dir / f"{split}-images.idx3-ubyte")).float().div(255).reshape(-1, 784)
+                   for split in ("train", "t10k"))
+    index = RowIndex(train, test)
+    assert index.ambiguous == set() and len(index.train) == len(torch.unique(train, dim=0))
